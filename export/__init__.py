@@ -1,0 +1,1 @@
+"""edgesdk.export: torch.export capture, lowering to ExecuTorch / ONNX / TensorRT-ready ONNX, bundles, parity."""

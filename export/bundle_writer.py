@@ -1,0 +1,67 @@
+"""Stage 3: write a bundle directory. Everything goes into a temporary sibling directory that is renamed
+into place at the end, so an interrupted export never leaves a half bundle (nor destroys an old one)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgesdk.runtime.errors import EdgeSDKError
+
+FORMAT = "edgesdk-bundle"
+FORMAT_VERSION = 1
+
+
+class BundleWriter:
+    def __init__(self, destination: Path, overwrite: bool = False) -> None:
+        self.destination = destination.resolve()
+        if self.destination.exists() and not overwrite:
+            raise EdgeSDKError(f"{destination} already exists; pass --overwrite to replace it")
+        self.destination.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.", dir=self.destination.parent))
+        self.checksums: dict[str, str] = {}
+
+    def add_bytes(self, relpath: str, data: bytes) -> str:
+        target = self.staging / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        self.checksums[relpath] = hashlib.sha256(data).hexdigest()
+        return relpath
+
+    def add_array(self, relpath: str, array: np.ndarray) -> str:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        return self.add_bytes(relpath, buffer.getvalue())
+
+    def add_json(self, relpath: str, value: object) -> str:
+        return self.add_bytes(relpath, (json.dumps(value, indent=2) + "\n").encode())
+
+    def write_manifest(self, manifest: dict) -> None:
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "files": dict(self.checksums)}
+        (self.staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.staging / "manifest.json"
+
+    def commit(self) -> Path:
+        """Move the finished bundle into place (replacing an old one only now, at the very end)."""
+        if self.destination.exists():
+            backup = self.destination.with_name(self.destination.name + ".old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(self.destination, backup)
+            os.replace(self.staging, self.destination)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(self.staging, self.destination)
+        return self.destination
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)

@@ -1,0 +1,74 @@
+"""Stage 1 of an export: describe each component and capture it with torch.export.
+
+A component is captured in at most two shape regimes, each once:
+- static: every dim fixed (batch = ``static_batch``). ExecuTorch and the TensorRT-ready ONNX use it,
+  because XNNPACK delegates a fully static graph in one piece (with a dynamic batch, every reshape falls
+  out of the delegate) and TensorRT wants fixed shapes or explicit profiles.
+- dynamic batch: ONNX Runtime uses it, so one file serves batch 1..max (CFG pairs, ZO query batches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.export import Dim, ExportedProgram
+
+from edgesdk.runtime.errors import EdgeSDKError
+
+
+@dataclass
+class ComponentSpec:
+    """What to export: a module, example inputs at the static batch, and the names of its tensors."""
+
+    name: str
+    module: nn.Module
+    example_inputs: tuple[Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    static_batch: int = 1
+    max_batch: int = 8
+
+    def io_metadata(self, outputs: tuple[Tensor, ...]) -> tuple[list[dict], list[dict]]:
+        """Manifest entries: dim 0 is the symbolic "batch", the rest are fixed."""
+
+        def describe(name: str, tensor: Tensor) -> dict:
+            return {"name": name, "dtype": str(tensor.dtype).removeprefix("torch."),
+                    "shape": ["batch", *tensor.shape[1:]]}
+
+        inputs = [describe(n, t) for n, t in zip(self.input_names, self.example_inputs, strict=True)]
+        outs = [describe(n, t) for n, t in zip(self.output_names, outputs, strict=True)]
+        return inputs, outs
+
+
+@dataclass
+class CapturedComponent:
+    spec: ComponentSpec
+    static: ExportedProgram
+    dynamic: ExportedProgram | None
+    example_outputs: tuple[Tensor, ...] = field(default_factory=tuple)
+
+
+def _as_tuple(value: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def capture(spec: ComponentSpec, dynamic_batch: bool = True) -> CapturedComponent:
+    """torch.export the component (static, and with a dynamic batch when asked)."""
+    module = spec.module.eval()
+    try:
+        with torch.no_grad():
+            outputs = _as_tuple(module(*spec.example_inputs))
+            static = torch.export.export(module, spec.example_inputs)
+            dynamic = None
+            if dynamic_batch:
+                batch = Dim("batch", min=1, max=spec.max_batch)
+                # torch.export specialises a dim whose example size is 1, so trace the dynamic one at batch 2.
+                examples = tuple(torch.cat([t, t]) if t.shape[0] == 1 else t for t in spec.example_inputs)
+                dynamic = torch.export.export(module, examples,
+                                              dynamic_shapes=tuple({0: batch} for _ in spec.example_inputs))
+    except Exception as exc:  # torch.export raises many types; the user needs the component and the reason
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgeSDKError(f"torch.export could not capture component '{spec.name}': {first_line}") from exc
+    return CapturedComponent(spec=spec, static=static, dynamic=dynamic, example_outputs=outputs)

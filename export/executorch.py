@@ -1,0 +1,76 @@
+"""Stage 2a: lower a captured program to ExecuTorch with the XNNPACK partitioner, and count what it delegated."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.exir import to_edge_transform_and_lower
+from torch.export import ExportedProgram
+from torch.fx import GraphModule
+
+from edgesdk.runtime.errors import EdgeSDKError
+
+# Graph bookkeeping, not computation: left out of the op counts.
+_NOT_OPS = ("getitem", "sym_size", "executorch_call_delegate")
+
+
+@dataclass
+class DelegationReport:
+    """How much of a graph XNNPACK took. Ops outside the delegate run on portable kernels (often ~1000x slower)."""
+
+    delegated_ops: int
+    total_ops: int
+    segments: int
+    not_delegated: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def delegated_share(self) -> float:
+        return self.delegated_ops / self.total_ops if self.total_ops else 1.0
+
+    def to_dict(self) -> dict:
+        return {"delegated_share": round(self.delegated_share, 4), "delegated_ops": self.delegated_ops,
+                "total_ops": self.total_ops, "segments": self.segments, "not_delegated": self.not_delegated}
+
+
+def _op_name(target: object) -> str:
+    name = getattr(target, "__name__", None) or str(target)
+    return name.split("::")[-1]
+
+
+def _compute_ops(graph_module: GraphModule) -> list[str]:
+    return [
+        _op_name(node.target)
+        for node in graph_module.graph.nodes
+        if node.op == "call_function" and not any(skip in str(node.target) for skip in _NOT_OPS)
+    ]
+
+
+def delegation_report(lowered_graph: GraphModule) -> DelegationReport:
+    delegated, segments = 0, 0
+    for node in lowered_graph.graph.nodes:
+        if node.op == "call_function" and "executorch_call_delegate" in str(node.target):
+            segments += 1
+            lowered_module = getattr(lowered_graph, node.args[0].target)
+            delegated += len(_compute_ops(lowered_module.original_module.graph_module))
+    outside = Counter(_compute_ops(lowered_graph))
+    return DelegationReport(delegated_ops=delegated, total_ops=delegated + sum(outside.values()),
+                            segments=segments, not_delegated=dict(outside))
+
+
+@dataclass
+class ExecuTorchProgram:
+    buffer: bytes
+    delegation: DelegationReport
+
+
+def lower_to_executorch(program: ExportedProgram, component: str) -> ExecuTorchProgram:
+    try:
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        report = delegation_report(edge.exported_program().graph_module)
+        buffer = edge.to_executorch().buffer
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EdgeSDKError(f"ExecuTorch lowering failed for component '{component}': {first_line}") from exc
+    return ExecuTorchProgram(buffer=buffer, delegation=report)

@@ -1,0 +1,37 @@
+"""Stage 2b: ONNX for ONNX Runtime (dynamic batch) and TensorRT-ready ONNX (static shapes), via the dynamo exporter."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+import torch
+from torch.export import ExportedProgram
+
+from edgesdk.runtime.errors import EdgeSDKError
+
+OPSET = 18
+
+
+def lower_to_onnx(program: ExportedProgram, input_names: list[str], output_names: list[str], component: str) -> bytes:
+    """One self-contained .onnx file (our components are far below the 2 GB protobuf limit)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{component}.onnx"
+        try:
+            onnx_program = torch.onnx.export(program, (), dynamo=True, input_names=input_names,
+                                             output_names=output_names, opset_version=OPSET, verbose=False)
+            onnx_program.save(str(path))
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EdgeSDKError(f"ONNX export failed for component '{component}': {first_line}") from exc
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+        return model.SerializeToString()
+
+
+def onnx_op_counts(data: bytes) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in onnx.load_from_string(data).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

@@ -1,0 +1,200 @@
+"""The `edgesdk` command: thin typer functions over library functions that tests call directly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from edgesdk.runtime.errors import EdgeSDKError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="edgesdk: PyTorch models to phones and edge boards.")
+train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Train the shipped models (PyTorch; torchrun-ready).")
+app.add_typer(train_app, name="train")
+
+CHECKPOINTS = Path("checkpoints")
+
+
+@train_app.command("tiny-sd")
+def train_tiny_sd_cmd(
+    output: Path = typer.Option(Path("sdk/weights/tiny_sd.safetensors"), "-o", "--output", help="Weights to write."),
+    checkpoint_dir: Path = typer.Option(CHECKPOINTS / "tiny-sd", help="Checkpoints; rerun to resume."),
+    vae_steps: int = typer.Option(1_200, min=1),
+    unet_steps: int = typer.Option(6_000, min=1),
+    dataset_size: int = typer.Option(40_000, min=16),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Train tiny-sd (VAE, then text encoder + UNet). Under torchrun, runs DDP across the processes."""
+    from edgesdk.train.tiny_sd import TinySDTrainConfig, train_tiny_sd
+
+    cfg = TinySDTrainConfig(dataset_size=dataset_size, vae_steps=vae_steps, unet_steps=unet_steps, seed=seed)
+    path = train_tiny_sd(output, checkpoint_dir, cfg, show_progress=not quiet)
+    typer.echo(f"wrote {path}")
+
+
+@train_app.command("evaluator")
+def train_evaluator_cmd(
+    output: Path = typer.Option(Path("sdk/weights/evaluator.safetensors"), "-o", "--output"),
+    checkpoint_dir: Path = typer.Option(CHECKPOINTS / "evaluator"),
+    steps: int = typer.Option(1_500, min=1),
+    seed: int = typer.Option(1000),
+    quiet: bool = typer.Option(False),
+) -> None:
+    """Train the attribute classifier that scores generated images (never sees generated images)."""
+    from edgesdk.train.evaluator import EvaluatorTrainConfig, train_evaluator
+
+    report = train_evaluator(output, checkpoint_dir, EvaluatorTrainConfig(steps=steps, seed=seed),
+                             show_progress=not quiet)
+    typer.echo(f"wrote {output}; held-out accuracy: " + ", ".join(f"{k} {v:.1%}" for k, v in report.items()))
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+@app.command("export")
+def export_cmd(
+    family: str = typer.Argument(..., help="Model family: tiny-sd."),
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (NAME.edge)."),
+    target: str = typer.Option("executorch,onnx,tensorrt", "--target", "-t",
+                               help="Comma-separated: executorch, onnx, tensorrt (TensorRT-ready ONNX; engines "
+                                    "only where tensorrt imports)."),
+    weights: Path | None = typer.Option(None, help="Weights file (default: the shipped ones)."),
+    quant: str = typer.Option("fp32", help="Quantization recipe (fp32 for now)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the bundle summary as JSON."),
+) -> None:
+    """Export a model: torch.export once, lower per target, write a verified bundle, check parity."""
+    from edgesdk.exporting import export_model
+
+    if quant != "fp32":
+        raise EdgeSDKError(f"unknown quantization recipe '{quant}'; this release exports fp32 only")
+    log = (lambda _msg: None) if json_out else (lambda msg: typer.echo(msg, err=True))
+    path = export_model(family, output, target, weights=weights, overwrite=overwrite, log=log)
+    _print_summary(path, json_out)
+
+
+# --------------------------------------------------------------------------------------------- runtime
+
+
+def _print_summary(bundle_path: Path, json_out: bool) -> None:
+    import json
+
+    from edgesdk.reporting import bundle_summary, summary_tables
+
+    summary = bundle_summary(bundle_path)
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        summary_tables(summary)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Components, files, sizes, parity figures and delegation of a bundle (verifies it first)."""
+    _print_summary(bundle, json_out)
+
+
+@app.command("sample")
+def sample_cmd(
+    bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt; repeat for several."),
+    backend: str = typer.Option("onnx", help="onnx | executorch | tensorrt"),
+    steps: int = typer.Option(25, help="Denoising steps."),
+    seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
+    guidance: float | None = typer.Option(None, help="Classifier-free guidance scale (default: the bundle's)."),
+    sampler: str = typer.Option("ddim", help="ddim | dpmpp-2m"),
+    per_prompt: int = typer.Option(1, help="Images per prompt."),
+    output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG grid to write."),
+    threads: int | None = typer.Option(None, help="CPU threads for the backend."),
+) -> None:
+    """Generate images with the torch-free runtime and save them as a PNG grid (one row per prompt)."""
+    import time
+
+    from edgesdk.runtime.image import save_grid
+    from edgesdk.runtime.pipeline import TextToImage
+
+    if per_prompt < 1:
+        raise EdgeSDKError(f"--per-prompt must be at least 1, got {per_prompt}")
+    pipe = TextToImage(bundle, backend=backend, threads=threads)
+    prompts = [p for p in prompt for _ in range(per_prompt)]
+    start = time.perf_counter()
+    images = pipe.generate(prompts, steps=steps, seed=seed, guidance_scale=guidance, sampler=sampler)
+    elapsed = time.perf_counter() - start
+    path = save_grid(images, output, columns=per_prompt)
+    typer.echo(f"wrote {path} ({len(images)} images, {backend}, {sampler} {steps} steps, {elapsed:.2f} s)")
+
+
+@app.command("bench")
+def bench_cmd(
+    bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
+    backend: str = typer.Option("", help="Comma-separated backends (default: every one the bundle has that runs "
+                                         "here)."),
+    steps: int = typer.Option(25, help="Denoising steps per sample."),
+    runs: int = typer.Option(5, help="Full samples timed per backend."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Also write the JSON here."),
+) -> None:
+    """Latency p50/p90 per component and per sample, peak RSS and file sizes, each backend in its own process."""
+    import json
+
+    from edgesdk.reporting import bench_bundle, bench_tables, write_json
+
+    results = bench_bundle(bundle, backend, steps=steps, runs=runs)
+    if output:
+        write_json(output, results)
+    if json_out:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        bench_tables(results)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
+    backend: str = typer.Option("onnx", help="onnx | executorch | tensorrt"),
+    samples: int = typer.Option(100, help="Images to generate and score."),
+    steps: int = typer.Option(25),
+    sampler: str = typer.Option("ddim"),
+    seed: int = typer.Option(0),
+    grid: Path | None = typer.Option(None, help="Also save the first 50 images as a PNG grid."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Prompt accuracy: share of samples whose kind/colour/size/background the evaluator reads back."""
+    import json
+
+    from edgesdk.evaluate import prompt_accuracy
+    from edgesdk.runtime.image import save_grid
+
+    if samples < 1:
+        raise EdgeSDKError(f"--samples must be at least 1, got {samples}")
+    report, images, _ = prompt_accuracy(bundle, backend=backend, samples=samples, steps=steps, sampler=sampler,
+                                        seed=seed)
+    if grid:
+        save_grid(images[:50], grid, columns=10)
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        acc = ", ".join(f"{k} {v:.1%}" for k, v in report.accuracy.items())
+        typer.echo(f"prompt accuracy on {report.samples} samples ({backend}, {sampler} {steps} steps): {acc}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app()
+    except EdgeSDKError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Export the model families: which components each has, their example inputs, assets and metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgesdk.export.capture import ComponentSpec
+from edgesdk.export.pipeline import Log, export_bundle, parse_targets
+from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.zoo.tiny_sd import TinySD, ddpm_schedule, load_tiny_sd
+
+FAMILIES = ("tiny-sd",)
+DEFAULT_GUIDANCE = 4.0
+# A shape batch of 2 is one classifier-free-guidance pair (unconditional + conditional row).
+CFG_BATCH = 2
+
+
+def tiny_sd_components(model: TinySD) -> list[ComponentSpec]:
+    """Components with realistic example inputs (real prompts, mid-schedule noise), used for parity too."""
+    cfg = model.config
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        embeddings = model.token_embedding[model.token_ids(["", "a large red star on a blue background"])]
+        text = model.text_encoder(embeddings)
+        latent = torch.randn(CFG_BATCH, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=generator)
+        image = torch.rand(1, cfg.image_channels, cfg.image_size, cfg.image_size, generator=generator) * 2 - 1
+    from edgesdk.zoo.tiny_sd import LatentMean
+
+    return [
+        ComponentSpec("text_encoder", model.text_encoder, (embeddings.contiguous(),), ["input_embeddings"], ["text"],
+                      static_batch=CFG_BATCH),
+        ComponentSpec("unet", model.unet, (latent, torch.tensor([500.0, 500.0]), text), ["latent", "timestep", "text"],
+                      ["noise"], static_batch=CFG_BATCH),
+        ComponentSpec("vae_decoder", model.vae.decoder, (latent[:1].contiguous(),), ["latent"], ["image"],
+                      static_batch=1),
+        ComponentSpec("vae_encoder", LatentMean(model.vae.encoder, cfg), (image,), ["image"], ["latent"],
+                      static_batch=1),
+    ]
+
+
+def tiny_sd_assets(model: TinySD) -> dict[str, object]:
+    cfg = model.config
+    return {
+        "token_embedding": model.token_embedding.detach().numpy().astype(np.float32),
+        "vocabulary": {"tokens": model.vocabulary.tokens, "pad": "<pad>", "bos": "<bos>", "eos": "<eos>",
+                       "max_tokens": cfg.max_tokens, "lowercase": True},
+        "alphas_cumprod": ddpm_schedule(cfg),
+    }
+
+
+def tiny_sd_metadata(model: TinySD) -> dict:
+    cfg = model.config
+    return {"image_size": cfg.image_size, "image_channels": cfg.image_channels,
+            "latent_channels": cfg.latent_channels, "latent_size": cfg.latent_size, "max_tokens": cfg.max_tokens,
+            "text_width": cfg.text_width, "train_timesteps": cfg.train_timesteps, "prediction": "epsilon",
+            "guidance_scale": DEFAULT_GUIDANCE, "schedule": "scaled-linear", "beta_start": cfg.beta_start,
+            "beta_end": cfg.beta_end}
+
+
+def export_model(family: str, output: Path, targets: str | list[str] = "executorch,onnx",
+                 weights: Path | None = None, overwrite: bool = False, log: Log = print) -> Path:
+    """`edgesdk export FAMILY`: the shipped (or given) weights to a verified bundle."""
+    target_list = parse_targets(targets)
+    if family != "tiny-sd":
+        raise EdgeSDKError(f"unknown model family '{family}'; available: {', '.join(FAMILIES)}")
+    if weights is not None and not weights.exists():
+        raise EdgeSDKError(f"weights file not found: {weights}")
+    model = load_tiny_sd(weights)
+    return export_bundle(tiny_sd_components(model), family="tiny-sd", model_meta=tiny_sd_metadata(model),
+                         assets=tiny_sd_assets(model), targets=target_list, output=output, overwrite=overwrite,
+                         log=log)

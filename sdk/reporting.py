@@ -1,0 +1,132 @@
+"""What `edgesdk inspect` and `edgesdk bench` print: summaries as dicts (for --json) and rich tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from edgesdk.runtime.backends import BACKENDS
+from edgesdk.runtime.bundle import Bundle
+from edgesdk.runtime.errors import EdgeSDKError
+
+
+def write_json(path: Path, value: object) -> Path:
+    """Atomic JSON write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def bundle_summary(bundle_path: Path) -> dict:
+    bundle = Bundle.open(bundle_path)
+    manifest = bundle.manifest
+    sizes = bundle.file_sizes()
+    components = {}
+    for name, raw in manifest["components"].items():
+        components[name] = {
+            "inputs": raw["inputs"], "outputs": raw["outputs"],
+            "files": {t: {"path": p, "bytes": sizes.get(p, 0)} for t, p in raw["files"].items()},
+            "static_shapes": raw.get("static_shapes", {}), "parity": raw.get("parity", {}),
+            "delegation": raw.get("delegation", {}),
+        }
+    vocabulary = manifest["assets"].get("vocabulary")
+    return {
+        "path": str(bundle.root), "format_version": manifest["format_version"], "family": bundle.family,
+        "quantization": manifest.get("quantization", {}), "model": bundle.model, "targets": bundle.targets(),
+        "total_bytes": sum(sizes.values()), "components": components,
+        "vocabulary": bundle.asset_json("vocabulary")["tokens"] if vocabulary else None,
+    }
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def summary_tables(summary: dict) -> None:
+    console = Console()
+    console.print(f"[bold]{summary['path']}[/]  family {summary['family']}  format v{summary['format_version']}  "
+                  f"quantization {summary['quantization'].get('recipe', '?')}  total {_mb(summary['total_bytes'])}")
+    table = Table(title="components")
+    for col in ("component", "target", "file", "size", "worst max-abs / range", "min SQNR dB", "delegated"):
+        table.add_column(col)
+    for name, comp in summary["components"].items():
+        for target, file in comp["files"].items():
+            parity = comp["parity"].get(target, {})
+            rel = max((v["rel_max_abs"] for v in parity.values()), default=None)
+            sqnr = min((v["sqnr_db"] for v in parity.values()), default=None)
+            deleg = comp["delegation"].get(target, {})
+            share = (f"{deleg['delegated_share']:.1%} ({deleg['segments']} segment(s))"
+                     if "delegated_share" in deleg else "-")
+            table.add_row(name, target, file["path"], _mb(file["bytes"]), "-" if rel is None else f"{rel:.2e}",
+                          "-" if sqnr is None else f"{sqnr:.1f}", share)
+    console.print(table)
+    if summary.get("vocabulary"):
+        console.print("vocabulary: " + " ".join(summary["vocabulary"]))
+
+
+def runnable_backends(bundle: Bundle) -> list[str]:
+    """The bundle's targets that can run on this machine (TensorRT only where it imports)."""
+    names = []
+    for target in bundle.targets():
+        if target == "tensorrt":
+            try:
+                import tensorrt  # noqa: F401
+            except Exception:
+                continue
+        names.append(target)
+    return names
+
+
+def bench_bundle(bundle_path: Path, backends: str = "", steps: int = 25, runs: int = 5) -> dict:
+    """One subprocess per backend, so that each peak RSS belongs to that backend alone."""
+    bundle = Bundle.open(bundle_path)
+    if steps < 1 or runs < 1:
+        raise EdgeSDKError(f"--steps and --runs must be at least 1 (got {steps} and {runs})")
+    names = [b.strip() for b in backends.split(",") if b.strip()] or runnable_backends(bundle)
+    for name in names:
+        if name not in BACKENDS:
+            raise EdgeSDKError(f"unknown backend '{name}'; choose from {', '.join(sorted(BACKENDS))}")
+    results = {"bundle": str(bundle.root), "family": bundle.family, "backends": {}}
+    for name in names:
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgesdk.runtime.bench", str(bundle.root), "--backend", name,
+             "--steps", str(steps), "--runs", str(runs)],
+            capture_output=True, text=True, check=False,
+        )
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if not lines:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgeSDKError(f"benchmark of backend '{name}' failed: {tail}")
+        result = json.loads(lines[-1])
+        if "error" in result:
+            raise EdgeSDKError(result["error"])
+        results["backends"][name] = result
+    return results
+
+
+def bench_tables(results: dict) -> None:
+    console = Console()
+    table = Table(title=f"latency per component call ({results['bundle']})")
+    for col in ("backend", "component", "batch", "p50 ms", "p90 ms"):
+        table.add_column(col)
+    for backend, res in results["backends"].items():
+        for name, comp in res["components"].items():
+            table.add_row(backend, name, str(comp["batch"]), f"{comp['p50_ms']:.2f}", f"{comp['p90_ms']:.2f}")
+    console.print(table)
+    table = Table(title="full sample (1 image, CFG) and memory")
+    for col in ("backend", "steps", "p50 ms", "p90 ms", "per step ms", "load s", "peak RSS MB", "files MB"):
+        table.add_column(col)
+    for backend, res in results["backends"].items():
+        s = res["sample"]
+        table.add_row(backend, str(res["steps"]), f"{s['p50_ms']:.1f}", f"{s['p90_ms']:.1f}",
+                      f"{s['per_step_ms']:.2f}", f"{res['load_s']:.2f}", f"{res['rss_mb']['peak']:.0f}",
+                      f"{sum(res['file_bytes'].values()) / 1e6:.2f}")
+    console.print(table)

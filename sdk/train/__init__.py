@@ -1,0 +1,1 @@
+"""Training recipes (PyTorch; single process or torchrun DDP)."""

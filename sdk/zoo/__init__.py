@@ -1,0 +1,1 @@
+"""Model zoo: each family in one readable file."""
