@@ -72,7 +72,7 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
     The TensorRT-ready ONNX is checked on ONNX Runtime's CPU provider (no GPU here): it proves the graph
     computes the right function; the engine itself is checked where it is built.
     """
-    from edgesdk.runtime.backends import open_session
+    from edgesdk.runtime.backends import OnnxSession, StaticBatchSession, open_session
     from edgesdk.runtime.bundle import Bundle
 
     bundle = Bundle.open(bundle_dir)
@@ -82,8 +82,12 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
         reference = EagerSession(spec.module, spec.input_names, spec.output_names).run(feeds)
         results[spec.name] = {}
         for target in targets:
-            backend = "onnx-tensorrt-file" if target == "tensorrt" else target
-            session = open_session(bundle, spec.name, backend)
+            if target == "tensorrt":
+                info = bundle.component(spec.name)
+                session = StaticBatchSession(OnnxSession(bundle.path_of(info.files["tensorrt"]), info),
+                                             spec.static_batch, info.inputs)
+            else:
+                session = open_session(bundle, spec.name, target)
             got = session.run(feeds)
             results[spec.name][target] = {name: compare(reference[name], got[name]) for name in spec.output_names}
             worst = max(v["rel_max_abs"] for v in results[spec.name][target].values())

@@ -11,7 +11,8 @@ from edgesdk.runtime.errors import EdgeSDKError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="edgesdk: PyTorch models to phones and edge boards.")
-train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Train the shipped models (PyTorch; torchrun-ready).")
+train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                        help="Train the shipped models (PyTorch; torchrun-ready).")
 app.add_typer(train_app, name="train")
 
 CHECKPOINTS = Path("checkpoints")

@@ -16,6 +16,13 @@ from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 
 
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: rich would wrap tables at 80 columns
+        console = Console(width=150)
+    return console
+
+
 def write_json(path: Path, value: object) -> Path:
     """Atomic JSON write."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +58,7 @@ def _mb(n: int) -> str:
 
 
 def summary_tables(summary: dict) -> None:
-    console = Console()
+    console = _console()
     console.print(f"[bold]{summary['path']}[/]  family {summary['family']}  format v{summary['format_version']}  "
                   f"quantization {summary['quantization'].get('recipe', '?')}  total {_mb(summary['total_bytes'])}")
     table = Table(title="components")
@@ -113,7 +120,7 @@ def bench_bundle(bundle_path: Path, backends: str = "", steps: int = 25, runs: i
 
 
 def bench_tables(results: dict) -> None:
-    console = Console()
+    console = _console()
     table = Table(title=f"latency per component call ({results['bundle']})")
     for col in ("backend", "component", "batch", "p50 ms", "p90 ms"):
         table.add_column(col)

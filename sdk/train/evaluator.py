@@ -66,6 +66,6 @@ def train_evaluator(output: Path, checkpoint_dir: Path, cfg: EvaluatorTrainConfi
     predicted = model.predict(uint8)
     truth = test.label_array()
     accuracy = {name: float((predicted[name] == truth[name]).mean()) for name in ATTRIBUTES}
-    save_weights(dict(model.state_dict()), output,
-                 {"family": "evaluator", "width": cfg.width, "held_out_accuracy": accuracy, "train_config": asdict(cfg)})
+    metadata = {"family": "evaluator", "width": cfg.width, "held_out_accuracy": accuracy, "train_config": asdict(cfg)}
+    save_weights(dict(model.state_dict()), output, metadata)
     return accuracy

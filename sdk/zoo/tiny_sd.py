@@ -18,8 +18,8 @@ Every reshape keeps the batch dimension free so the graphs export with a dynamic
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch

@@ -1,0 +1,43 @@
+"""edgesdk.runtime: torch-free bundle reader, backends, samplers. This is what a phone runs."""
+
+from edgesdk.runtime.backends import (
+    BACKENDS,
+    ExecuTorchSession,
+    OnnxSession,
+    Session,
+    StaticBatchSession,
+    TensorRTSession,
+    open_session,
+    register_backend,
+)
+from edgesdk.runtime.bundle import Bundle, ComponentInfo, TensorSpec, open_bundle
+from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.image import grid, save_grid
+from edgesdk.runtime.pipeline import TextToImage, to_uint8
+from edgesdk.runtime.samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m, timesteps
+from edgesdk.runtime.tokenizer import Tokenizer
+
+__all__ = [
+    "BACKENDS",
+    "SAMPLERS",
+    "Bundle",
+    "ComponentInfo",
+    "EdgeSDKError",
+    "ExecuTorchSession",
+    "OnnxSession",
+    "Session",
+    "StaticBatchSession",
+    "TensorRTSession",
+    "TensorSpec",
+    "TextToImage",
+    "Tokenizer",
+    "grid",
+    "open_bundle",
+    "open_session",
+    "register_backend",
+    "sample_ddim",
+    "sample_dpmpp_2m",
+    "save_grid",
+    "timesteps",
+    "to_uint8",
+]

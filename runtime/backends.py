@@ -1,0 +1,312 @@
+"""Inference backends behind one small interface: `session.run({name: array}) -> {name: array}`.
+
+Every adapter takes and returns numpy arrays, so pipelines never see a framework type. torch is imported
+only inside the ExecuTorch factory, because `executorch.runtime` exchanges torch tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from edgesdk.runtime.bundle import Bundle, ComponentInfo, TensorSpec
+from edgesdk.runtime.errors import EdgeSDKError
+
+
+@runtime_checkable
+class Session(Protocol):
+    """One loaded component. Inputs and outputs are keyed by the manifest's tensor names."""
+
+    @property
+    def input_names(self) -> list[str]: ...
+
+    @property
+    def output_names(self) -> list[str]: ...
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+# factory(bundle, component_name, threads) -> Session
+SessionFactory = Callable[[Bundle, str, int | None], Session]
+
+
+@dataclass(frozen=True)
+class _Backend:
+    factory: SessionFactory
+    needs_file: bool  # False for e.g. an eager-torch reference backend that does not read bundle files
+
+
+_REGISTRY: dict[str, _Backend] = {}
+BACKENDS: list[str] = []  # registered names, in registration order
+
+
+def register_backend(name: str, factory: SessionFactory, needs_file: bool = True) -> None:
+    """Add (or replace) a backend. `needs_file=True` means the bundle must list a file under `name`."""
+    if name not in _REGISTRY:
+        BACKENDS.append(name)
+    _REGISTRY[name] = _Backend(factory, needs_file)
+
+
+def open_session(bundle: Bundle, component_name: str, backend: str, threads: int | None = None) -> Session:
+    """Load `component_name` on `backend`, wrapped for static batch when the bundle says so."""
+    if backend not in _REGISTRY:
+        raise EdgeSDKError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
+    info = bundle.component(component_name)
+    entry = _REGISTRY[backend]
+    if entry.needs_file and backend not in info.files:
+        raise EdgeSDKError(f"bundle has no {backend!r} file for component {component_name!r}; "
+                           f"it has: {', '.join(sorted(info.files)) or 'none'} (re-export with that target)")
+    session = entry.factory(bundle, component_name, threads)
+    static_batch = info.static_shapes.get(backend, {}).get("batch")
+    max_batch = info.dynamic_dims.get("batch", {}).get("max")
+    if static_batch is not None:
+        session = StaticBatchSession(session, int(static_batch), info.inputs)
+    elif max_batch is not None:
+        # exported with a bounded dynamic batch (ExecuTorch enforces the bound): split, no padding needed
+        session = StaticBatchSession(session, int(max_batch), info.inputs, pad=False)
+    return session
+
+
+def _prepare(inputs: dict[str, np.ndarray], specs: list[TensorSpec], component: str) -> list[np.ndarray]:
+    """Inputs in the component's order, cast to the manifest dtype, contiguous (what every engine wants)."""
+    missing = [spec.name for spec in specs if spec.name not in inputs]
+    if missing:
+        raise EdgeSDKError(f"component {component!r} needs inputs {missing}; got {sorted(inputs)}")
+    return [np.ascontiguousarray(inputs[spec.name], dtype=np.dtype(spec.dtype)) for spec in specs]
+
+
+class OnnxSession:
+    """ONNX Runtime on the CPU execution provider."""
+
+    def __init__(self, path: Path, info: ComponentInfo, threads: int | None = None) -> None:
+        import onnxruntime as ort  # imported here so the runtime package imports without it
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self._info = info
+        # the graph's own names are the truth; the manifest's specs give dtypes when it lists them
+        specs = {spec.name: spec for spec in info.inputs}
+        self._specs = [specs.get(i.name, TensorSpec(i.name, _ort_dtype(i.type), ()))
+                       for i in self._session.get_inputs()]
+        self._outputs = [o.name for o in self._session.get_outputs()]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self._specs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = _prepare(inputs, self._specs, self._info.name)
+        results = self._session.run(self._outputs, dict(zip(self.input_names, arrays, strict=True)))
+        return dict(zip(self._outputs, results, strict=True))
+
+
+def _ort_dtype(ort_type: str) -> str:
+    # "tensor(float)" -> numpy name; only the types our exporters emit
+    names = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+             "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
+    return names.get(ort_type, "float32")
+
+
+class ExecuTorchSession:
+    """An ExecuTorch .pte program (XNNPACK-delegated). Positional inputs in the manifest's order."""
+
+    def __init__(self, path: Path, info: ComponentInfo) -> None:
+        # torch is needed by executorch.runtime itself; importing it here keeps every other path torch-free
+        try:
+            import torch
+            from executorch.runtime import Runtime
+        except ImportError as e:
+            raise EdgeSDKError(f"backend 'executorch' needs the executorch and torch packages ({e}); "
+                               "install them or use backend 'onnx'") from None
+        self._torch: Any = torch
+        self._info = info
+        program = Runtime.get().load_program(path)
+        self._method = program.load_method("forward")
+        if self._method is None:
+            raise EdgeSDKError(f"{str(path)!r} has no 'forward' method; re-export the bundle")
+
+    @property
+    def input_names(self) -> list[str]:
+        return self._info.input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        return self._info.output_names
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = _prepare(inputs, self._info.inputs, self._info.name)
+        # torch.from_numpy shares memory; the copy keeps the caller's arrays safe from in-place kernels
+        outputs = self._method.execute([self._torch.from_numpy(a.copy()) for a in arrays])
+        return {name: out.detach().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
+
+
+class TensorRTSession:
+    """A TensorRT 10 engine (.plan) on the GPU; device memory via cuda-python so no torch is needed.
+
+    Engines are GPU-specific, so bundles ship TensorRT-ready ONNX and `tensorrt/build_engines.sh`; the .plan
+    is either listed in the manifest or built next to the .onnx on the target.
+    """
+
+    def __init__(self, path: Path, info: ComponentInfo) -> None:
+        import tensorrt as trt  # availability was checked by the factory
+
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            try:
+                from cuda import cudart  # cuda-python < 12.6 layout
+            except ImportError:
+                raise EdgeSDKError("backend 'tensorrt' needs the cuda-python package for GPU memory; "
+                                   "pip install cuda-python on the target") from None
+        self._trt: Any = trt
+        self._cudart: Any = cudart
+        self._info = info
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(path.read_bytes())
+        if self._engine is None:
+            raise EdgeSDKError(f"TensorRT could not load {str(path)!r} (built for another GPU or TensorRT "
+                               "version?); rebuild it with tensorrt/build_engines.sh on this machine")
+        self._context = self._engine.create_execution_context()
+        self._stream = _cuda(cudart, cudart.cudaStreamCreate())
+
+    @property
+    def input_names(self) -> list[str]:
+        return self._info.input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        return self._info.output_names
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        trt, cudart, context = self._trt, self._cudart, self._context
+        arrays = _prepare(inputs, self._info.inputs, self._info.name)
+        host: dict[str, np.ndarray] = {}
+        for name, array in zip(self.input_names, arrays, strict=True):
+            engine_dtype = trt.nptype(self._engine.get_tensor_dtype(name))
+            host[name] = np.ascontiguousarray(array, dtype=engine_dtype)
+            context.set_input_shape(name, host[name].shape)
+        for name in self.output_names:  # output shapes are known once every input shape is set
+            shape = tuple(context.get_tensor_shape(name))
+            host[name] = np.empty(shape, dtype=trt.nptype(self._engine.get_tensor_dtype(name)))
+        device: dict[str, int] = {}
+        try:
+            for name, array in host.items():
+                device[name] = _cuda(cudart, cudart.cudaMalloc(max(array.nbytes, 1)))
+                context.set_tensor_address(name, int(device[name]))
+            for name in self.input_names:
+                _cuda(cudart, cudart.cudaMemcpyAsync(device[name], host[name].ctypes.data, host[name].nbytes,
+                                                     cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
+            if not context.execute_async_v3(stream_handle=self._stream):
+                raise EdgeSDKError(f"TensorRT failed to run component {self._info.name!r}; see the log above")
+            for name in self.output_names:
+                _cuda(cudart, cudart.cudaMemcpyAsync(host[name].ctypes.data, device[name], host[name].nbytes,
+                                                     cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
+            _cuda(cudart, cudart.cudaStreamSynchronize(self._stream))
+        finally:
+            for pointer in device.values():
+                cudart.cudaFree(pointer)
+        return {name: host[name] for name in self.output_names}
+
+
+def _cuda(cudart: Any, result: Any) -> Any:
+    """cuda-python returns (error, value...) tuples; turn a non-success error into an exception."""
+    error, *values = result if isinstance(result, tuple) else (result,)
+    if error != cudart.cudaError_t.cudaSuccess:
+        raise EdgeSDKError(f"CUDA call failed: {error}; check the GPU driver with nvidia-smi")
+    return values[0] if values else None
+
+
+def _onnx_factory(bundle: Bundle, component: str, threads: int | None) -> Session:
+    info = bundle.component(component)
+    return OnnxSession(bundle.path_of(info.files["onnx"]), info, threads)
+
+
+def _executorch_factory(bundle: Bundle, component: str, threads: int | None) -> Session:
+    # threads: XNNPACK's thread pool is process-wide in the ExecuTorch pybindings; not settable per session
+    info = bundle.component(component)
+    return ExecuTorchSession(bundle.path_of(info.files["executorch"]), info)
+
+
+def _tensorrt_factory(bundle: Bundle, component: str, threads: int | None) -> Session:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        raise EdgeSDKError("backend 'tensorrt' needs the tensorrt package and an NVIDIA GPU; this machine has "
+                           "neither — use onnx or executorch, or run tensorrt/build_engines.sh on the target") from None
+    info = bundle.component(component)
+    listed = bundle.path_of(info.files["tensorrt"])
+    plan = listed if listed.suffix == ".plan" else listed.with_suffix(".plan")
+    if not plan.is_file():
+        raise EdgeSDKError(f"no TensorRT engine {str(plan)!r}; run tensorrt/build_engines.sh in the bundle on "
+                           "this GPU to build it")
+    return TensorRTSession(plan, info)
+
+
+class StaticBatchSession:
+    """Feeds a fixed-batch graph any batch: chunks of exactly `batch` rows, the last padded, padding dropped.
+
+    Padding repeats the last real row (not zeros) so the padded rows stay in-distribution and cannot
+    produce NaNs or slow denormal paths. With `pad=False` it only splits (graphs with a maximum batch).
+    """
+
+    def __init__(self, inner: Session, batch: int, specs: list[TensorSpec] | None = None, pad: bool = True) -> None:
+        if batch < 1:
+            raise EdgeSDKError(f"static batch must be at least 1, got {batch}; re-export the bundle")
+        self.inner = inner
+        self.batch = batch
+        self.pad = pad
+        # inputs whose first dim is fixed (not "batch") are passed whole to every chunk; without shape info
+        # in the manifest every input is treated as batched
+        batched = {spec.name for spec in specs or [] if spec.shape[:1] == ("batch",)}
+        self._batched: set[str] | None = batched or None
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.inner.input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.inner.output_names
+
+    def _is_batched(self, name: str) -> bool:
+        return self._batched is None or name in self._batched
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if any(name not in inputs for name in self.input_names):
+            return self.inner.run(inputs)  # the inner session names what is missing
+        sizes = {len(array) for name, array in inputs.items() if self._is_batched(name)}
+        if len(sizes) != 1:
+            raise EdgeSDKError(f"inputs disagree on batch size: {sorted(sizes)}; pass the same number of rows")
+        total = sizes.pop()
+        if total == self.batch or (not self.pad and total < self.batch):
+            return self.inner.run(inputs)  # nothing to split or pad
+        pieces: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
+        for start in range(0, total, self.batch):
+            chunk = {}
+            for name, array in inputs.items():
+                if not self._is_batched(name):
+                    chunk[name] = array
+                    continue
+                rows = array[start:start + self.batch]
+                missing = self.batch - len(rows) if self.pad else 0
+                chunk[name] = np.concatenate([rows, np.repeat(rows[-1:], missing, axis=0)]) if missing else rows
+            real = min(self.batch, total - start)
+            for name, out in self.inner.run(chunk).items():
+                pieces.setdefault(name, []).append(out[:real])
+        return {name: np.concatenate(parts) for name, parts in pieces.items()}
+
+
+register_backend("onnx", _onnx_factory)
+register_backend("executorch", _executorch_factory)
+register_backend("tensorrt", _tensorrt_factory)

@@ -1,0 +1,221 @@
+"""Open and verify a bundle directory (`NAME.edge/`, see docs/bundle-format.md).
+
+Everything is checked once, at open time, so later code can trust the manifest: a bundle that opens is
+complete, untampered and self-contained. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from edgesdk.runtime.errors import EdgeSDKError
+
+FORMAT = "edgesdk-bundle"
+KNOWN_FORMAT_VERSIONS = (1,)
+_HASH_CHUNK = 1 << 20  # 1 MiB: bounded memory for multi-GB weights on a phone
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a component. Dynamic dims are strings ("batch"), fixed dims integers."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """One exported network (text_encoder, unet, ...) and its files per target backend."""
+
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    files: dict[str, str]
+    static_shapes: dict[str, dict[str, int]] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    delegation: dict[str, Any] = field(default_factory=dict)
+    dynamic_dims: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+
+class Bundle:
+    """A verified bundle. Use `Bundle.open(path)`; the constructor trusts its arguments."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.components: dict[str, ComponentInfo] = {
+            name: _component(name, entry) for name, entry in manifest["components"].items()
+        }
+
+    @classmethod
+    def open(cls, path: str | Path, verify_checksums: bool = True) -> Bundle:
+        """Read and verify `path`. `verify_checksums=False` skips hashing (startup benchmarks only)."""
+        root = Path(path)
+        if not root.is_dir():
+            problem = "is not a directory" if root.exists() else "does not exist"
+            raise EdgeSDKError(f"bundle directory {str(root)!r} {problem}; pass the NAME.edge folder "
+                               "that `edgesdk export` wrote")
+        manifest = _read_manifest(root)
+        _check_structure(root, manifest)
+        if verify_checksums:
+            for rel, expected in manifest["files"].items():
+                if _sha256(root / rel) != str(expected).lower():
+                    raise EdgeSDKError(f"bundle file {rel!r}: checksum mismatch: the file was changed or "
+                                       "corrupted; re-export the bundle")
+        return cls(root.resolve(), manifest)
+
+    @property
+    def family(self) -> str:
+        return str(self.manifest.get("family", ""))
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return dict(self.manifest.get("model", {}))
+
+    def path_of(self, relpath: str) -> Path:
+        """Absolute path of a file the manifest names (already checked to stay inside the bundle)."""
+        return self.root / relpath
+
+    def component(self, name: str) -> ComponentInfo:
+        if name not in self.components:
+            raise EdgeSDKError(f"bundle {self.root.name!r} has no component {name!r}; "
+                               f"it has: {', '.join(sorted(self.components))}")
+        return self.components[name]
+
+    def _asset(self, name: str) -> Path:
+        assets = self.manifest.get("assets", {})
+        if name not in assets:
+            raise EdgeSDKError(f"bundle {self.root.name!r} has no asset {name!r}; "
+                               f"it has: {', '.join(sorted(assets)) or 'none'}")
+        return self.path_of(assets[name])
+
+    def asset_array(self, name: str) -> np.ndarray:
+        # allow_pickle=False: an .npy from an untrusted bundle must never run code
+        return np.load(self._asset(name), allow_pickle=False)
+
+    def asset_json(self, name: str) -> Any:
+        with open(self._asset(name), encoding="utf-8") as f:
+            return json.load(f)
+
+    def targets(self) -> list[str]:
+        """Backends that every component has a file for (what this bundle can run on)."""
+        per_component = [set(info.files) for info in self.components.values()]
+        if not per_component:
+            return []
+        return sorted(set.intersection(*per_component))
+
+    def file_sizes(self) -> dict[str, int]:
+        """Bytes per file listed in the manifest, e.g. for `edgesdk inspect`."""
+        return {rel: (self.root / rel).stat().st_size for rel in self.manifest["files"]}
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.root)!r}, family={self.family!r}, components={sorted(self.components)})"
+
+
+def open_bundle(path: str | Path, verify_checksums: bool = True) -> Bundle:
+    return Bundle.open(path, verify_checksums=verify_checksums)
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise EdgeSDKError(f"{str(root)!r} has no manifest.json, so it is not a bundle; "
+                           "pass the NAME.edge folder that `edgesdk export` wrote")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EdgeSDKError(f"{str(manifest_path)!r} is not JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                           "re-export the bundle") from None
+    except UnicodeDecodeError:
+        raise EdgeSDKError(f"{str(manifest_path)!r} is not JSON (not UTF-8 text); re-export the bundle") from None
+    if not isinstance(manifest, dict):
+        raise EdgeSDKError(f"{str(manifest_path)!r} must hold a JSON object; re-export the bundle")
+    return manifest
+
+
+def _check_structure(root: Path, manifest: dict[str, Any]) -> None:
+    if manifest.get("format") != FORMAT:
+        raise EdgeSDKError(f"manifest format is {manifest.get('format')!r}, expected {FORMAT!r}; "
+                           "this folder was not written by `edgesdk export`")
+    version = manifest.get("format_version")
+    if version not in KNOWN_FORMAT_VERSIONS:
+        known = ", ".join(str(v) for v in KNOWN_FORMAT_VERSIONS)
+        raise EdgeSDKError(f"bundle format_version {version!r} is not supported: this runtime reads version "
+                           f"{known}; upgrade edgesdk or re-export the bundle with this version")
+    for key in ("components", "files"):
+        if not isinstance(manifest.get(key), dict):
+            raise EdgeSDKError(f"manifest has no {key!r} object; re-export the bundle")
+    listed: dict[str, Any] = manifest["files"]
+    for rel in listed:
+        _check_inside(root, rel)
+    referenced = list(manifest.get("assets", {}).values())
+    for name, entry in manifest["components"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("files", {}), dict):
+            raise EdgeSDKError(f"manifest component {name!r} is malformed; re-export the bundle")
+        referenced += list(entry.get("files", {}).values())
+    for rel in referenced:
+        _check_inside(root, rel)
+        if rel not in listed:
+            raise EdgeSDKError(f"bundle file {rel!r} is not listed in the manifest's 'files' checksums; "
+                               "re-export the bundle")
+    for rel in listed:
+        if not (root / rel).is_file():
+            raise EdgeSDKError(f"bundle file {rel!r} is missing from {str(root)!r}; copy the whole bundle folder "
+                               "or re-export it")
+
+
+def _check_inside(root: Path, rel: Any) -> None:
+    """Refuse absolute paths, `..` and symlinks that point out: a bundle must not read files elsewhere."""
+    pure = PurePosixPath(str(rel))
+    escapes = (not isinstance(rel, str) or rel == "" or pure.is_absolute() or "\\" in rel or ".." in pure.parts
+               or not (root / rel).resolve().is_relative_to(root.resolve()))
+    if escapes:
+        raise EdgeSDKError(f"bundle path {rel!r} leaves the bundle (paths must be relative, without '..'); "
+                           "the bundle is refused")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _specs(entries: list[Any], component: str) -> list[TensorSpec]:
+    specs = []
+    for entry in entries:
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise EdgeSDKError(f"manifest component {component!r} has a malformed input/output entry {entry!r}; "
+                               "re-export the bundle")
+        specs.append(TensorSpec(str(entry["name"]), str(entry.get("dtype", "float32")),
+                                tuple(entry.get("shape", ()))))
+    return specs
+
+
+def _component(name: str, entry: dict[str, Any]) -> ComponentInfo:
+    return ComponentInfo(
+        name=name,
+        inputs=_specs(entry.get("inputs", []), name),
+        outputs=_specs(entry.get("outputs", []), name),
+        files=dict(entry.get("files", {})),
+        static_shapes=dict(entry.get("static_shapes", {})),
+        parity=dict(entry.get("parity", {})),
+        delegation=dict(entry.get("delegation", {})),
+        dynamic_dims=dict(entry.get("dynamic_dims", {})),
+    )

@@ -1,0 +1,44 @@
+"""Image helpers: uint8 (B, H, W, 3) batches to a PNG grid. PIL only, no torch."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgesdk.runtime.errors import EdgeSDKError
+
+
+def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """Tile (B, H, W, 3) uint8 images row-major into one (rows*H, columns*W, 3) image, black filler."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0 or images.dtype != np.uint8:
+        raise EdgeSDKError(f"expected uint8 images of shape (B, H, W, 3), got {images.dtype} {images.shape}")
+    count, height, width, _ = images.shape
+    columns = columns or int(np.ceil(np.sqrt(count)))
+    if columns < 1:
+        raise EdgeSDKError(f"columns must be at least 1, got {columns}")
+    rows = -(-count // columns)  # ceiling division
+    canvas = np.zeros((rows * height, columns * width, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        canvas[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+    return canvas
+
+
+def save_grid(images: np.ndarray, path: str | Path, columns: int | None = None) -> Path:
+    """Write the grid atomically (temp file + os.replace): a crash never leaves half a PNG behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix or ".png", prefix=".tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(grid(images, columns)).save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,123 @@
+"""Text-to-image over a bundle: tokenizer -> text_encoder -> sampler(unet) -> vae_decoder.
+
+Sessions open lazily (a phone app that only encodes images never loads the UNet). Noise for image i comes
+from its own generator seeded `seed + i`, so an image depends only on its prompt and seed, never on what
+else is in the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgesdk.runtime.backends import Session, open_session
+from edgesdk.runtime.bundle import Bundle
+from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.samplers import SAMPLERS
+from edgesdk.runtime.tokenizer import Tokenizer
+
+# session_factory(bundle, component_name) -> Session; replaces the backend registry (tests, parity references)
+ComponentFactory = Callable[[Bundle, str], Session]
+
+
+class TextToImage:
+    def __init__(self, bundle: Bundle | str | Path, backend: str = "onnx", threads: int | None = None,
+                 session_factory: ComponentFactory | None = None) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        self.backend = backend
+        self.threads = threads
+        self._factory = session_factory
+        self._sessions: dict[str, Session] = {}
+        model = self.bundle.model
+        self.latent_channels = int(model["latent_channels"])
+        self.latent_size = int(model["latent_size"])
+        self.default_guidance = float(model.get("guidance_scale", 1.0))
+        self.tokenizer = Tokenizer.from_bundle(self.bundle)
+        self.token_table = self.bundle.asset_array("token_embedding").astype(np.float32)
+        self.alphas_cumprod = self.bundle.asset_array("alphas_cumprod").astype(np.float64)
+        # per component {"seconds": total, "calls": n} for the last generate()/encode_images()
+        self.timings: dict[str, dict[str, float]] = {}
+
+    def session(self, component: str) -> Session:
+        if component not in self._sessions:
+            if self._factory is not None:
+                self._sessions[component] = self._factory(self.bundle, component)
+            else:
+                self._sessions[component] = open_session(self.bundle, component, self.backend, self.threads)
+        return self._sessions[component]
+
+    def _run(self, component: str, *arrays: np.ndarray) -> np.ndarray:
+        """Positional inputs in the component's input order; returns its first output. Timed."""
+        session = self.session(component)
+        start = time.perf_counter()
+        outputs = session.run(dict(zip(session.input_names, arrays, strict=True)))
+        entry = self.timings.setdefault(component, {"seconds": 0.0, "calls": 0})
+        entry["seconds"] += time.perf_counter() - start
+        entry["calls"] += 1
+        return outputs[session.output_names[0]]
+
+    def generate(self, prompts: list[str] | str, steps: int = 25, seed: int = 0, guidance_scale: float | None = None,
+                 sampler: str = "ddim", learned: dict[str, np.ndarray] | None = None,
+                 return_float: bool = False) -> np.ndarray:
+        """uint8 images (B, H, W, 3), one per prompt. `learned` maps `<placeholder>` words to (k, width) vectors.
+
+        With `return_float`, the decoder's raw output instead: float32 (B, 3, H, W) in [-1, 1] (parity checks).
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise EdgeSDKError("no prompts given; pass at least one prompt")
+        if not isinstance(steps, int | np.integer) or steps <= 0:
+            raise EdgeSDKError(f"steps must be a positive integer, got {steps!r}")
+        if not isinstance(seed, int | np.integer) or seed < 0:
+            raise EdgeSDKError(f"seed must be a non-negative integer, got {seed!r}")
+        if sampler not in SAMPLERS:
+            raise EdgeSDKError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        guidance = self.default_guidance if guidance_scale is None else float(guidance_scale)
+        self.timings = {}
+        # tokenize everything before any network runs, so a typo fails fast
+        cond_embeddings = np.stack([self.tokenizer.embed(p, self.token_table, learned) for p in prompts])
+        count = len(prompts)
+        use_cfg = guidance != 1.0  # at scale 1 the unconditional branch cancels out: skip half the UNet work
+        if use_cfg:
+            uncond_ids = self.tokenizer.unconditional_ids()
+            embeddings = np.concatenate([self.token_table[uncond_ids][None], cond_embeddings])
+            text = self._run("text_encoder", embeddings)  # uncond encoded once, in the same call
+            text = np.concatenate([np.repeat(text[:1], count, axis=0), text[1:]])  # uncond rows, then cond rows
+        else:
+            text = self._run("text_encoder", cond_embeddings)
+
+        def denoise(x: np.ndarray, t: float) -> np.ndarray:
+            latent = np.concatenate([x, x]) if use_cfg else x
+            timestep = np.full(len(latent), t, dtype=np.float32)
+            eps = self._run("unet", latent.astype(np.float32), timestep, text)
+            if not use_cfg:
+                return eps
+            eps_uncond, eps_cond = eps[:count], eps[count:]
+            return eps_uncond + guidance * (eps_cond - eps_uncond)
+
+        shape = (self.latent_channels, self.latent_size, self.latent_size)
+        noise = np.stack([np.random.default_rng(seed + i).standard_normal(shape).astype(np.float32)
+                          for i in range(count)])
+        latents = SAMPLERS[sampler](denoise, noise, self.alphas_cumprod, steps)
+        images = self._run("vae_decoder", latents.astype(np.float32))
+        return images if return_float else to_uint8(images)
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (B, H, W, 3) -> scaled latents (B, C, h, w) via the bundle's vae_encoder."""
+        images = np.asarray(images)
+        size = int(self.bundle.model.get("image_size", images.shape[1] if images.ndim == 4 else 0))
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise EdgeSDKError(f"expected uint8 images of shape (B, {size}, {size}, 3), "
+                               f"got {images.dtype} {images.shape}; resize them first")
+        pixels = images.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
+        self.timings = {}
+        return self._run("vae_encoder", pixels)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Decoder output (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
+    pixels = np.clip(np.round((np.asarray(images, dtype=np.float32) + 1.0) * 127.5), 0, 255)
+    return np.ascontiguousarray(pixels.astype(np.uint8).transpose(0, 2, 3, 1))

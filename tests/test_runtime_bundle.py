@@ -1,0 +1,126 @@
+"""Bundle verification: every refusal names the problem and what to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgesdk.runtime import Bundle, EdgeSDKError, open_bundle
+from edgesdk.runtime.testing import finalize_bundle, write_synthetic_bundle
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    return write_synthetic_bundle(tmp_path / "tiny.edge")
+
+
+def _manifest(root: Path) -> dict:
+    return json.loads((root / "manifest.json").read_text())
+
+
+def test_opens_and_exposes_accessors(bundle_dir: Path) -> None:
+    bundle = open_bundle(bundle_dir)
+    assert bundle.family == "synthetic"
+    assert bundle.model["latent_size"] == 4
+    assert set(bundle.components) == {"text_encoder", "unet", "vae_decoder", "vae_encoder"}
+    unet = bundle.components["unet"]
+    assert unet.input_names == ["latent", "timestep", "text"]
+    assert unet.outputs[0].shape == ("batch", 4, 4, 4)
+    assert bundle.asset_array("token_embedding").shape == (12, 8)
+    assert bundle.asset_json("vocabulary")["bos"] == "<bos>"
+    assert bundle.targets() == ["onnx"]
+    assert bundle.path_of("onnx/unet.onnx").is_file()
+    assert bundle.file_sizes()["onnx/unet.onnx"] > 0
+
+
+def test_targets_is_what_every_component_has(bundle_dir: Path) -> None:
+    manifest = _manifest(bundle_dir)
+    (bundle_dir / "tensorrt").mkdir()
+    (bundle_dir / "tensorrt/unet.onnx").write_bytes((bundle_dir / "onnx/unet.onnx").read_bytes())
+    manifest["components"]["unet"]["files"]["tensorrt"] = "tensorrt/unet.onnx"
+    finalize_bundle(bundle_dir, manifest)
+    assert Bundle.open(bundle_dir).targets() == ["onnx"]
+
+
+def test_missing_directory_names_path(tmp_path: Path) -> None:
+    with pytest.raises(EdgeSDKError, match="nowhere.edge"):
+        Bundle.open(tmp_path / "nowhere.edge")
+
+
+def test_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(EdgeSDKError, match="no manifest.json"):
+        Bundle.open(tmp_path)
+
+
+def test_manifest_not_json(bundle_dir: Path) -> None:
+    (bundle_dir / "manifest.json").write_text('{"format": "edgesdk-bundle",\n oops}')
+    with pytest.raises(EdgeSDKError, match=r"not JSON .*line 2 column 2"):
+        Bundle.open(bundle_dir)
+
+
+def test_unknown_format_version(bundle_dir: Path) -> None:
+    manifest = _manifest(bundle_dir)
+    manifest["format_version"] = 7
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeSDKError, match=r"format_version 7 .*reads version 1"):
+        Bundle.open(bundle_dir)
+
+
+def test_wrong_format(bundle_dir: Path) -> None:
+    manifest = _manifest(bundle_dir)
+    manifest["format"] = "something-else"
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeSDKError, match="edgesdk-bundle"):
+        Bundle.open(bundle_dir)
+
+
+def test_checksum_mismatch(bundle_dir: Path) -> None:
+    np.save(bundle_dir / "assets/token_embedding.npy", np.zeros((12, 8), dtype=np.float32))
+    with pytest.raises(EdgeSDKError, match=r"'assets/token_embedding.npy': checksum mismatch.*re-export"):
+        Bundle.open(bundle_dir)
+    Bundle.open(bundle_dir, verify_checksums=False)  # explicit opt-out still checks structure only
+
+
+@pytest.mark.parametrize("bad", ["../outside.onnx", "onnx/../../outside.onnx", "/etc/passwd"])
+def test_paths_must_stay_inside(bundle_dir: Path, bad: str) -> None:
+    manifest = _manifest(bundle_dir)
+    manifest["components"]["unet"]["files"]["onnx"] = bad
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeSDKError, match="leaves the bundle"):
+        Bundle.open(bundle_dir)
+
+
+def test_symlink_out_of_bundle_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "secret.npy").write_bytes(b"x")
+    (bundle_dir / "assets/link.npy").symlink_to(tmp_path / "secret.npy")
+    manifest = _manifest(bundle_dir)
+    manifest["assets"]["link"] = "assets/link.npy"
+    finalize_bundle(bundle_dir, manifest)
+    with pytest.raises(EdgeSDKError, match="leaves the bundle"):
+        Bundle.open(bundle_dir)
+
+
+def test_referenced_file_must_be_listed_and_exist(bundle_dir: Path) -> None:
+    manifest = _manifest(bundle_dir)
+    del manifest["files"]["onnx/unet.onnx"]
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeSDKError, match="'onnx/unet.onnx' is not listed"):
+        Bundle.open(bundle_dir)
+    (bundle_dir / "onnx/unet.onnx").unlink()
+    finalize_bundle(bundle_dir, _manifest(bundle_dir))  # rebuilds 'files' without it
+    manifest = _manifest(bundle_dir)
+    manifest["files"]["onnx/unet.onnx"] = "0" * 64
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeSDKError, match="'onnx/unet.onnx' is missing"):
+        Bundle.open(bundle_dir)
+
+
+def test_unknown_asset_and_component(bundle_dir: Path) -> None:
+    bundle = Bundle.open(bundle_dir)
+    with pytest.raises(EdgeSDKError, match="no asset 'nope'.*token_embedding"):
+        bundle.asset_array("nope")
+    with pytest.raises(EdgeSDKError, match="no component 'nope'.*unet"):
+        bundle.component("nope")
