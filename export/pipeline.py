@@ -88,7 +88,14 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
                                              spec.static_batch, info.inputs)
             else:
                 session = open_session(bundle, spec.name, target)
-            got = session.run(feeds)
+            try:
+                got = session.run(feeds)
+            except EdgeSDKError:
+                raise
+            except Exception as exc:  # the exported file does not run: say which, on what
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise EdgeSDKError(f"the exported {target} file of component '{spec.name}' failed to run in the "
+                                   f"runtime: {first_line}") from exc
             results[spec.name][target] = {name: compare(reference[name], got[name]) for name in spec.output_names}
             worst = max(v["rel_max_abs"] for v in results[spec.name][target].values())
             log(f"  parity {spec.name:12s} {target:10s} max-abs/range {worst:.2e}")

@@ -25,13 +25,16 @@ def train_tiny_sd_cmd(
     vae_steps: int = typer.Option(1_200, min=1),
     unet_steps: int = typer.Option(6_000, min=1),
     dataset_size: int = typer.Option(40_000, min=16),
+    batch: int = typer.Option(128, min=2, help="Global UNet batch (split across torchrun processes)."),
+    checkpoint_every: int = typer.Option(250, min=1, help="Steps between checkpoints."),
     seed: int = typer.Option(0),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train tiny-sd (VAE, then text encoder + UNet). Under torchrun, runs DDP across the processes."""
     from edgesdk.train.tiny_sd import TinySDTrainConfig, train_tiny_sd
 
-    cfg = TinySDTrainConfig(dataset_size=dataset_size, vae_steps=vae_steps, unet_steps=unet_steps, seed=seed)
+    cfg = TinySDTrainConfig(dataset_size=dataset_size, vae_steps=vae_steps, unet_steps=unet_steps, seed=seed,
+                            unet_batch=batch, vae_batch=min(64, batch), checkpoint_every=checkpoint_every)
     path = train_tiny_sd(output, checkpoint_dir, cfg, show_progress=not quiet)
     typer.echo(f"wrote {path}")
 

@@ -8,6 +8,7 @@ A checkpoint is written every ``checkpoint_every`` steps (atomically); rerunning
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -105,6 +106,8 @@ def train_vae(model: TinySD, data: ShapesDataset, cfg: TinySDTrainConfig, ctx: D
         model.vae.load_state_dict(state["vae"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
+        if ctx.is_main:
+            print(f"resuming vae from step {start} ({ckpt})", file=sys.stderr, flush=True)
     rng = np.random.default_rng(cfg.seed * 1000 + 1 + ctx.rank)
     rng.bit_generator.advance(start * 4096)  # a resumed run does not replay the same batches
     torch.manual_seed(cfg.seed * 1000 + start + ctx.rank)
@@ -153,6 +156,8 @@ def train_diffusion(model: TinySD, data: ShapesDataset, latents: Tensor, cfg: Ti
         optimizer.load_state_dict(state["optimizer"])
         ema = state["ema"]
         start = state["step"]
+        if ctx.is_main:
+            print(f"resuming diffusion from step {start} ({ckpt})", file=sys.stderr, flush=True)
     rng = np.random.default_rng(cfg.seed * 1000 + 2 + ctx.rank)
     rng.bit_generator.advance(start * 4096)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + start * 7 + ctx.rank)
