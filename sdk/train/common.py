@@ -88,6 +88,7 @@ def save_weights(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     tmp = path.with_name(path.name + ".tmp")
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     save_file(contiguous, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    os.chmod(tmp, 0o644)  # a shipped file, readable by everyone
     os.replace(tmp, path)
 
 

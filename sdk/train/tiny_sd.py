@@ -218,6 +218,8 @@ def train_tiny_sd(output: Path, checkpoint_dir: Path, cfg: TinySDTrainConfig | N
         ema = train_diffusion(model, data, latents, cfg, ctx, diffusion_ckpt, show_progress)
         if ctx.is_main:
             tensors = {**{k: v for k, v in model.state_dict().items() if k.startswith("vae.")}, **ema}
+            # Shipped in fp16 (half the download); loaded back into the fp32 model, which computes in fp32.
+            tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
             save_weights(tensors, output, {"family": "tiny-sd", "config": model.config.to_dict(),
                                            "vocabulary": model.vocabulary.words, "train_config": asdict(cfg)})
         ctx.barrier()
