@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py --workdir $(BUILD)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 bench: $(STAMP)
 	$(PY) benchmarks/sampling.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,9 @@ def lower_to_onnx(program: ExportedProgram, input_names: list[str], output_names
     """One self-contained .onnx file (our components are far below the 2 GB protobuf limit)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{component}.onnx"
+        # torch configures its own loggers when the exporter loads; quiet the "torchvision is not installed"
+        # notes it prints for every export (we use no torchvision ops).
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         try:
             onnx_program = torch.onnx.export(program, (), dynamo=True, input_names=input_names,
                                              output_names=output_names, opset_version=OPSET, verbose=False)
