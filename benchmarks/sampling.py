@@ -52,7 +52,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=Path("build/tiny-sd.edge"))
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "sampling.json")
     args = parser.parse_args()
     if not (args.bundle / "manifest.json").exists():
@@ -64,10 +64,12 @@ def main() -> int:
             result = {"backend": backend, **measure(make_pipeline(args.bundle, backend), args.steps, args.runs,
                                                     batch)}
             rows.append(result)
-            print(f"{backend:10s} batch {batch}: {result['per_step_ms']:7.2f} ms/step (UNet, CFG pair per image)  "
-                  f"{result['per_image_ms']:8.1f} ms/image  ({args.steps} DDIM steps + text encoder + decoder)")
+            print(f"{backend:10s} batch {batch}: {result['per_step_ms']:7.2f} ms per denoising step (UNet on the "
+                  f"batch's CFG pairs), {result['per_image_ms']:8.1f} ms per image (all {args.steps} steps, "
+                  f"text encoder, decoder)")
     eager = {r["batch"]: r for r in rows if r["backend"] == "eager"}
-    print("\nbackend     batch  ms/step  ms/image  speed-up vs eager")
+    print(f"\nDDIM {args.steps} steps, guidance on; median of {args.runs} runs")
+    print("backend     batch  ms/step  ms/image  speed-up vs eager")
     for r in rows:
         print(f"{r['backend']:10s}  {r['batch']:5d}  {r['per_step_ms']:7.2f}  {r['per_image_ms']:8.1f}  "
               f"{eager[r['batch']]['per_image_ms'] / r['per_image_ms']:.2f}x")

@@ -6,6 +6,7 @@ only inside the ExecuTorch factory, because `executorch.runtime` exchanges torch
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,9 @@ class ExecuTorchSession:
 
     def __init__(self, path: Path, info: ComponentInfo) -> None:
         # torch is needed by executorch.runtime itself; importing it here keeps every other path torch-free
+        # torchao, which executorch loads, logs every optional CUDA kernel library it cannot find; quiet that
+        logging.getLogger("torchao").setLevel(logging.ERROR)
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
         try:
             import torch
             from executorch.runtime import Runtime

@@ -125,13 +125,19 @@ def sample_cmd(
 
     if per_prompt < 1:
         raise EdgeSDKError(f"--per-prompt must be at least 1, got {per_prompt}")
+    start = time.perf_counter()
     pipe = TextToImage(bundle, backend=backend, threads=threads)
     prompts = [p for p in prompt for _ in range(per_prompt)]
-    start = time.perf_counter()
+    for words in prompts:
+        pipe.tokenizer.ids(words)  # a typo fails before any model loads
+    for component in ("text_encoder", "unet", "vae_decoder"):
+        pipe.session(component)
+    loaded = time.perf_counter()
     images = pipe.generate(prompts, steps=steps, seed=seed, guidance_scale=guidance, sampler=sampler)
-    elapsed = time.perf_counter() - start
+    done = time.perf_counter()
     path = save_grid(images, output, columns=per_prompt)
-    typer.echo(f"wrote {path} ({len(images)} images, {backend}, {sampler} {steps} steps, {elapsed:.2f} s)")
+    typer.echo(f"wrote {path}: {len(images)} images, {backend}, {sampler} {steps} steps; "
+               f"loaded in {loaded - start:.2f} s, generated in {done - loaded:.2f} s")
 
 
 @app.command("bench")
