@@ -2,7 +2,6 @@
 
 from edgesdk.runtime.backends import (
     BACKENDS,
-    ExecuTorchSession,
     OnnxSession,
     Session,
     StaticBatchSession,
@@ -23,7 +22,6 @@ __all__ = [
     "Bundle",
     "ComponentInfo",
     "EdgeSDKError",
-    "ExecuTorchSession",
     "OnnxSession",
     "Session",
     "StaticBatchSession",

@@ -6,7 +6,6 @@ only inside the ExecuTorch factory, because `executorch.runtime` exchanges torch
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,42 +118,6 @@ def _ort_dtype(ort_type: str) -> str:
     return names.get(ort_type, "float32")
 
 
-class ExecuTorchSession:
-    """An ExecuTorch .pte program (XNNPACK-delegated). Positional inputs in the manifest's order."""
-
-    def __init__(self, path: Path, info: ComponentInfo) -> None:
-        # torch is needed by executorch.runtime itself; importing it here keeps every other path torch-free
-        # torchao, which executorch loads, logs every optional CUDA kernel library it cannot find; quiet that
-        logging.getLogger("torchao").setLevel(logging.ERROR)
-        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-        try:
-            import torch
-            from executorch.runtime import Runtime
-        except ImportError as e:
-            raise EdgeSDKError(f"backend 'executorch' needs the executorch and torch packages ({e}); "
-                               "install them or use backend 'onnx'") from None
-        self._torch: Any = torch
-        self._info = info
-        program = Runtime.get().load_program(path)
-        self._method = program.load_method("forward")
-        if self._method is None:
-            raise EdgeSDKError(f"{str(path)!r} has no 'forward' method; re-export the bundle")
-
-    @property
-    def input_names(self) -> list[str]:
-        return self._info.input_names
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._info.output_names
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = _prepare(inputs, self._info.inputs, self._info.name)
-        # torch.from_numpy shares memory; the copy keeps the caller's arrays safe from in-place kernels
-        outputs = self._method.execute([self._torch.from_numpy(a.copy()) for a in arrays])
-        return {name: out.detach().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
-
-
 class TensorRTSession:
     """A TensorRT 10 engine (.plan) on the GPU; device memory via cuda-python so no torch is needed.
 
@@ -238,6 +201,8 @@ def _onnx_factory(bundle: Bundle, component: str, threads: int | None) -> Sessio
 
 def _executorch_factory(bundle: Bundle, component: str, threads: int | None) -> Session:
     # threads: XNNPACK's thread pool is process-wide in the ExecuTorch pybindings; not settable per session
+    from edgesdk.runtime.executorch_backend import ExecuTorchSession  # the one module that may pull in torch
+
     info = bundle.component(component)
     return ExecuTorchSession(bundle.path_of(info.files["executorch"]), info)
 

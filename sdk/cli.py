@@ -18,6 +18,20 @@ app.add_typer(train_app, name="train")
 CHECKPOINTS = Path("checkpoints")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from edgesdk import __version__
+
+        typer.echo(f"edgesdk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """edgesdk: PyTorch models to phones and edge boards."""
+
+
 @train_app.command("tiny-sd")
 def train_tiny_sd_cmd(
     output: Path = typer.Option(Path("sdk/weights/tiny_sd.safetensors"), "-o", "--output", help="Weights to write."),
@@ -70,7 +84,7 @@ def export_cmd(
     overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle summary as JSON."),
 ) -> None:
-    """Export a model: torch.export once, lower per target, write a verified bundle, check parity."""
+    """Export a model: capture with torch.export, lower per target, write a verified bundle, check parity."""
     from edgesdk.exporting import export_model
 
     if quant != "fp32":

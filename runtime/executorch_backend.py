@@ -1,0 +1,53 @@
+"""The ExecuTorch backend: the only runtime module that imports torch (executorch.runtime needs it).
+
+It is imported lazily, when a session on backend "executorch" is opened, so every other runtime path stays
+torch-free. An app on a phone links ExecuTorch's C++ runtime instead and loads no torch at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesdk.runtime.backends import _prepare
+from edgesdk.runtime.bundle import ComponentInfo
+from edgesdk.runtime.errors import EdgeSDKError
+
+
+class ExecuTorchSession:
+    """An ExecuTorch .pte program (XNNPACK-delegated). Positional inputs in the manifest's order."""
+
+    def __init__(self, path: Path, info: ComponentInfo) -> None:
+        # torch is needed by executorch.runtime itself; importing it here keeps every other path torch-free
+        # torchao, which executorch loads, logs every optional CUDA kernel library it cannot find; quiet that
+        logging.getLogger("torchao").setLevel(logging.ERROR)
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+        try:
+            import torch
+            from executorch.runtime import Runtime
+        except ImportError as e:
+            raise EdgeSDKError(f"backend 'executorch' needs the executorch and torch packages ({e}); "
+                               "install them or use backend 'onnx'") from None
+        self._torch: Any = torch
+        self._info = info
+        program = Runtime.get().load_program(path)
+        self._method = program.load_method("forward")
+        if self._method is None:
+            raise EdgeSDKError(f"{str(path)!r} has no 'forward' method; re-export the bundle")
+
+    @property
+    def input_names(self) -> list[str]:
+        return self._info.input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        return self._info.output_names
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = _prepare(inputs, self._info.inputs, self._info.name)
+        # torch.from_numpy shares memory; the copy keeps the caller's arrays safe from in-place kernels
+        outputs = self._method.execute([self._torch.from_numpy(a.copy()) for a in arrays])
+        return {name: out.detach().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
