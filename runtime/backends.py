@@ -79,6 +79,20 @@ def _prepare(inputs: dict[str, np.ndarray], specs: list[TensorSpec], component: 
     return [np.ascontiguousarray(inputs[spec.name], dtype=np.dtype(spec.dtype)) for spec in specs]
 
 
+class ManifestNamedSession:
+    """Base for sessions whose graphs take positional tensors: their names come from the manifest."""
+
+    _info: ComponentInfo
+
+    @property
+    def input_names(self) -> list[str]:
+        return self._info.input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        return self._info.output_names
+
+
 class OnnxSession:
     """ONNX Runtime on the CPU execution provider."""
 
@@ -118,7 +132,7 @@ def _ort_dtype(ort_type: str) -> str:
     return names.get(ort_type, "float32")
 
 
-class TensorRTSession:
+class TensorRTSession(ManifestNamedSession):
     """A TensorRT 10 engine (.plan) on the GPU; device memory via cuda-python so no torch is needed.
 
     Engines are GPU-specific, so bundles ship TensorRT-ready ONNX and `tensorrt/build_engines.sh`; the .plan
@@ -146,14 +160,6 @@ class TensorRTSession:
                                "version?); rebuild it with tensorrt/build_engines.sh on this machine")
         self._context = self._engine.create_execution_context()
         self._stream = _cuda(cudart, cudart.cudaStreamCreate())
-
-    @property
-    def input_names(self) -> list[str]:
-        return self._info.input_names
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._info.output_names
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         trt, cudart, context = self._trt, self._cudart, self._context

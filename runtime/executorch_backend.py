@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from edgesdk.runtime.backends import _prepare
+from edgesdk.runtime.backends import ManifestNamedSession, _prepare
 from edgesdk.runtime.bundle import ComponentInfo
 from edgesdk.runtime.errors import EdgeSDKError
 
 
-class ExecuTorchSession:
+class ExecuTorchSession(ManifestNamedSession):
     """An ExecuTorch .pte program (XNNPACK-delegated). Positional inputs in the manifest's order."""
 
     def __init__(self, path: Path, info: ComponentInfo) -> None:
@@ -37,14 +37,6 @@ class ExecuTorchSession:
         self._method = program.load_method("forward")
         if self._method is None:
             raise EdgeSDKError(f"{str(path)!r} has no 'forward' method; re-export the bundle")
-
-    @property
-    def input_names(self) -> list[str]:
-        return self._info.input_names
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._info.output_names
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = _prepare(inputs, self._info.inputs, self._info.name)
