@@ -17,6 +17,7 @@ from edgesdk.export.capture import CapturedComponent, ComponentSpec, capture
 from edgesdk.export.onnx import lower_to_onnx, onnx_op_counts
 from edgesdk.export.parity import EagerSession, compare
 from edgesdk.export.tensorrt import build_engine, build_script, tensorrt_status
+from edgesdk.quant.recipes import FP32, Recipe, check_targets
 from edgesdk.runtime.errors import EdgeSDKError
 
 TARGETS = ("executorch", "onnx", "tensorrt")
@@ -32,29 +33,39 @@ def parse_targets(text: str | list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def lower_component(captured: CapturedComponent, targets: list[str], writer: BundleWriter, log: Log) -> dict:
-    """Lower one captured component to every target; add its files; return its manifest entry."""
+def lower_component(captured: CapturedComponent, targets: list[str], writer: BundleWriter, log: Log,
+                    recipe: Recipe | None = None, calibration: list[tuple[torch.Tensor, ...]] | None = None) -> dict:
+    """Quantize (per the recipe) and lower one captured component to every target; return its manifest entry."""
     from edgesdk.export.executorch import lower_to_executorch
+    from edgesdk.quant.onnx import quantize_onnx
+    from edgesdk.quant.pt2e import quantize_program
 
+    recipe = recipe or FP32()
+    calibration = calibration or []
     spec = captured.spec
+    feeds = [{n: t.numpy() for n, t in zip(spec.input_names, inputs, strict=True)} for inputs in calibration]
+    tag = "" if recipe.name == "fp32" else f" [{recipe.name}]"
     inputs, outputs = spec.io_metadata(captured.example_outputs)
     entry: dict = {"inputs": inputs, "outputs": outputs, "files": {}, "static_shapes": {},
                    "dynamic_dims": {"batch": {"min": 1, "max": spec.max_batch}}, "delegation": {}, "parity": {}}
     if "executorch" in targets:
-        log(f"  {spec.name}: lowering to ExecuTorch (XNNPACK)")
-        program = lower_to_executorch(captured.static, spec.name)
+        log(f"  {spec.name}: lowering to ExecuTorch (XNNPACK){tag}")
+        static = quantize_program(captured.static, recipe, calibration, spec.example_inputs)
+        program = lower_to_executorch(static, spec.name)
         entry["files"]["executorch"] = writer.add_bytes(f"executorch/{spec.name}.pte", program.buffer)
         entry["static_shapes"]["executorch"] = {"batch": spec.static_batch}
         entry["delegation"]["executorch"] = program.delegation.to_dict()
     if "onnx" in targets:
-        log(f"  {spec.name}: exporting ONNX (dynamic batch)")
+        log(f"  {spec.name}: exporting ONNX (dynamic batch){tag}")
         assert captured.dynamic is not None
         data = lower_to_onnx(captured.dynamic, spec.input_names, spec.output_names, spec.name)
+        data = quantize_onnx(data, recipe, feeds, "onnx")
         entry["files"]["onnx"] = writer.add_bytes(f"onnx/{spec.name}.onnx", data)
         entry["delegation"]["onnx"] = {"onnx_ops": onnx_op_counts(data)}
     if "tensorrt" in targets:
-        log(f"  {spec.name}: exporting TensorRT-ready ONNX (static shapes)")
+        log(f"  {spec.name}: exporting TensorRT-ready ONNX (static shapes){tag}")
         data = lower_to_onnx(captured.static, spec.input_names, spec.output_names, spec.name)
+        data = quantize_onnx(data, recipe, feeds, "tensorrt")
         entry["files"]["tensorrt"] = writer.add_bytes(f"tensorrt/{spec.name}.onnx", data)
         entry["static_shapes"]["tensorrt"] = {"batch": spec.static_batch}
         can_build, why_not = tensorrt_status()
@@ -66,7 +77,8 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
     return entry
 
 
-def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str], log: Log) -> dict[str, dict]:
+def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str], log: Log,
+               sqnr_floor_db: float | None = None) -> dict[str, dict]:
     """Each exported file, opened by the runtime, against eager PyTorch on the component's example inputs.
 
     The TensorRT-ready ONNX is checked on ONNX Runtime's CPU provider (no GPU here): it proves the graph
@@ -98,24 +110,33 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
                                    f"runtime: {first_line}") from exc
             results[spec.name][target] = {name: compare(reference[name], got[name]) for name in spec.output_names}
             worst = max(v["rel_max_abs"] for v in results[spec.name][target].values())
-            log(f"  parity {spec.name:12s} {target:10s} max-abs/range {worst:.2e}")
+            sqnr = min(v["sqnr_db"] for v in results[spec.name][target].values())
+            log(f"  parity {spec.name:12s} {target:10s} max-abs/range {worst:.2e}  SQNR {sqnr:.1f} dB")
+            if sqnr_floor_db is not None and sqnr < sqnr_floor_db:
+                raise EdgeSDKError(f"{spec.name} on {target}: SQNR {sqnr:.1f} dB vs eager fp32 is below the recipe's "
+                                   f"floor of {sqnr_floor_db:.0f} dB; nothing was written (try more calibration "
+                                   "samples or a milder recipe)")
     return results
 
 
 def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, assets: dict[str, object],
-                  targets: list[str], output: Path, overwrite: bool = False, quantization: dict | None = None,
+                  targets: list[str], output: Path, overwrite: bool = False, recipe: Recipe | None = None,
+                  calibration: dict[str, list[tuple[torch.Tensor, ...]]] | None = None,
                   log: Log = print) -> Path:
     """Capture, lower, write, check parity, and commit a bundle. Nothing is left behind on failure."""
     from edgesdk import __version__
 
     torch.manual_seed(0)
+    recipe = recipe or FP32()
+    check_targets(recipe, targets)
     writer = BundleWriter(output, overwrite=overwrite)
     try:
         components: dict[str, dict] = {}
         for spec in specs:
             log(f"capturing {spec.name} with torch.export")
             captured = capture(spec, dynamic_batch="onnx" in targets)
-            components[spec.name] = lower_component(captured, targets, writer, log)
+            components[spec.name] = lower_component(captured, targets, writer, log, recipe,
+                                                    (calibration or {}).get(spec.name))
         asset_paths: dict[str, str] = {}
         for name, value in assets.items():
             if isinstance(value, np.ndarray):
@@ -126,11 +147,11 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
             script = build_script({n: c["files"]["tensorrt"] for n, c in components.items()})
             writer.add_bytes("tensorrt/build_engines.sh", script.encode())
         manifest = {"family": family, "created_by": f"edgesdk {__version__}",
-                    "quantization": quantization or {"recipe": "fp32"}, "model": model_meta,
+                    "quantization": {"recipe": recipe.name, **recipe.to_dict()}, "model": model_meta,
                     "assets": asset_paths, "components": components}
         writer.write_manifest(manifest)
         log("checking parity against eager PyTorch")
-        for name, figures in run_parity(writer.staging, specs, targets, log).items():
+        for name, figures in run_parity(writer.staging, specs, targets, log, recipe.sqnr_floor_db).items():
             components[name]["parity"] = figures
         writer.write_manifest(manifest)
         return writer.commit()

@@ -80,17 +80,21 @@ def export_cmd(
                                help="Comma-separated: executorch, onnx, tensorrt (TensorRT-ready ONNX; engines "
                                     "only where tensorrt imports)."),
     weights: Path | None = typer.Option(None, help="Weights file (default: the shipped ones)."),
-    quant: str = typer.Option("fp32", help="Quantization recipe (fp32 for now)."),
+    quant: str = typer.Option("fp32", help="Quantization recipe: fp32 | w8a8 (static int8) | w8 (int8 weights, "
+                                           "dynamic activations)."),
+    calibration_samples: int = typer.Option(32, help="w8a8: calibration inputs per component."),
+    calibration_trajectory: str = typer.Option("sampling", help="w8a8: sampling (DDIM trajectories) | uniform-t."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle summary as JSON."),
 ) -> None:
-    """Export a model: capture with torch.export, lower per target, write a verified bundle, check parity."""
+    """Export a model: capture with torch.export, quantize, lower per target, write a verified bundle, check parity."""
     from edgesdk.exporting import export_model
+    from edgesdk.quant.recipes import Calibration
 
-    if quant != "fp32":
-        raise EdgeSDKError(f"unknown quantization recipe '{quant}'; this release exports fp32 only")
+    calibration = Calibration(samples=calibration_samples, trajectory=calibration_trajectory)
     log = (lambda _msg: None) if json_out else (lambda msg: typer.echo(msg, err=True))
-    path = export_model(family, output, target, weights=weights, overwrite=overwrite, log=log)
+    path = export_model(family, output, target, weights=weights, overwrite=overwrite, quant=quant,
+                        calibration=calibration, log=log)
     _print_summary(path, json_out)
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgesdk.calibration import tiny_sd_calibration
 from edgesdk.export.capture import ComponentSpec
 from edgesdk.export.pipeline import Log, export_bundle, parse_targets
+from edgesdk.quant.recipes import Calibration, check_targets, recipe_from_name
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.zoo.tiny_sd import TinySD, ddpm_schedule, load_tiny_sd
 
@@ -61,14 +63,22 @@ def tiny_sd_metadata(model: TinySD) -> dict:
 
 
 def export_model(family: str, output: Path, targets: str | list[str] = "executorch,onnx",
-                 weights: Path | None = None, overwrite: bool = False, log: Log = print) -> Path:
-    """`edgesdk export FAMILY`: the shipped (or given) weights to a verified bundle."""
+                 weights: Path | None = None, overwrite: bool = False, quant: str = "fp32",
+                 calibration: Calibration | None = None, log: Log = print) -> Path:
+    """`edgesdk export FAMILY`: the shipped (or given) weights to a verified bundle, quantized per `quant`."""
     target_list = parse_targets(targets)
+    recipe = recipe_from_name(quant, calibration)
+    check_targets(recipe, target_list)
     if family != "tiny-sd":
         raise EdgeSDKError(f"unknown model family '{family}'; available: {', '.join(FAMILIES)}")
     if weights is not None and not weights.exists():
         raise EdgeSDKError(f"weights file not found: {weights}")
     model = load_tiny_sd(weights)
+    calibration_inputs = None
+    if recipe.calibration is not None:
+        log(f"recording {recipe.calibration.samples} calibration inputs per component "
+            f"({recipe.calibration.trajectory} trajectories)")
+        calibration_inputs = tiny_sd_calibration(model, recipe.calibration)
     return export_bundle(tiny_sd_components(model), family="tiny-sd", model_meta=tiny_sd_metadata(model),
                          assets=tiny_sd_assets(model), targets=target_list, output=output, overwrite=overwrite,
-                         log=log)
+                         recipe=recipe, calibration=calibration_inputs, log=log)

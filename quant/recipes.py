@@ -1,0 +1,83 @@
+"""Quantization recipes: small config objects, one per scheme, chosen by name on the CLI (`--quant`).
+
+A recipe says what is quantized and how it is calibrated; each target lowers it with its own toolchain
+(ExecuTorch: PT2E with the XNNPACK quantizer; ONNX Runtime and TensorRT: Q/DQ ONNX). A target that cannot
+express a recipe is refused with a clear error, never silently given something else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from edgesdk.runtime.errors import EdgeSDKError
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where activation ranges come from. Diffusion activations move with t, so by default calibration
+    inputs are recorded along real sampling trajectories over the whole timestep range and many prompts."""
+
+    samples: int = 32  # calibration inputs per component
+    trajectory: str = "sampling"  # "sampling": DDIM trajectories; "uniform-t": noised data at random t
+    steps: int = 25  # DDIM steps of a calibration trajectory
+    prompts: int = 16
+    guidance: float = 4.0
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise EdgeSDKError(f"calibration needs at least 1 sample, got {self.samples}")
+        if self.trajectory not in ("sampling", "uniform-t"):
+            raise EdgeSDKError(f"unknown calibration trajectory '{self.trajectory}'; use sampling or uniform-t")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    sqnr_floor_db: float  # a quantized export whose parity SQNR falls below this is refused
+    calibration: Calibration | None = None
+    targets: tuple[str, ...] = field(default=())
+
+    @property
+    def is_static(self) -> bool:
+        return self.calibration is not None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("targets")
+        return data
+
+
+def FP32() -> Recipe:  # noqa: N802 - reads as a config constructor, like torchao's
+    return Recipe("fp32", sqnr_floor_db=80.0, targets=("executorch", "onnx", "tensorrt"))
+
+
+def W8A8(calibration: Calibration | None = None) -> Recipe:  # noqa: N802
+    """Static int8 weights (per channel) and activations (per tensor)."""
+    return Recipe("w8a8", sqnr_floor_db=12.0, calibration=calibration or Calibration(),
+                  targets=("executorch", "onnx", "tensorrt"))
+
+
+def W8() -> Recipe:  # noqa: N802
+    """int8 weights, activations quantized on the fly (dynamic): no calibration needed."""
+    return Recipe("w8", sqnr_floor_db=20.0, targets=("executorch", "onnx"))
+
+
+RECIPES = {"fp32": FP32, "w8a8": W8A8, "w8": W8}
+PLANNED = {"w4": "4-bit weights (ExecuTorch 8da4w, ONNX Runtime MatMulNBits) are not implemented yet"}
+
+
+def recipe_from_name(name: str, calibration: Calibration | None = None) -> Recipe:
+    key = name.strip().lower()
+    if key in PLANNED:
+        raise EdgeSDKError(f"recipe '{key}': {PLANNED[key]}; available now: {', '.join(RECIPES)}")
+    if key not in RECIPES:
+        raise EdgeSDKError(f"unknown quantization recipe '{name}'; choose from {', '.join(RECIPES)}")
+    return W8A8(calibration) if key == "w8a8" else RECIPES[key]()
+
+
+def check_targets(recipe: Recipe, targets: list[str]) -> None:
+    unsupported = [t for t in targets if t not in recipe.targets]
+    if unsupported:
+        raise EdgeSDKError(f"recipe '{recipe.name}' cannot be expressed for target(s) {', '.join(unsupported)} "
+                           f"(supported: {', '.join(recipe.targets)}); drop them with --target")
