@@ -1,1 +1,5 @@
-"""Quantization recipes (fp32 today; int8/int4 recipes arrive with the quantization work)."""
+"""edgesdk.quant: quantization recipes and their per-target lowering (PT2E for ExecuTorch, Q/DQ ONNX)."""
+
+from edgesdk.quant.recipes import FP32, RECIPES, W8, W8A8, Calibration, Recipe, check_targets, recipe_from_name
+
+__all__ = ["FP32", "RECIPES", "W8", "W8A8", "Calibration", "Recipe", "check_targets", "recipe_from_name"]

@@ -37,6 +37,7 @@ class Recipe:
     sqnr_floor_db: float  # a quantized export whose parity SQNR falls below this is refused
     calibration: Calibration | None = None
     targets: tuple[str, ...] = field(default=())
+    why_not: dict[str, str] = field(default_factory=dict)  # target -> why this recipe is refused there
 
     @property
     def is_static(self) -> bool:
@@ -45,6 +46,7 @@ class Recipe:
     def to_dict(self) -> dict:
         data = asdict(self)
         data.pop("targets")
+        data.pop("why_not")
         return data
 
 
@@ -60,7 +62,9 @@ def W8A8(calibration: Calibration | None = None) -> Recipe:  # noqa: N802
 
 def W8() -> Recipe:  # noqa: N802
     """int8 weights, activations quantized on the fly (dynamic): no calibration needed."""
-    return Recipe("w8", sqnr_floor_db=20.0, targets=("executorch", "onnx"))
+    return Recipe("w8", sqnr_floor_db=20.0, targets=("onnx",), why_not={
+        "executorch": "the XNNPACK dynamic-quantized UNet fails at run time in ExecuTorch 1.5.1 (execute error 0x1)",
+        "tensorrt": "TensorRT's explicit quantization needs static activation scales; use w8a8"})
 
 
 RECIPES = {"fp32": FP32, "w8a8": W8A8, "w8": W8}
@@ -79,5 +83,7 @@ def recipe_from_name(name: str, calibration: Calibration | None = None) -> Recip
 def check_targets(recipe: Recipe, targets: list[str]) -> None:
     unsupported = [t for t in targets if t not in recipe.targets]
     if unsupported:
+        reasons = "; ".join(f"{t}: {recipe.why_not[t]}" for t in unsupported if t in recipe.why_not)
         raise EdgeSDKError(f"recipe '{recipe.name}' cannot be expressed for target(s) {', '.join(unsupported)} "
-                           f"(supported: {', '.join(recipe.targets)}); drop them with --target")
+                           f"(supported: {', '.join(recipe.targets)}){' — ' + reasons if reasons else ''}; "
+                           "choose targets with --target")

@@ -76,9 +76,9 @@ def train_evaluator_cmd(
 def export_cmd(
     family: str = typer.Argument(..., help="Model family: tiny-sd."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (NAME.edge)."),
-    target: str = typer.Option("executorch,onnx,tensorrt", "--target", "-t",
+    target: str = typer.Option("", "--target", "-t",
                                help="Comma-separated: executorch, onnx, tensorrt (TensorRT-ready ONNX; engines "
-                                    "only where tensorrt imports)."),
+                                    "only where tensorrt imports). Default: every target the recipe supports."),
     weights: Path | None = typer.Option(None, help="Weights file (default: the shipped ones)."),
     quant: str = typer.Option("fp32", help="Quantization recipe: fp32 | w8a8 (static int8) | w8 (int8 weights, "
                                            "dynamic activations)."),

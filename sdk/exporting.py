@@ -66,8 +66,8 @@ def export_model(family: str, output: Path, targets: str | list[str] = "executor
                  weights: Path | None = None, overwrite: bool = False, quant: str = "fp32",
                  calibration: Calibration | None = None, log: Log = print) -> Path:
     """`edgesdk export FAMILY`: the shipped (or given) weights to a verified bundle, quantized per `quant`."""
-    target_list = parse_targets(targets)
     recipe = recipe_from_name(quant, calibration)
+    target_list = parse_targets(targets) if targets else list(recipe.targets)
     check_targets(recipe, target_list)
     if family != "tiny-sd":
         raise EdgeSDKError(f"unknown model family '{family}'; available: {', '.join(FAMILIES)}")
