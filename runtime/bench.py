@@ -23,7 +23,18 @@ BENCH_PROMPT = "a large red star on a blue background"
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    """Peak resident set size of this process so far.
+
+    On Linux this is VmHWM from /proc, which starts afresh at exec; getrusage's ru_maxrss would carry the
+    peak of the parent that spawned us (a benchmark driver that loaded torch) into our figure.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
@@ -74,6 +85,18 @@ def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 
             times.append(time.perf_counter() - start)
         components[name] = {"batch": batch, **percentiles(times)}
 
+    residency = {}
+    if backend == "onnx":
+        from edgesdk.runtime.memory import onnx_weight_residency
+
+        for name, info in bundle.components.items():
+            residency[name] = onnx_weight_residency(bundle.path_of(info.files["onnx"]))
+            if not residency[name]["int_weights_kept"]:
+                raise EdgeSDKError(
+                    f"memory check failed: ONNX Runtime expanded the int8 weights of '{name}' to fp32 at session "
+                    f"start ({residency[name]['int_weight_bytes_file']} int8 bytes in the file, "
+                    f"{residency[name]['int_weight_bytes_session']} left in the session graph)")
+
     pipe.generate([BENCH_PROMPT], steps=steps, seed=0, sampler=sampler)  # warm-up
     totals = []
     for run in range(runs):
@@ -84,7 +107,7 @@ def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 
     sample["per_step_ms"] = sample["p50_ms"] / steps
     sizes = {name: sum(bundle.file_sizes().get(path, 0) for t, path in info.files.items() if t == backend)
              for name, info in bundle.components.items()}
-    return {"backend": backend, "steps": steps, "sampler": sampler, "load_s": load_s,
+    return {"backend": backend, "steps": steps, "sampler": sampler, "load_s": load_s, "weight_residency": residency,
             "components": components, "sample": sample, "file_bytes": sizes,
             "rss_mb": {"at_start": rss_start, "after_runtime_import": rss_imported, "after_load": rss_loaded,
                        "peak": peak_rss_mb(), "model_and_inference": peak_rss_mb() - rss_imported}}

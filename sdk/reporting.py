@@ -139,3 +139,10 @@ def bench_tables(results: dict) -> None:
                       f"{res['rss_mb']['model_and_inference']:.0f}",
                       f"{sum(res['file_bytes'].values()) / 1e6:.2f}")
     console.print(table)
+    for backend, res in results["backends"].items():
+        residency = res.get("weight_residency") or {}
+        quantized = {n: r for n, r in residency.items() if r["int_weight_bytes_file"]}
+        if quantized:
+            mb = sum(r["int_weight_bytes_session"] for r in quantized.values()) / 1e6
+            console.print(f"{backend}: int8 weights stay int8 in the session graph for all {len(quantized)} "
+                          f"quantized components ({mb:.2f} MB int8 in memory)")

@@ -89,3 +89,14 @@ def test_w8a8_tiny_sd_is_small_delegated_and_above_its_floor(w8a8_bundle: Path, 
             assert min(v["sqnr_db"] for v in figures.values()) >= W8A8().sqnr_floor_db, (name, target)
     sizes, fp32_sizes = quant.file_sizes(), fp32.file_sizes()
     assert fp32_sizes["executorch/unet.pte"] / sizes["executorch/unet.pte"] >= 3.0
+
+
+def test_memory_truth_detects_int8_weights_expanded_to_fp32(w8a8_bundle: Path):
+    from edgesdk.runtime.memory import compare_residency, onnx_weight_residency
+
+    bundle = Bundle.open(w8a8_bundle)
+    residency = onnx_weight_residency(bundle.path_of(bundle.component("unet").files["onnx"]))
+    assert residency["int_weight_bytes_file"] > 2_000_000 and residency["int_weights_kept"]
+    # what a session that folded DequantizeLinear(int8 weight) into fp32 initializers would look like
+    folded = {"float32": residency["session_bytes"].get("float32", 0) + 4 * residency["int_weight_bytes_file"]}
+    assert not compare_residency(residency["file_bytes"], folded)["int_weights_kept"]

@@ -1,0 +1,50 @@
+"""Memory truth: do int8 weights stay int8 once a backend has loaded them?
+
+ONNX Runtime optimises a graph at session start; a constant-folding pass can turn DequantizeLinear(int8
+weight) into an fp32 initializer, silently giving back the memory quantization saved. We ask ONNX Runtime
+for the graph it will actually run (``optimized_model_filepath``) and compare weight bytes by dtype.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+INT_TYPES = ("int8", "uint8", "int4", "uint4")
+
+
+def initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for tensor in model.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        totals[str(array.dtype)] = totals.get(str(array.dtype), 0) + int(np.asarray(array).nbytes)
+    return totals
+
+
+def onnx_weight_residency(path: Path) -> dict:
+    """Weight bytes by dtype in the file and in ONNX Runtime's optimised graph, and whether int8 survived."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(optimized)
+        options.log_severity_level = 3  # the "hardware specific optimizations" notice is expected here
+        ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        in_file = initializer_bytes(onnx.load(str(path)))
+        in_memory = initializer_bytes(onnx.load(str(optimized)))
+    return compare_residency(in_file, in_memory)
+
+
+def compare_residency(in_file: dict[str, int], in_memory: dict[str, int]) -> dict:
+    int_file = sum(v for k, v in in_file.items() if k in INT_TYPES)
+    int_memory = sum(v for k, v in in_memory.items() if k in INT_TYPES)
+    return {"file_bytes": in_file, "session_bytes": in_memory, "int_weight_bytes_file": int_file,
+            "int_weight_bytes_session": int_memory,
+            # a few percent may be folded legitimately (e.g. tiny bias tensors); most must stay integer
+            "int_weights_kept": int_file == 0 or int_memory >= 0.95 * int_file}
