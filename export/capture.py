@@ -48,6 +48,17 @@ class CapturedComponent:
     static: ExportedProgram
     dynamic: ExportedProgram | None
     example_outputs: tuple[Tensor, ...] = field(default_factory=tuple)
+    why_static: str = ""  # why no dynamic-batch capture exists (when one was asked for)
+
+
+def to_eval(module: nn.Module) -> nn.Module:
+    """module.eval(), except for the module of a loaded .pt2 program, which is already in inference form
+    (and refuses .eval())."""
+    try:
+        module.eval()
+    except NotImplementedError:
+        pass
+    return module
 
 
 def _as_tuple(value: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -56,19 +67,27 @@ def _as_tuple(value: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
 
 def capture(spec: ComponentSpec, dynamic_batch: bool = True) -> CapturedComponent:
     """torch.export the component (static, and with a dynamic batch when asked)."""
-    module = spec.module.eval()
+    module = to_eval(spec.module)
     try:
         with torch.no_grad():
             outputs = _as_tuple(module(*spec.example_inputs))
             static = torch.export.export(module, spec.example_inputs)
-            dynamic = None
-            if dynamic_batch:
-                batch = Dim("batch", min=1, max=spec.max_batch)
-                # torch.export specialises a dim whose example size is 1, so trace the dynamic one at batch 2.
-                examples = tuple(torch.cat([t, t]) if t.shape[0] == 1 else t for t in spec.example_inputs)
+    except Exception as exc:  # torch.export raises many types; the user needs the component and the reason
+        raise EdgeSDKError(f"torch.export could not capture component '{spec.name}': {_first_line(exc)}") from exc
+    dynamic, why_static = None, ""
+    if dynamic_batch:
+        batch = Dim("batch", min=1, max=spec.max_batch)
+        # torch.export specialises a dim whose example size is 1, so trace the dynamic one at batch 2.
+        examples = tuple(torch.cat([t, t]) if t.shape[0] == 1 else t for t in spec.example_inputs)
+        try:
+            with torch.no_grad():
                 dynamic = torch.export.export(module, examples,
                                               dynamic_shapes=tuple({0: batch} for _ in spec.example_inputs))
-    except Exception as exc:  # torch.export raises many types; the user needs the component and the reason
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeSDKError(f"torch.export could not capture component '{spec.name}': {first_line}") from exc
-    return CapturedComponent(spec=spec, static=static, dynamic=dynamic, example_outputs=outputs)
+        except Exception as exc:  # a model whose batch is baked in: its ONNX file keeps the static batch
+            why_static = _first_line(exc)
+    return CapturedComponent(spec=spec, static=static, dynamic=dynamic, example_outputs=outputs,
+                             why_static=why_static)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -31,7 +31,9 @@ class EagerSession:
     """The eager-PyTorch reference behind the runtime's Session protocol (tests and parity only)."""
 
     def __init__(self, module: nn.Module, input_names: Sequence[str], output_names: Sequence[str]) -> None:
-        self.module = module.eval()
+        from edgesdk.export.capture import to_eval
+
+        self.module = to_eval(module)
         self.input_names, self.output_names = list(input_names), list(output_names)
 
     @torch.no_grad()

@@ -56,9 +56,13 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
         entry["static_shapes"]["executorch"] = {"batch": spec.static_batch}
         entry["delegation"]["executorch"] = program.delegation.to_dict()
     if "onnx" in targets:
-        log(f"  {spec.name}: exporting ONNX (dynamic batch){tag}")
-        assert captured.dynamic is not None
-        data = lower_to_onnx(captured.dynamic, spec.input_names, spec.output_names, spec.name)
+        program = captured.dynamic
+        if program is None:  # said aloud, not silent: the ONNX file then keeps the example's batch
+            log(f"  {spec.name}: batch cannot be dynamic ({captured.why_static}); ONNX keeps batch {spec.static_batch}")
+            program = captured.static
+            entry["static_shapes"]["onnx"] = {"batch": spec.static_batch}
+        log(f"  {spec.name}: exporting ONNX ({'dynamic' if captured.dynamic else 'static'} batch){tag}")
+        data = lower_to_onnx(program, spec.input_names, spec.output_names, spec.name)
         data = quantize_onnx(data, recipe, feeds, "onnx")
         entry["files"]["onnx"] = writer.add_bytes(f"onnx/{spec.name}.onnx", data)
         entry["delegation"]["onnx"] = {"onnx_ops": onnx_op_counts(data)}

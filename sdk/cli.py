@@ -74,8 +74,12 @@ def train_evaluator_cmd(
 
 @app.command("export")
 def export_cmd(
-    family: str = typer.Argument(..., help="Model family: tiny-sd."),
+    family: str | None = typer.Argument(None, help="Model family: tiny-sd. Or give --model."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (NAME.edge)."),
+    model: str | None = typer.Option(None, "--model", help="Your own model: model.pt2 (torch.export.save) or "
+                                                          "package.module:factory returning (module, inputs)."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="--model with a static recipe: "
+                                            "FILE.npz (arrays named after the inputs) or a folder of them."),
     target: str = typer.Option("", "--target", "-t",
                                help="Comma-separated: executorch, onnx, tensorrt (TensorRT-ready ONNX; engines "
                                     "only where tensorrt imports). Default: every target the recipe supports."),
@@ -91,10 +95,20 @@ def export_cmd(
     from edgesdk.exporting import export_model
     from edgesdk.quant.recipes import Calibration
 
-    calibration = Calibration(samples=calibration_samples, trajectory=calibration_trajectory)
     log = (lambda _msg: None) if json_out else (lambda msg: typer.echo(msg, err=True))
-    path = export_model(family, output, target, weights=weights, overwrite=overwrite, quant=quant,
-                        calibration=calibration, log=log)
+    if model is not None:
+        from edgesdk.user_model import export_user_model
+
+        if family is not None:
+            raise EdgeSDKError(f"give either a model family ('{family}') or --model, not both")
+        path = export_user_model(model, output, target, quant=quant, calibration=calibration,
+                                 overwrite=overwrite, log=log)
+    else:
+        if family is None:
+            raise EdgeSDKError("name a model family (tiny-sd) or pass --model model.pt2|package.module:factory")
+        recipe_calibration = Calibration(samples=calibration_samples, trajectory=calibration_trajectory)
+        path = export_model(family, output, target, weights=weights, overwrite=overwrite, quant=quant,
+                            calibration=recipe_calibration, log=log)
     _print_summary(path, json_out)
 
 
@@ -120,6 +134,25 @@ def inspect_cmd(
 ) -> None:
     """Components, files, sizes, parity figures and delegation of a bundle (verifies it first)."""
     _print_summary(bundle, json_out)
+
+
+@app.command("run")
+def run_cmd(
+    bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
+    inputs: list[str] = typer.Option(..., "--input", "-i", help="x.npy, or name=x.npy; repeat per input."),
+    component: str | None = typer.Option(None, help="Component to run (default: the bundle's only one)."),
+    backend: str = typer.Option("onnx", help="onnx | executorch | tensorrt"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write the outputs to this .npz."),
+) -> None:
+    """Run one component of any bundle on .npy inputs (the generic path for your own models)."""
+    from edgesdk.runtime.generic import run_component
+
+    outputs = run_component(bundle, inputs, component=component, backend=backend, output=output)
+    for name, value in outputs.items():
+        typer.echo(f"{name}: shape {tuple(value.shape)} {value.dtype}  min {value.min():.4g}  max {value.max():.4g}  "
+                   f"mean {value.mean():.4g}")
+    if output:
+        typer.echo(f"wrote {output}")
 
 
 @app.command("sample")
@@ -222,6 +255,15 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug of ours, not bad input: still one line, with a way to see more
+        import os
+
+        if os.environ.get("EDGESDK_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        typer.echo(f"error: internal error ({type(exc).__name__}: {first}); rerun with EDGESDK_DEBUG=1 for the "
+                   "traceback and please report it", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""Run any component of any bundle on arrays from .npy files: what `edgesdk run` does for user models."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgesdk.runtime.backends import open_session
+from edgesdk.runtime.bundle import Bundle
+from edgesdk.runtime.errors import EdgeSDKError
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise EdgeSDKError(f"input file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise EdgeSDKError(f"{path} is not a plain .npy array ({exc})") from exc
+
+
+def run_component(bundle_path: Path, inputs: list[str], component: str | None = None, backend: str = "onnx",
+                  output: Path | None = None) -> dict[str, np.ndarray]:
+    bundle = Bundle.open(bundle_path)
+    if component is None:
+        if len(bundle.components) != 1:
+            raise EdgeSDKError(f"the bundle has components {', '.join(bundle.components)}; choose one with "
+                               "--component")
+        component = next(iter(bundle.components))
+    info = bundle.component(component)
+    named = [item.partition("=") for item in inputs]
+    if any(sep for _, sep, _ in named):
+        feeds = {name: _load_npy(Path(path)) for name, sep, path in named if sep}
+        if len(feeds) != len(named):
+            raise EdgeSDKError("name every --input as name=file.npy, or none of them")
+    else:
+        if len(inputs) != len(info.input_names):
+            raise EdgeSDKError(f"component '{component}' takes {len(info.input_names)} inputs "
+                               f"({', '.join(info.input_names)}); got {len(inputs)}")
+        feeds = {name: _load_npy(Path(path)) for name, path in zip(info.input_names, inputs, strict=True)}
+    unknown = sorted(set(feeds) - set(info.input_names))
+    if unknown:
+        raise EdgeSDKError(f"component '{component}' has no input(s) {', '.join(unknown)}; "
+                           f"its inputs are {', '.join(info.input_names)}")
+    for spec in info.inputs:
+        array = feeds.get(spec.name)
+        if array is not None and len(array.shape) != len(spec.shape):
+            raise EdgeSDKError(f"input '{spec.name}' has shape {array.shape}; expected {list(spec.shape)}")
+    outputs = open_session(bundle, component, backend).run(feeds)
+    if output is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **outputs)
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, output)
+    return outputs
