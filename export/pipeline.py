@@ -65,7 +65,7 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
         data = lower_to_onnx(program, spec.input_names, spec.output_names, spec.name)
         data = quantize_onnx(data, recipe, feeds, "onnx")
         entry["files"]["onnx"] = writer.add_bytes(f"onnx/{spec.name}.onnx", data)
-        entry["delegation"]["onnx"] = {"onnx_ops": onnx_op_counts(data)}
+        entry["delegation"]["onnx"] = {"onnx_ops": onnx_op_counts(data), **integer_share(data)}
     if "tensorrt" in targets:
         log(f"  {spec.name}: exporting TensorRT-ready ONNX (static shapes){tag}")
         data = lower_to_onnx(captured.static, spec.input_names, spec.output_names, spec.name)
@@ -79,6 +79,18 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
             entry["tensorrt_engine"] = None
             entry["tensorrt_note"] = why_not
     return entry
+
+
+def integer_share(data: bytes) -> dict:
+    """How much of the matrix work ONNX Runtime will run in integer kernels (read off its session graph)."""
+    import tempfile
+
+    from edgesdk.runtime.memory import integer_kernel_share, session_graph
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(data)
+        return integer_kernel_share(session_graph(path))
 
 
 def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str], log: Log,

@@ -25,8 +25,14 @@ def initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
     return totals
 
 
-def onnx_weight_residency(path: Path) -> dict:
-    """Weight bytes by dtype in the file and in ONNX Runtime's optimised graph, and whether int8 survived."""
+# The matrix work of a graph, as ONNX Runtime runs it: in integer kernels or in float ones.
+INTEGER_KERNELS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
+                   "MatMulIntegerToFloat", "MatMulNBits", "QGemm", "DynamicQuantizeLSTM")
+FLOAT_KERNELS = ("Conv", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "NchwcConv", "ConvTranspose")
+
+
+def session_graph(path: Path) -> onnx.ModelProto:
+    """The graph ONNX Runtime actually runs, after its optimisations at session start."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,9 +42,23 @@ def onnx_weight_residency(path: Path) -> dict:
         options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 3  # the "hardware specific optimizations" notice is expected here
         ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        in_file = initializer_bytes(onnx.load(str(path)))
-        in_memory = initializer_bytes(onnx.load(str(optimized)))
-    return compare_residency(in_file, in_memory)
+        return onnx.load(str(optimized))
+
+
+def integer_kernel_share(graph: onnx.ModelProto) -> dict:
+    """Share of the matrix ops (conv, matmul, gemm) that run in integer kernels."""
+    ops = [node.op_type for node in graph.graph.node]
+    integer = sum(op in INTEGER_KERNELS for op in ops)
+    floating = sum(op in FLOAT_KERNELS for op in ops)
+    return {"integer_kernel_share": round(integer / max(1, integer + floating), 4), "integer_ops": integer,
+            "float_matrix_ops": floating}
+
+
+def onnx_weight_residency(path: Path) -> dict:
+    """Weight bytes by dtype in the file and in ONNX Runtime's optimised graph, and whether int8 survived."""
+    in_memory = session_graph(path)
+    residency = compare_residency(initializer_bytes(onnx.load(str(path))), initializer_bytes(in_memory))
+    return {**residency, **integer_kernel_share(in_memory)}
 
 
 def compare_residency(in_file: dict[str, int], in_memory: dict[str, int]) -> dict:

@@ -62,7 +62,7 @@ def summary_tables(summary: dict) -> None:
     console.print(f"[bold]{summary['path']}[/]  family {summary['family']}  format v{summary['format_version']}  "
                   f"quantization {summary['quantization'].get('recipe', '?')}  total {_mb(summary['total_bytes'])}")
     table = Table(title="components")
-    for col in ("component", "target", "file", "size", "worst max-abs / range", "min SQNR dB", "delegated"):
+    for col in ("component", "target", "file", "size", "worst max-abs / range", "min SQNR dB", "delegated / integer"):
         table.add_column(col)
     for name, comp in summary["components"].items():
         for target, file in comp["files"].items():
@@ -70,8 +70,12 @@ def summary_tables(summary: dict) -> None:
             rel = max((v["rel_max_abs"] for v in parity.values()), default=None)
             sqnr = min((v["sqnr_db"] for v in parity.values()), default=None)
             deleg = comp["delegation"].get(target, {})
-            share = (f"{deleg['delegated_share']:.1%} ({deleg['segments']} segment(s))"
-                     if "delegated_share" in deleg else "-")
+            if "delegated_share" in deleg:
+                share = f"{deleg['delegated_share']:.1%} XNNPACK ({deleg['segments']} segment(s))"
+            elif "integer_kernel_share" in deleg:
+                share = f"{deleg['integer_kernel_share']:.0%} of matrix ops in int kernels"
+            else:
+                share = "-"
             table.add_row(name, target, file["path"], _mb(file["bytes"]), "-" if rel is None else f"{rel:.2e}",
                           "-" if sqnr is None else f"{sqnr:.1f}", share)
     console.print(table)

@@ -87,6 +87,9 @@ def test_w8a8_tiny_sd_is_small_delegated_and_above_its_floor(w8a8_bundle: Path, 
         assert info.delegation["executorch"]["delegated_share"] == 1.0
         for target, figures in info.parity.items():
             assert min(v["sqnr_db"] for v in figures.values()) >= W8A8().sqnr_floor_db, (name, target)
+    # ONNX Runtime runs every conv / matmul of the quantized graphs in integer kernels, none in the fp32 bundle
+    assert quant.component("unet").delegation["onnx"]["integer_kernel_share"] == 1.0
+    assert fp32.component("unet").delegation["onnx"]["integer_kernel_share"] == 0.0
     sizes, fp32_sizes = quant.file_sizes(), fp32.file_sizes()
     assert fp32_sizes["executorch/unet.pte"] / sizes["executorch/unet.pte"] >= 3.0
 
