@@ -103,3 +103,30 @@ def test_memory_truth_detects_int8_weights_expanded_to_fp32(w8a8_bundle: Path):
     # what a session that folded DequantizeLinear(int8 weight) into fp32 initializers would look like
     folded = {"float32": residency["session_bytes"].get("float32", 0) + 4 * residency["int_weight_bytes_file"]}
     assert not compare_residency(residency["file_bytes"], folded)["int_weights_kept"]
+
+
+def test_one_verb_quantizes_a_module_and_an_onnx_graph():
+    import onnxruntime as ort
+
+    from edgesdk.export.capture import capture
+    from edgesdk.export.onnx import lower_to_onnx
+    from edgesdk.export.parity import compare
+    from edgesdk.quant import quantize
+
+    torch.manual_seed(0)
+    model, x = SmallNet().eval(), torch.randn(1, 3, 16, 16)
+    calibration = [(torch.randn(1, 3, 16, 16),) for _ in range(8)]
+    program = quantize(model, W8A8(), example_inputs=(x,), calibration=calibration)
+    targets = {str(n.target) for n in program.graph.nodes}
+    assert any("quantize_per_tensor" in t for t in targets)
+    with torch.no_grad():
+        reference = model(x).numpy()
+        assert compare(reference, program.module()(x).numpy())["sqnr_db"] >= 20
+    spec = ComponentSpec("net", model, (x,), ["x"], ["y"])
+    fp32_onnx = lower_to_onnx(capture(spec, dynamic_batch=False).static, ["x"], ["y"], "net")
+    quantized = quantize(fp32_onnx, W8A8(), calibration=calibration, target="onnx", input_names=["x"])
+    assert len(quantized) < len(fp32_onnx)
+    out = ort.InferenceSession(quantized, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    assert compare(reference, out)["sqnr_db"] >= 20
+    with pytest.raises(EdgeSDKError, match="example_inputs"):
+        quantize(model, W8A8(), calibration=calibration)

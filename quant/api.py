@@ -1,0 +1,50 @@
+"""One verb: ``quantize(model, recipe, ...)`` for a torch model, a captured program, or an ONNX graph."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.export import ExportedProgram
+
+from edgesdk.quant.recipes import Recipe
+from edgesdk.runtime.errors import EdgeSDKError
+
+
+def quantize(model: nn.Module | ExportedProgram | bytes, recipe: Recipe, *,
+             example_inputs: tuple[Tensor, ...] | None = None,
+             calibration: Sequence[tuple[Tensor, ...]] = (), target: str = "executorch",
+             input_names: Sequence[str] | None = None) -> ExportedProgram | bytes:
+    """Quantize for one target.
+
+    - an ``nn.Module`` (with ``example_inputs``) or an ``ExportedProgram``, for ExecuTorch: a quantized
+      ``ExportedProgram`` ready for ``to_edge_transform_and_lower``;
+    - ONNX bytes, for ``target="onnx"`` or ``"tensorrt"``: quantized Q/DQ ONNX bytes (calibration tuples are
+      matched to ``input_names``).
+    """
+    if isinstance(model, bytes):
+        from edgesdk.quant.onnx import quantize_onnx
+
+        if target not in ("onnx", "tensorrt"):
+            raise EdgeSDKError(f"an ONNX graph is quantized for target onnx or tensorrt, not '{target}'")
+        names = list(input_names or [])
+        if calibration and len(names) != len(calibration[0]):
+            raise EdgeSDKError("pass input_names matching the calibration tuples to quantize an ONNX graph")
+        feeds = [{n: np.asarray(t) for n, t in zip(names, inputs, strict=True)} for inputs in calibration]
+        return quantize_onnx(model, recipe, feeds, target)
+    from edgesdk.quant.pt2e import quantize_program
+
+    if target != "executorch":
+        raise EdgeSDKError(f"a torch model is quantized here for target executorch; for '{target}' export it to "
+                           "ONNX first (edgesdk.export.onnx.lower_to_onnx) and pass the bytes")
+    if isinstance(model, ExportedProgram):
+        program = model
+        example_inputs = example_inputs or tuple(model.example_inputs[0])
+    else:
+        if example_inputs is None:
+            raise EdgeSDKError("quantizing an nn.Module needs example_inputs")
+        with torch.no_grad():
+            program = torch.export.export(model.eval(), example_inputs)
+    return quantize_program(program, recipe, calibration, example_inputs)
