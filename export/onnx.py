@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -27,11 +28,19 @@ def lower_to_onnx(program: ExportedProgram, input_names: list[str], output_names
                                              output_names=output_names, opset_version=OPSET, verbose=False)
             onnx_program.save(str(path))
         except Exception as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise EdgeSDKError(f"ONNX export failed for component '{component}': {first_line}") from exc
+            raise EdgeSDKError(f"ONNX export failed for component '{component}': {_reason(exc)}") from exc
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
         return model.SerializeToString()
+
+
+def _reason(exc: Exception) -> str:
+    """The line that names the op the exporter could not translate, if there is one."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    found = re.search(r"No ONNX function found for <OpOverload\(op='([\w.]+)'", str(exc))
+    if found:
+        return f"no ONNX translation for operator {found.group(1)}"
+    return lines[0]
 
 
 def onnx_op_counts(data: bytes) -> dict[str, int]:
