@@ -132,12 +132,13 @@ def bench_tables(results: dict) -> None:
         for name, comp in res["components"].items():
             table.add_row(backend, name, str(comp["batch"]), f"{comp['p50_ms']:.2f}", f"{comp['p90_ms']:.2f}")
     console.print(table)
-    table = Table(title="full sample (1 image, CFG) and memory")
+    title = "full sample (1 image, CFG) and memory" if results["family"] == "tiny-sd" else "memory (no sampler)"
+    table = Table(title=title)
     for col in ("backend", "steps", "p50 ms", "p90 ms", "per step ms", "load s", "peak RSS MB",
                 "RSS above runtime import MB", "files MB"):
         table.add_column(col)
     for backend, res in results["backends"].items():
-        s = res["sample"]
+        s = res["sample"] or {"p50_ms": float("nan"), "p90_ms": float("nan"), "per_step_ms": float("nan")}
         table.add_row(backend, str(res["steps"]), f"{s['p50_ms']:.1f}", f"{s['p90_ms']:.1f}",
                       f"{s['per_step_ms']:.2f}", f"{res['load_s']:.2f}", f"{res['rss_mb']['peak']:.0f}",
                       f"{res['rss_mb']['model_and_inference']:.0f}",

@@ -37,6 +37,11 @@ def test_factory_model_w8a8_export_and_run(tmp_path: Path):
         logits = np.load(out)["logits"]
         assert logits.shape == (2, 5)
         assert np.abs(logits - reference).max() < 0.1 * np.abs(reference).max() + 1e-3
+    result = run_cli("bench", str(bundle), "--runs", "1", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    bench = json.loads(result.stdout)["backends"]
+    assert set(bench) == {"onnx", "executorch"} and bench["onnx"]["components"]["model"]["p50_ms"] > 0
+    assert bench["onnx"]["weight_residency"]["model"]["int_weights_kept"]
 
 
 def test_pt2_model_fp32(tmp_path: Path):
