@@ -138,11 +138,11 @@ def bench_tables(results: dict) -> None:
                 "RSS above runtime import MB", "files MB"):
         table.add_column(col)
     for backend, res in results["backends"].items():
-        s = res["sample"] or {"p50_ms": float("nan"), "p90_ms": float("nan"), "per_step_ms": float("nan")}
-        table.add_row(backend, str(res["steps"]), f"{s['p50_ms']:.1f}", f"{s['p90_ms']:.1f}",
-                      f"{s['per_step_ms']:.2f}", f"{res['load_s']:.2f}", f"{res['rss_mb']['peak']:.0f}",
-                      f"{res['rss_mb']['model_and_inference']:.0f}",
-                      f"{sum(res['file_bytes'].values()) / 1e6:.2f}")
+        s = res["sample"]
+        timing = ([str(res["steps"]), f"{s['p50_ms']:.1f}", f"{s['p90_ms']:.1f}", f"{s['per_step_ms']:.2f}"]
+                  if s else ["-", "-", "-", "-"])
+        table.add_row(backend, *timing, f"{res['load_s']:.2f}", f"{res['rss_mb']['peak']:.0f}",
+                      f"{res['rss_mb']['model_and_inference']:.0f}", f"{sum(res['file_bytes'].values()) / 1e6:.2f}")
     console.print(table)
     for backend, res in results["backends"].items():
         residency = res.get("weight_residency") or {}
