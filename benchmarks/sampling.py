@@ -17,11 +17,9 @@ from pathlib import Path
 
 import torch
 
-from edgesdk.export.parity import EagerSession
-from edgesdk.exporting import export_model, tiny_sd_components
+from edgesdk.exporting import eager_session_factory, export_model
 from edgesdk.reporting import write_json
 from edgesdk.runtime.pipeline import TextToImage
-from edgesdk.zoo.tiny_sd import load_tiny_sd
 
 PROMPT = "a large red star on a blue background"
 
@@ -29,9 +27,7 @@ PROMPT = "a large red star on a blue background"
 def make_pipeline(bundle: Path, backend: str) -> TextToImage:
     if backend != "eager":
         return TextToImage(bundle, backend=backend)
-    specs = {s.name: s for s in tiny_sd_components(load_tiny_sd())}
-    return TextToImage(bundle, backend="eager", session_factory=lambda _b, c: EagerSession(
-        specs[c].module, specs[c].input_names, specs[c].output_names))
+    return TextToImage(bundle, backend="eager", session_factory=eager_session_factory())
 
 
 def measure(pipe: TextToImage, steps: int, runs: int, batch: int) -> dict:

@@ -31,17 +31,9 @@ DEMO_PROMPTS = [
 
 def eager_reference(bundle_dir: Path, prompts: list[str], steps: int, seed: int) -> np.ndarray:
     """The same numpy sampler driven by eager PyTorch modules: the reference the exported files must match."""
-    from edgesdk.export.parity import EagerSession
-    from edgesdk.exporting import tiny_sd_components
-    from edgesdk.zoo.tiny_sd import load_tiny_sd
+    from edgesdk.exporting import eager_session_factory
 
-    specs = {s.name: s for s in tiny_sd_components(load_tiny_sd())}
-
-    def factory(_bundle: object, component: str) -> EagerSession:
-        spec = specs[component]
-        return EagerSession(spec.module, spec.input_names, spec.output_names)
-
-    pipe = TextToImage(bundle_dir, backend="eager", session_factory=factory)
+    pipe = TextToImage(bundle_dir, backend="eager", session_factory=eager_session_factory())
     return pipe.generate(prompts, steps=steps, seed=seed, return_float=True)
 
 

@@ -138,7 +138,7 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
 def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, assets: dict[str, object],
                   targets: list[str], output: Path, overwrite: bool = False, recipe: Recipe | None = None,
                   calibration: dict[str, list[tuple[torch.Tensor, ...]]] | None = None,
-                  log: Log = print) -> Path:
+                  quality: Callable[[Path], dict] | None = None, log: Log = print) -> Path:
     """Capture, lower, write, check parity, and commit a bundle. Nothing is left behind on failure."""
     from edgesdk import __version__
 
@@ -169,6 +169,9 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
         log("checking parity against eager PyTorch")
         for name, figures in run_parity(writer.staging, specs, targets, log, recipe.sqnr_floor_db).items():
             components[name]["parity"] = figures
+        if quality is not None:  # end-to-end figures the family knows how to measure (e.g. prompt accuracy)
+            writer.write_manifest(manifest)
+            manifest["quality"] = quality(writer.staging)
         writer.write_manifest(manifest)
         return writer.commit()
     except BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,13 +52,13 @@ def score_images(images: np.ndarray, prompts: list[str], evaluator_path: Path | 
 
 def prompt_accuracy(bundle_path: Path, backend: str = "onnx", samples: int = 100, steps: int = 25,
                     sampler: str = "ddim", seed: int = 0, batch: int = 25, guidance_scale: float | None = None,
-                    ) -> tuple[AccuracyReport, np.ndarray, list[str]]:
+                    session_factory: Callable | None = None) -> tuple[AccuracyReport, np.ndarray, list[str]]:
     """Sample ``samples`` images from a bundle on a backend and score them."""
     from edgesdk.runtime.bundle import Bundle
     from edgesdk.runtime.pipeline import TextToImage
 
     prompts = evaluation_prompts(samples)
-    pipe = TextToImage(Bundle.open(bundle_path), backend=backend)
+    pipe = TextToImage(Bundle.open(bundle_path), backend=backend, session_factory=session_factory)
     start = time.perf_counter()
     chunks = [pipe.generate(prompts[i : i + batch], steps=steps, seed=seed + i, sampler=sampler,
                             guidance_scale=guidance_scale) for i in range(0, samples, batch)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from edgesdk.calibration import tiny_sd_calibration
 from edgesdk.export.capture import ComponentSpec
+from edgesdk.export.parity import EagerSession
 from edgesdk.export.pipeline import Log, export_bundle, parse_targets
 from edgesdk.quant.recipes import Calibration, check_targets, recipe_from_name
 from edgesdk.runtime.errors import EdgeSDKError
@@ -41,6 +43,17 @@ def tiny_sd_components(model: TinySD) -> list[ComponentSpec]:
         ComponentSpec("vae_encoder", LatentMean(model.vae.encoder, cfg), (image,), ["image"], ["latent"],
                       static_batch=1),
     ]
+
+
+def eager_session_factory(model: TinySD | None = None) -> Callable[[object, str], EagerSession]:
+    """Sessions over the eager PyTorch modules, for the runtime's pipeline: the reference exports must match."""
+    specs = {s.name: s for s in tiny_sd_components(model or load_tiny_sd())}
+
+    def factory(_bundle: object, component: str) -> EagerSession:
+        spec = specs[component]
+        return EagerSession(spec.module, spec.input_names, spec.output_names)
+
+    return factory
 
 
 def tiny_sd_assets(model: TinySD) -> dict[str, object]:
@@ -79,6 +92,29 @@ def export_model(family: str, output: Path, targets: str | list[str] = "executor
         log(f"recording {recipe.calibration.samples} calibration inputs per component "
             f"({recipe.calibration.trajectory} trajectories)")
         calibration_inputs = tiny_sd_calibration(model, recipe.calibration)
+    quality = None
+    if recipe.name != "fp32":
+        def quality(staging: Path) -> dict:
+            return quantized_vs_fp32_accuracy(staging, model, [t for t in target_list if t != "tensorrt"], log)
+
     return export_bundle(tiny_sd_components(model), family="tiny-sd", model_meta=tiny_sd_metadata(model),
                          assets=tiny_sd_assets(model), targets=target_list, output=output, overwrite=overwrite,
-                         recipe=recipe, calibration=calibration_inputs, log=log)
+                         recipe=recipe, calibration=calibration_inputs, quality=quality, log=log)
+
+
+def quantized_vs_fp32_accuracy(bundle_dir: Path, model: TinySD, backends: list[str], log: Log,
+                               samples: int = 50, steps: int = 20) -> dict:
+    """End-to-end prompt accuracy of the quantized files against the fp32 eager model, same prompts and seeds."""
+    from edgesdk.evaluate import prompt_accuracy
+
+    log(f"prompt accuracy, quantized vs fp32 ({samples} samples, {steps} steps)")
+    figures = {"samples": samples, "steps": steps, "prompt_accuracy": {}}
+    reference, _, _ = prompt_accuracy(bundle_dir, backend="eager", samples=samples, steps=steps,
+                                      session_factory=eager_session_factory(model))
+    figures["prompt_accuracy"]["fp32_eager"] = reference.accuracy
+    for backend in backends:
+        report, _, _ = prompt_accuracy(bundle_dir, backend=backend, samples=samples, steps=steps)
+        figures["prompt_accuracy"][backend] = report.accuracy
+        log(f"  {backend:10s} kind {report.accuracy['kind']:.0%} colour {report.accuracy['colour']:.0%}  "
+            f"(fp32 eager: kind {reference.accuracy['kind']:.0%} colour {reference.accuracy['colour']:.0%})")
+    return figures

@@ -50,6 +50,7 @@ def bundle_summary(bundle_path: Path) -> dict:
         "quantization": manifest.get("quantization", {}), "model": bundle.model, "targets": bundle.targets(),
         "total_bytes": sum(sizes.values()), "components": components,
         "vocabulary": bundle.asset_json("vocabulary")["tokens"] if vocabulary else None,
+        "quality": manifest.get("quality"),
     }
 
 
@@ -79,6 +80,11 @@ def summary_tables(summary: dict) -> None:
             table.add_row(name, target, file["path"], _mb(file["bytes"]), "-" if rel is None else f"{rel:.2e}",
                           "-" if sqnr is None else f"{sqnr:.1f}", share)
     console.print(table)
+    quality = summary.get("quality")
+    if quality:
+        console.print(f"prompt accuracy ({quality['samples']} samples, {quality['steps']} steps): " + "; ".join(
+            f"{where} kind {acc['kind']:.0%} colour {acc['colour']:.0%}"
+            for where, acc in quality["prompt_accuracy"].items()))
     if summary.get("vocabulary"):
         console.print("vocabulary: " + " ".join(summary["vocabulary"]))
 

@@ -15,7 +15,7 @@ from edgesdk.export.executorch import lower_to_executorch
 from edgesdk.export.parity import EagerSession, compare
 from edgesdk.export.pipeline import export_bundle, parse_targets
 from edgesdk.export.tensorrt import tensorrt_status
-from edgesdk.exporting import tiny_sd_components
+from edgesdk.exporting import eager_session_factory, tiny_sd_components
 from edgesdk.runtime import EdgeSDKError
 from edgesdk.runtime.backends import OnnxSession
 from edgesdk.runtime.bundle import Bundle
@@ -120,14 +120,10 @@ def test_onnx_graph_takes_a_dynamic_batch(shipped_bundle: Path):
 
 
 def test_exported_images_match_eager_for_the_same_seed(shipped_bundle: Path):
-    specs = {s.name: s for s in tiny_sd_components(load_tiny_sd())}
-
-    def eager(_bundle: Bundle, component: str) -> EagerSession:
-        return EagerSession(specs[component].module, specs[component].input_names, specs[component].output_names)
-
     prompts = ["a large red star on a blue background", "a small green circle"]
     kwargs = {"steps": 10, "seed": 7, "return_float": True}
-    reference = TextToImage(shipped_bundle, backend="eager", session_factory=eager).generate(prompts, **kwargs)
+    eager = TextToImage(shipped_bundle, backend="eager", session_factory=eager_session_factory())
+    reference = eager.generate(prompts, **kwargs)
     for backend in ("executorch", "onnx"):
         images = TextToImage(shipped_bundle, backend=backend).generate(prompts, **kwargs)
         figures = compare(reference, images)

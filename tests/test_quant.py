@@ -90,6 +90,11 @@ def test_w8a8_tiny_sd_is_small_delegated_and_above_its_floor(w8a8_bundle: Path, 
     # ONNX Runtime runs every conv / matmul of the quantized graphs in integer kernels, none in the fp32 bundle
     assert quant.component("unet").delegation["onnx"]["integer_kernel_share"] == 1.0
     assert fp32.component("unet").delegation["onnx"]["integer_kernel_share"] == 0.0
+    # end-to-end: samples from the quantized files follow prompts about as well as the fp32 model's
+    accuracy = quant.manifest["quality"]["prompt_accuracy"]
+    for backend in ("executorch", "onnx"):
+        for attribute in ("kind", "colour"):
+            assert accuracy[backend][attribute] >= accuracy["fp32_eager"][attribute] - 0.15, accuracy
     sizes, fp32_sizes = quant.file_sizes(), fp32.file_sizes()
     assert fp32_sizes["executorch/unet.pte"] / sizes["executorch/unet.pte"] >= 3.0
 
