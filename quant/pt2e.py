@@ -29,7 +29,8 @@ def quantize_program(program: ExportedProgram, recipe: Recipe, calibration: Sequ
     # op as well took the tiny-sd UNet from 32 dB to 16 dB SQNR: the timestep (0..999) and one-sided
     # activations lose too much on an 8-bit grid. (Module-type filters missed layers nested in
     # nn.Sequential; operator types catch every one.)
-    quantizer.set_operator_type(torch.ops.aten.conv2d.default, config)
+    if recipe.is_static:
+        quantizer.set_operator_type(torch.ops.aten.conv2d.default, config)
     quantizer.set_operator_type(torch.ops.aten.linear.default, config)
     prepared = prepare_pt2e(program.module(), quantizer)
     if recipe.is_static:

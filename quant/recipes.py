@@ -61,9 +61,11 @@ def W8A8(calibration: Calibration | None = None) -> Recipe:  # noqa: N802
 
 
 def W8() -> Recipe:  # noqa: N802
-    """int8 weights, activations quantized on the fly (dynamic): no calibration needed."""
-    return Recipe("w8", sqnr_floor_db=20.0, targets=("onnx",), why_not={
-        "executorch": "the XNNPACK dynamic-quantized UNet fails at run time in ExecuTorch 1.5.1 (execute error 0x1)",
+    """int8 weights, activations quantized on the fly (dynamic): no calibration needed.
+
+    On ExecuTorch this covers linear layers only: XNNPACK's dynamically quantized convolution failed to execute
+    in ExecuTorch 1.5.1 (error 0x1), so convolution weights stay fp32 there. ONNX Runtime takes both."""
+    return Recipe("w8", sqnr_floor_db=20.0, targets=("executorch", "onnx"), why_not={
         "tensorrt": "TensorRT's explicit quantization needs static activation scales; use w8a8"})
 
 

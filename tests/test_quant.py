@@ -72,6 +72,13 @@ def test_sqnr_below_the_recipe_floor_fails_the_export(tmp_path: Path):
         assert all(v["sqnr_db"] >= W8A8().sqnr_floor_db for v in figures.values())
 
 
+def test_w8_exports_to_executorch_and_onnx(tmp_path: Path):
+    bundle = Bundle.open(_small_export(tmp_path, W8()))
+    assert bundle.manifest["quantization"]["recipe"] == "w8"
+    for figures in bundle.component("net").parity.values():
+        assert all(v["sqnr_db"] >= W8().sqnr_floor_db for v in figures.values())
+
+
 @pytest.fixture(scope="session")
 def w8a8_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("quant") / "tiny-sd-w8a8.edge"
