@@ -29,6 +29,9 @@ class ComponentSpec:
     output_names: list[str]
     static_batch: int = 1
     max_batch: int = 8
+    # more static batches for ExecuTorch, as extra methods of the same .pte (weights stored once): e.g. the n+1
+    # queries of one zeroth-order personalization step run as one forward at batch 3
+    extra_batches: tuple[int, ...] = ()
 
     def io_metadata(self, outputs: tuple[Tensor, ...]) -> tuple[list[dict], list[dict]]:
         """Manifest entries: dim 0 is the symbolic "batch", the rest are fixed."""
@@ -91,3 +94,8 @@ def capture(spec: ComponentSpec, dynamic_batch: bool = True) -> CapturedComponen
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def inputs_at_batch(inputs: tuple[Tensor, ...], batch: int) -> tuple[Tensor, ...]:
+    """Example inputs with ``batch`` rows (rows repeated cyclically)."""
+    return tuple(t[torch.arange(batch) % t.shape[0]] for t in inputs)

@@ -62,15 +62,19 @@ def delegation_report(lowered_graph: GraphModule) -> DelegationReport:
 @dataclass
 class ExecuTorchProgram:
     buffer: bytes
-    delegation: DelegationReport
+    delegation: DelegationReport  # of the "forward" method (every method is the same graph at another batch)
+    methods: list[str] = field(default_factory=lambda: ["forward"])
 
 
-def lower_to_executorch(program: ExportedProgram, component: str) -> ExecuTorchProgram:
+def lower_to_executorch(program: ExportedProgram | dict[str, ExportedProgram], component: str) -> ExecuTorchProgram:
+    """One .pte. Several programs (the same graph at several static batches) become methods of one file; their
+    weights are stored once (ExecuTorch keys constant data by content)."""
+    programs = program if isinstance(program, dict) else {"forward": program}
     try:
-        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-        report = delegation_report(edge.exported_program().graph_module)
+        edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
+        report = delegation_report(edge.exported_program("forward").graph_module)
         buffer = edge.to_executorch().buffer
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EdgeSDKError(f"ExecuTorch lowering failed for component '{component}': {first_line}") from exc
-    return ExecuTorchProgram(buffer=buffer, delegation=report)
+    return ExecuTorchProgram(buffer=buffer, delegation=report, methods=list(programs))

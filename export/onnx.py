@@ -31,6 +31,11 @@ def lower_to_onnx(program: ExportedProgram, input_names: list[str], output_names
             raise EdgeSDKError(f"ONNX export failed for component '{component}': {_reason(exc)}") from exc
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
+        # The exporter annotates every node with its PyTorch origin (module path, stack, FX node): useful while
+        # debugging an export, dead weight on a device (about 1 MB of the 12 MB tiny-sd UNet).
+        for node in model.graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
         return model.SerializeToString()
 
 

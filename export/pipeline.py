@@ -37,8 +37,8 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
                     recipe: Recipe | None = None, calibration: list[tuple[torch.Tensor, ...]] | None = None) -> dict:
     """Quantize (per the recipe) and lower one captured component to every target; return its manifest entry."""
     from edgesdk.export.executorch import lower_to_executorch
+    from edgesdk.quant.matmul_form import linear_layer_program
     from edgesdk.quant.onnx import quantize_onnx
-    from edgesdk.quant.pt2e import quantize_program
 
     recipe = recipe or FP32()
     calibration = calibration or []
@@ -47,13 +47,17 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
     tag = "" if recipe.name == "fp32" else f" [{recipe.name}]"
     inputs, outputs = spec.io_metadata(captured.example_outputs)
     entry: dict = {"inputs": inputs, "outputs": outputs, "files": {}, "static_shapes": {},
-                   "dynamic_dims": {"batch": {"min": 1, "max": spec.max_batch}}, "delegation": {}, "parity": {}}
+                   "dynamic_dims": {"batch": {"min": 1, "max": spec.max_batch}}, "delegation": {}, "parity": {},
+                   "fp32_weight_bytes": fp32_weight_bytes(captured.static)}
     if "executorch" in targets:
         log(f"  {spec.name}: lowering to ExecuTorch (XNNPACK){tag}")
-        static = quantize_program(captured.static, recipe, calibration, spec.example_inputs)
-        program = lower_to_executorch(static, spec.name)
+        program = lower_to_executorch(executorch_programs(captured, recipe, calibration), spec.name)
         entry["files"]["executorch"] = writer.add_bytes(f"executorch/{spec.name}.pte", program.buffer)
         entry["static_shapes"]["executorch"] = {"batch": spec.static_batch}
+        if len(program.methods) > 1:  # batch -> method name, for the runtime to pick the exact fit
+            entry["static_shapes"]["executorch"]["methods"] = {
+                str(spec.static_batch if m == "forward" else int(m.removeprefix("forward_b"))): m
+                for m in program.methods}
         entry["delegation"]["executorch"] = program.delegation.to_dict()
     if "onnx" in targets:
         program = captured.dynamic
@@ -62,6 +66,8 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
             program = captured.static
             entry["static_shapes"]["onnx"] = {"batch": spec.static_batch}
         log(f"  {spec.name}: exporting ONNX ({'dynamic' if captured.dynamic else 'static'} batch){tag}")
+        if recipe.weight_bits == 4:  # 4-bit kernels are GEMMs only: convolutions go to im2col + MatMul first
+            program = linear_layer_program(program, spec.max_batch if captured.dynamic else None)
         data = lower_to_onnx(program, spec.input_names, spec.output_names, spec.name)
         data = quantize_onnx(data, recipe, feeds, "onnx")
         entry["files"]["onnx"] = writer.add_bytes(f"onnx/{spec.name}.onnx", data)
@@ -79,6 +85,36 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
             entry["tensorrt_engine"] = None
             entry["tensorrt_note"] = why_not
     return entry
+
+
+def executorch_programs(captured: CapturedComponent, recipe: Recipe,
+                        calibration: list[tuple[torch.Tensor, ...]]) -> dict[str, torch.export.ExportedProgram]:
+    """The programs of one .pte: "forward" at the static batch, and "forward_b<N>" per extra batch. The extra ones
+    come from the dynamic-batch capture, quantized once and captured at each batch, so every method carries the
+    same quantization parameters (observers see the same calibration values either way)."""
+    from edgesdk.export.capture import inputs_at_batch
+    from edgesdk.quant.pt2e import quantize_program, quantized_module
+
+    spec = captured.spec
+    programs = {"forward": quantize_program(captured.static, recipe, calibration, spec.example_inputs)}
+    extra = [b for b in spec.extra_batches if b != spec.static_batch]
+    if extra:
+        source = captured.dynamic or captured.static
+        if captured.dynamic is None:
+            raise EdgeSDKError(f"component '{spec.name}' asks for ExecuTorch batches {extra} but its batch cannot be "
+                               f"made dynamic ({captured.why_static})")
+        examples = tuple(source.example_inputs[0])
+        module = quantized_module(source, recipe, calibration, examples)
+        with torch.no_grad():
+            for batch in extra:
+                programs[f"forward_b{batch}"] = torch.export.export(module, inputs_at_batch(spec.example_inputs, batch))
+    return programs
+
+
+def fp32_weight_bytes(program: torch.export.ExportedProgram) -> int:
+    """Bytes the component's weights take as fp32: the yardstick `edgesdk bench` checks resident memory against."""
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    return int(sum(t.numel() * 4 for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()))
 
 
 def integer_share(data: bytes) -> dict:
@@ -150,7 +186,7 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
         components: dict[str, dict] = {}
         for spec in specs:
             log(f"capturing {spec.name} with torch.export")
-            captured = capture(spec, dynamic_batch="onnx" in targets)
+            captured = capture(spec, dynamic_batch="onnx" in targets or bool(spec.extra_batches))
             components[spec.name] = lower_component(captured, targets, writer, log, recipe,
                                                     (calibration or {}).get(spec.name))
         asset_paths: dict[str, str] = {}

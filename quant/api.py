@@ -22,7 +22,9 @@ def quantize(model: nn.Module | ExportedProgram | bytes, recipe: Recipe, *,
     - an ``nn.Module`` (with ``example_inputs``) or an ``ExportedProgram``, for ExecuTorch: a quantized
       ``ExportedProgram`` ready for ``to_edge_transform_and_lower``;
     - ONNX bytes, for ``target="onnx"`` or ``"tensorrt"``: quantized Q/DQ ONNX bytes (calibration tuples are
-      matched to ``input_names``).
+      matched to ``input_names``). With ``W4`` only MatMul / Gemm weights become 4-bit here; convolutions do too
+      when the graph was exported from ``edgesdk.quant.matmul_form.linear_layer_program`` (as ``edgesdk export``
+      does).
     """
     if isinstance(model, bytes):
         from edgesdk.quant.onnx import quantize_onnx

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -37,6 +39,8 @@ class FeedsReader(CalibrationDataReader):
 def quantize_onnx(model: bytes, recipe: Recipe, calibration: Sequence[dict[str, np.ndarray]], target: str) -> bytes:
     if recipe.name == "fp32":
         return model
+    if recipe.weight_bits == 4:
+        return quantize_onnx_4bit(model, recipe)
     with tempfile.TemporaryDirectory() as tmp:
         source, prepared, out = Path(tmp) / "in.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
         source.write_bytes(model)
@@ -60,3 +64,48 @@ def quantize_onnx(model: bytes, recipe: Recipe, calibration: Sequence[dict[str, 
         else:
             quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True)
         return out.read_bytes()
+
+
+def gemm_as_matmul(model: onnx.ModelProto) -> int:
+    """Rewrite Gemm(x, W, b) with a constant W as MatMul(x, W') + b, the form MatMulNBits replaces. Returns how
+    many were rewritten. (The exporter writes a 2-D linear layer as Gemm; MatMulNBits only takes MatMul.)"""
+    initializers = {t.name: t for t in model.graph.initializer}
+    rewritten, nodes = 0, []
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in initializers:
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]])
+        if attrs.get("transB", 0):
+            weight = weight.T
+        weight_name = f"{node.input[1]}_kn_{rewritten}"
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), weight_name))
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight_name], [product], name=f"{node.name}_matmul"))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_bias"))
+        rewritten += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return rewritten
+
+
+def quantize_onnx_4bit(model: bytes, recipe: Recipe) -> bytes:
+    """MatMulNBits: 4-bit weights in blocks along the input features, symmetric; accuracy level 4 quantizes the
+    activations to int8 on the fly, the same regime as ExecuTorch's 8da4w. The graph must already be in
+    matrix-product form (convolutions as im2col + MatMul, see ``edgesdk.quant.matmul_form``)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    graph = onnx.load_from_string(model)
+    gemm_as_matmul(graph)
+    quantizer = MatMulNBitsQuantizer(graph, bits=4, block_size=recipe.group_size or 64, is_symmetric=True,
+                                     accuracy_level=4)
+    quantizer.process()
+    return quantizer.model.model.SerializeToString()

@@ -15,6 +15,16 @@ from edgesdk.runtime.errors import EdgeSDKError
 def quantize_program(program: ExportedProgram, recipe: Recipe, calibration: Sequence[tuple[Tensor, ...]],
                      example_inputs: tuple[Tensor, ...]) -> ExportedProgram:
     """Insert int8 quantization per the recipe, observe the calibration inputs, and re-capture."""
+    if recipe.name == "fp32":
+        return program
+    module = quantized_module(program, recipe, calibration, example_inputs)
+    return torch.export.export(module, example_inputs)
+
+
+def quantized_module(program: ExportedProgram, recipe: Recipe, calibration: Sequence[tuple[Tensor, ...]],
+                     example_inputs: tuple[Tensor, ...]) -> torch.nn.Module:
+    """The quantized module before re-capture. From a dynamic-batch program it can be captured at any batch, with
+    the same quantization parameters at each."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -22,7 +32,9 @@ def quantize_program(program: ExportedProgram, recipe: Recipe, calibration: Sequ
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if recipe.name == "fp32":
-        return program
+        return program.module()
+    if recipe.weight_bits == 4:
+        return quantized_module_4bit(program, recipe)
     quantizer = XNNPACKQuantizer()
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=not recipe.is_static)
     # Convolutions and linear layers only (where the time and the bytes are). Quantizing every element-wise
@@ -42,5 +54,35 @@ def quantize_program(program: ExportedProgram, recipe: Recipe, calibration: Sequ
     else:
         with torch.no_grad():
             prepared(*example_inputs)  # dynamic: one pass only to materialise the observers
-    converted = convert_pt2e(prepared)
-    return torch.export.export(converted, example_inputs)
+    return convert_pt2e(prepared)
+
+
+def quantized_module_4bit(program: ExportedProgram, recipe: Recipe) -> torch.nn.Module:
+    """8da4w: every convolution and linear layer as a linear layer (``matmul_form``), its weights 4-bit in groups
+    and its input quantized to int8 on the fly; XNNPACK runs these as qd8-f32-qb4w GEMMs."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    from edgesdk.quant.matmul_form import as_linear_layers
+
+    module, _ = as_linear_layers(program.module())
+    for fqn, group in groups_for_layers(module, recipe.group_size or 64).items():
+        config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group))
+        quantize_(module, config, filter_fn=lambda _m, name, fqn=fqn: name == fqn)
+    return module
+
+
+def groups_for_layers(module: torch.nn.Module, group: int) -> dict[str, int]:
+    """The group size each linear layer gets: the recipe's, or the largest smaller power of two (>= 32, what
+    XNNPACK's blockwise kernels take) that divides the layer's input width. A layer no such group divides (e.g.
+    3x3x3 = 27 inputs of an RGB convolution) keeps fp32 weights; such layers are tiny."""
+    groups: dict[str, int] = {}
+    for fqn, layer in module.named_modules():
+        if not isinstance(layer, torch.nn.Linear):
+            continue
+        size = group
+        while size >= 32 and layer.in_features % size:
+            size //= 2
+        if size >= 32:
+            groups[fqn] = size
+    return groups

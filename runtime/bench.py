@@ -40,6 +40,39 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def resident_mb() -> float:
+    """Resident set size now (VmRSS), or NaN where /proc is missing (then no growth check is made)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+# Below this many fp32 weight bytes a component's growth is lost in allocator noise: no verdict is given.
+RESIDENCY_MIN_FP32_BYTES = 4_000_000
+
+
+def weight_growth_check(growth_mb: float, file_bytes: int, fp32_bytes: int | None, judge: bool) -> dict:
+    """Did loading a quantized component grow memory by about its file, or by its fp32 weights?
+
+    Growth past the midpoint between the file size and the fp32 weight size means the runtime expanded integer
+    weights back to float (or kept a float copy), and what quantizing was for is lost. Measured over opening the
+    program, where XNNPACK packs its weights. On tiny-sd's UNet with ExecuTorch: fp32 +13.2 MB for 12.1 MB of
+    weights; w8a8 +5.1 MB (file 3.4 MB); w4 +4.1 MB (file 1.9 MB). ONNX Runtime's growth is mostly its session
+    (the fp32 UNet takes 2.5x its weights), so there the session graph is checked instead (``judge`` False)."""
+    result: dict = {"growth_mb": round(growth_mb, 2), "file_mb": round(file_bytes / 1e6, 2),
+                    "fp32_weights_mb": None if fp32_bytes is None else round(fp32_bytes / 1e6, 2), "verdict": None}
+    if not judge or fp32_bytes is None or fp32_bytes < RESIDENCY_MIN_FP32_BYTES or growth_mb != growth_mb:
+        return result  # not judged here, too small to tell, an old bundle without the figure, or no /proc
+    result["limit_mb"] = round((file_bytes + 0.5 * max(0, fp32_bytes - file_bytes)) / 1e6, 2)
+    result["verdict"] = "kept" if growth_mb <= result["limit_mb"] else "expanded"
+    return result
+
+
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     ms = np.asarray(samples_s) * 1000.0
     return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
@@ -68,27 +101,39 @@ def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 
     bundle = Bundle.open(bundle_path)
     text_to_image = bundle.family == "tiny-sd"  # other bundles (users' own models) get per-component figures only
     pipe = TextToImage(bundle, backend=backend, threads=threads) if text_to_image else None
-    sessions = {name: pipe.session(name) if pipe else open_session(bundle, name, backend, threads)
-                for name in bundle.components}
     load_s = time.perf_counter() - t0
-    rss_loaded = peak_rss_mb()
+    quantized = bundle.manifest.get("quantization", {}).get("recipe", "fp32") != "fp32"
+    file_sizes = bundle.file_sizes()
 
     rng = np.random.default_rng(0)
-    components = {}
-    for name in bundle.components:
+    components, growth = {}, {}
+    for name, info in bundle.components.items():
         if text_to_image:
             batch = 2 if name in ("text_encoder", "unet") else 1  # a CFG pair; one image for the VAE
         else:
             batch = int(bundle.model.get("example_batch", 1))
         feeds = _example_inputs(bundle, name, batch, rng)
-        session = sessions[name]
-        session.run(feeds)  # warm-up: first calls allocate and pack weights
+        before, t_open = resident_mb(), time.perf_counter()
+        session = pipe.session(name) if pipe else open_session(bundle, name, backend, threads)
+        opened = resident_mb()
+        session.run(feeds)  # warm-up: first calls allocate working memory
+        load_s += time.perf_counter() - t_open
+        growth[name] = weight_growth_check(opened - before, file_sizes.get(info.files[backend], 0),
+                                           info.fp32_weight_bytes, judge=quantized and backend == "executorch")
+        growth[name]["first_run_mb"] = round(resident_mb() - opened, 2)
+        if growth[name]["verdict"] == "expanded":
+            raise EdgeSDKError(
+                f"memory check failed: opening {name} on {backend} grew memory by {growth[name]['growth_mb']} MB, "
+                f"past {growth[name]['limit_mb']} MB (halfway from its {growth[name]['file_mb']} MB file to the "
+                f"{growth[name]['fp32_weights_mb']} MB of its weights as fp32): integer weights were expanded")
         times = []
         for _ in range(component_runs):
             start = time.perf_counter()
             session.run(feeds)
             times.append(time.perf_counter() - start)
         components[name] = {"batch": batch, **percentiles(times)}
+
+    rss_warm = peak_rss_mb()
 
     residency = {}
     if backend == "onnx":
@@ -115,8 +160,9 @@ def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 
     sizes = {name: sum(bundle.file_sizes().get(path, 0) for t, path in info.files.items() if t == backend)
              for name, info in bundle.components.items()}
     return {"backend": backend, "steps": steps, "sampler": sampler, "load_s": load_s, "weight_residency": residency,
+            "load_growth": growth,
             "components": components, "sample": sample, "file_bytes": sizes,
-            "rss_mb": {"at_start": rss_start, "after_runtime_import": rss_imported, "after_load": rss_loaded,
+            "rss_mb": {"at_start": rss_start, "after_runtime_import": rss_imported, "after_load_and_warmup": rss_warm,
                        "peak": peak_rss_mb(), "model_and_inference": peak_rss_mb() - rss_imported}}
 
 

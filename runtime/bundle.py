@@ -42,6 +42,7 @@ class ComponentInfo:
     parity: dict[str, Any] = field(default_factory=dict)
     delegation: dict[str, Any] = field(default_factory=dict)
     dynamic_dims: dict[str, Any] = field(default_factory=dict)
+    fp32_weight_bytes: int | None = None  # what the weights take in fp32 (recorded at export), for memory checks
 
     @property
     def input_names(self) -> list[str]:
@@ -218,4 +219,5 @@ def _component(name: str, entry: dict[str, Any]) -> ComponentInfo:
         parity=dict(entry.get("parity", {})),
         delegation=dict(entry.get("delegation", {})),
         dynamic_dims=dict(entry.get("dynamic_dims", {})),
+        fp32_weight_bytes=entry.get("fp32_weight_bytes"),
     )

@@ -34,12 +34,23 @@ class ExecuTorchSession(ManifestNamedSession):
         self._torch: Any = torch
         self._info = info
         program = Runtime.get().load_program(path)
-        self._method = program.load_method("forward")
-        if self._method is None:
-            raise EdgeSDKError(f"{str(path)!r} has no 'forward' method; re-export the bundle")
+        # batch -> method: a component exported at several static batches has one method per batch
+        methods = info.static_shapes.get("executorch", {}).get("methods", {})
+        names = set(program.method_names)
+        missing = [m for m in [*methods.values(), "forward"] if m not in names]
+        if missing:
+            raise EdgeSDKError(f"{str(path)!r} lacks method(s) {missing} that the manifest names; re-export the bundle")
+        self._methods = {int(batch): program.load_method(name) for batch, name in methods.items()}
+        self._forward = program.load_method("forward")
+
+    @property
+    def exact_batches(self) -> set[int]:
+        """Batches a method takes as they are (the static-batch wrapper passes these through unsplit)."""
+        return set(self._methods)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = _prepare(inputs, self._info.inputs, self._info.name)
+        method = self._methods.get(len(arrays[0]) if arrays and arrays[0].ndim else -1, self._forward)
         # torch.from_numpy shares memory; the copy keeps the caller's arrays safe from in-place kernels
-        outputs = self._method.execute([self._torch.from_numpy(a.copy()) for a in arrays])
+        outputs = method.execute([self._torch.from_numpy(a.copy()) for a in arrays])
         return {name: out.detach().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}

@@ -31,14 +31,16 @@ INTEGER_KERNELS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger
 FLOAT_KERNELS = ("Conv", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "NchwcConv", "ConvTranspose")
 
 
-def session_graph(path: Path) -> onnx.ModelProto:
-    """The graph ONNX Runtime actually runs, after its optimisations at session start."""
+def session_graph(path: Path, config: dict[str, str] | None = None) -> onnx.ModelProto:
+    """The graph ONNX Runtime actually runs, after its optimisations at session start, with the session options
+    the runtime's own sessions use (``config`` overrides entries, e.g. to show what folding looks like)."""
     import onnxruntime as ort
+
+    from edgesdk.runtime.backends import onnx_session_options
 
     with tempfile.TemporaryDirectory() as tmp:
         optimized = Path(tmp) / "optimized.onnx"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = onnx_session_options(config=config)
         options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 3  # the "hardware specific optimizations" notice is expected here
         ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -54,9 +56,9 @@ def integer_kernel_share(graph: onnx.ModelProto) -> dict:
             "float_matrix_ops": floating}
 
 
-def onnx_weight_residency(path: Path) -> dict:
+def onnx_weight_residency(path: Path, config: dict[str, str] | None = None) -> dict:
     """Weight bytes by dtype in the file and in ONNX Runtime's optimised graph, and whether int8 survived."""
-    in_memory = session_graph(path)
+    in_memory = session_graph(path, config)
     residency = compare_residency(initializer_bytes(onnx.load(str(path))), initializer_bytes(in_memory))
     return {**residency, **integer_kernel_share(in_memory)}
 

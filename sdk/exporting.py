@@ -20,10 +20,15 @@ FAMILIES = ("tiny-sd",)
 DEFAULT_GUIDANCE = 4.0
 # A shape batch of 2 is one classifier-free-guidance pair (unconditional + conditional row).
 CFG_BATCH = 2
+# On-device personalization runs the n+1 queries of one zeroth-order step (n = 2 directions by default) as one
+# forward; ExecuTorch gets a method at that batch too (weights stored once in the .pte).
+ZO_BATCH = 3
 
 
-def tiny_sd_components(model: TinySD) -> list[ComponentSpec]:
-    """Components with realistic example inputs (real prompts, mid-schedule noise), used for parity too."""
+def tiny_sd_components(model: TinySD, zo_batch: int = ZO_BATCH) -> list[ComponentSpec]:
+    """Components with realistic example inputs (real prompts, mid-schedule noise), used for parity too.
+    ``zo_batch`` (0: none) adds an ExecuTorch method at that batch to the text encoder and the UNet."""
+    extra = (zo_batch,) if zo_batch and zo_batch != CFG_BATCH else ()
     cfg = model.config
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -35,9 +40,9 @@ def tiny_sd_components(model: TinySD) -> list[ComponentSpec]:
 
     return [
         ComponentSpec("text_encoder", model.text_encoder, (embeddings.contiguous(),), ["input_embeddings"], ["text"],
-                      static_batch=CFG_BATCH),
+                      static_batch=CFG_BATCH, extra_batches=extra),
         ComponentSpec("unet", model.unet, (latent, torch.tensor([500.0, 500.0]), text), ["latent", "timestep", "text"],
-                      ["noise"], static_batch=CFG_BATCH),
+                      ["noise"], static_batch=CFG_BATCH, extra_batches=extra),
         ComponentSpec("vae_decoder", model.vae.decoder, (latent[:1].contiguous(),), ["latent"], ["image"],
                       static_batch=1),
         ComponentSpec("vae_encoder", LatentMean(model.vae.encoder, cfg), (image,), ["image"], ["latent"],
@@ -77,8 +82,11 @@ def tiny_sd_metadata(model: TinySD) -> dict:
 
 def export_model(family: str, output: Path, targets: str | list[str] = "executorch,onnx",
                  weights: Path | None = None, overwrite: bool = False, quant: str = "fp32",
-                 calibration: Calibration | None = None, log: Log = print) -> Path:
+                 calibration: Calibration | None = None, log: Log = print, zo_batch: int = ZO_BATCH,
+                 check_quality: bool = True) -> Path:
     """`edgesdk export FAMILY`: the shipped (or given) weights to a verified bundle, quantized per `quant`."""
+    if zo_batch < 0 or zo_batch > 8:
+        raise EdgeSDKError(f"--zo-batch must be between 0 (none) and 8, got {zo_batch}")
     recipe = recipe_from_name(quant, calibration)
     target_list = parse_targets(targets) if targets else list(recipe.targets)
     check_targets(recipe, target_list)
@@ -93,11 +101,11 @@ def export_model(family: str, output: Path, targets: str | list[str] = "executor
             f"({recipe.calibration.trajectory} trajectories)")
         calibration_inputs = tiny_sd_calibration(model, recipe.calibration)
     quality = None
-    if recipe.name != "fp32":
+    if recipe.name != "fp32" and check_quality:
         def quality(staging: Path) -> dict:
             return quantized_vs_fp32_accuracy(staging, model, [t for t in target_list if t != "tensorrt"], log)
 
-    return export_bundle(tiny_sd_components(model), family="tiny-sd", model_meta=tiny_sd_metadata(model),
+    return export_bundle(tiny_sd_components(model, zo_batch), family="tiny-sd", model_meta=tiny_sd_metadata(model),
                          assets=tiny_sd_assets(model), targets=target_list, output=output, overwrite=overwrite,
                          recipe=recipe, calibration=calibration_inputs, quality=quality, log=log)
 

@@ -155,5 +155,10 @@ def bench_tables(results: dict) -> None:
         quantized = {n: r for n, r in residency.items() if r["int_weight_bytes_file"]}
         if quantized:
             mb = sum(r["int_weight_bytes_session"] for r in quantized.values()) / 1e6
-            console.print(f"{backend}: int8 weights stay int8 in the session graph for all {len(quantized)} "
-                          f"quantized components ({mb:.2f} MB int8 in memory)")
+            console.print(f"{backend}: integer weights stay integer in the session graph for all {len(quantized)} "
+                          f"quantized components ({mb:.2f} MB of integer weights in memory)")
+        for name, check in (res.get("load_growth") or {}).items():
+            if check.get("verdict"):
+                console.print(f"{backend}: opening {name} grew memory by {check['growth_mb']:.1f} MB (file "
+                              f"{check['file_mb']:.1f} MB, fp32 weights {check['fp32_weights_mb']:.1f} MB, limit "
+                              f"{check['limit_mb']:.1f} MB): weights {check['verdict']}")
