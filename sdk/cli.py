@@ -85,10 +85,12 @@ def export_cmd(
                                     "only where tensorrt imports). Default: every target the recipe supports."),
     weights: Path | None = typer.Option(None, help="Weights file (default: the shipped ones)."),
     quant: str = typer.Option("fp32", help="Quantization recipe: fp32 | w8a8 (static int8) | w8 (int8 weights, "
-                                           "dynamic activations)."),
+                                           "dynamic activations) | w4 (4-bit weights in groups of 64, 8da4w)."),
     calibration_samples: int = typer.Option(32, help="w8a8: calibration inputs per component."),
     calibration_trajectory: str = typer.Option("sampling", help="w8a8: sampling (DDIM trajectories) | uniform-t."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
+    zo_batch: int = typer.Option(3, help="tiny-sd: ExecuTorch batch for on-device personalization's n+1 queries "
+                                         "in one forward (an extra method, weights shared; 0: none)."),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle summary as JSON."),
 ) -> None:
     """Export a model: capture with torch.export, quantize, lower per target, write a verified bundle, check parity."""
@@ -108,7 +110,7 @@ def export_cmd(
             raise EdgeSDKError("name a model family (tiny-sd) or pass --model model.pt2|package.module:factory")
         recipe_calibration = Calibration(samples=calibration_samples, trajectory=calibration_trajectory)
         path = export_model(family, output, target, weights=weights, overwrite=overwrite, quant=quant,
-                            calibration=recipe_calibration, log=log)
+                            calibration=recipe_calibration, log=log, zo_batch=zo_batch)
     _print_summary(path, json_out)
 
 
@@ -167,6 +169,8 @@ def sample_cmd(
     per_prompt: int = typer.Option(1, help="Images per prompt."),
     output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG grid to write."),
     threads: int | None = typer.Option(None, help="CPU threads for the backend."),
+    embedding: list[Path] = typer.Option([], "--embedding", help="A learned token (.safetensors from `edgesdk "
+                                                                  "personalize`); its <name> works in prompts."),
 ) -> None:
     """Generate images with the torch-free runtime and save them as a PNG grid (one row per prompt)."""
     import time
@@ -177,18 +181,68 @@ def sample_cmd(
     if per_prompt < 1:
         raise EdgeSDKError(f"--per-prompt must be at least 1, got {per_prompt}")
     start = time.perf_counter()
+    from edgesdk.runtime.personalize import load_tokens
+
+    learned: dict = {}
+    for path in embedding:
+        learned.update(load_tokens(path))
     pipe = TextToImage(bundle, backend=backend, threads=threads)
     prompts = [p for p in prompt for _ in range(per_prompt)]
     for words in prompts:
-        pipe.tokenizer.ids(words)  # a typo fails before any model loads
+        pipe.tokenizer.embed(words, pipe.token_table, learned)  # a typo fails before any model loads
     for component in ("text_encoder", "unet", "vae_decoder"):
         pipe.session(component)
     loaded = time.perf_counter()
-    images = pipe.generate(prompts, steps=steps, seed=seed, guidance_scale=guidance, sampler=sampler)
+    images = pipe.generate(prompts, steps=steps, seed=seed, guidance_scale=guidance, sampler=sampler,
+                           learned=learned or None)
     done = time.perf_counter()
     path = save_grid(images, output, columns=per_prompt)
     typer.echo(f"wrote {path}: {len(images)} images, {backend}, {sampler} {steps} steps; "
                f"loaded in {loaded - start:.2f} s, generated in {done - loaded:.2f} s")
+
+
+@app.command("personalize")
+def personalize_cmd(
+    bundle: Path = typer.Argument(..., help="A tiny-sd bundle directory (NAME.edge), ideally quantized."),
+    images: Path = typer.Option(..., "--images", help="Folder of the concept's images (read in place, never copied)."),
+    token: str = typer.Option(..., "--token", help="The new word, e.g. \"<mything>\"."),
+    init_word: str = typer.Option(..., "--init-word", help="A vocabulary word to start from (the concept's class)."),
+    steps: int = typer.Option(1000, help="Optimizer steps in total (a resumed run counts its done steps)."),
+    backend: str = typer.Option("onnx", help="onnx | executorch"),
+    output: Path = typer.Option(..., "-o", "--output", help="Learned token file (.safetensors)."),
+    resume: bool = typer.Option(False, help="Continue the run whose checkpoint sits next to --output."),
+    overwrite: bool = typer.Option(False, help="Start over, replacing --output and its checkpoint."),
+    vectors: int = typer.Option(1, help="Embedding vectors for the token (all are trained)."),
+    directions: int = typer.Option(2, help="Random directions n per step (n+1 forwards, batched)."),
+    mu: float = typer.Option(1e-3, help="Perturbation scale of the gradient estimate."),
+    lr: float = typer.Option(5e-3, help="ZO-Adam learning rate (the paper's 5e-3; its script used 1e-2)."),
+    seed: int = typer.Option(0, help="Seed of every random draw; the same seed gives the same token."),
+    no_sg: bool = typer.Option(False, "--no-sg", help="Ablation: switch Subspace Gradient off."),
+    no_puts: bool = typer.Option(False, "--no-puts", help="Ablation: sample t over the whole range, not [0.5T, 0.9T)."),
+    checkpoint_every: int = typer.Option(50, help="Steps between checkpoints."),
+    time_budget: float | None = typer.Option(None, help="Stop after this many seconds (checkpointed; --resume "
+                                                        "goes on)."),
+    threads: int | None = typer.Option(None, help="CPU threads for the backend."),
+) -> None:
+    """Learn a new word from a few images on the device: forward passes of the exported model only, no torch."""
+    from edgesdk.runtime.personalize import personalize
+    from edgesdk.runtime.zo import ZOConfig
+    from edgesdk.train.common import TrainProgress
+
+    if backend not in ("onnx", "executorch"):
+        raise EdgeSDKError(f"--backend {backend!r}: personalization runs on onnx or executorch")
+    config = ZOConfig(n=directions, mu=mu, lr=lr, seed=seed, sg=not no_sg, puts=not no_puts,
+                      checkpoint_every=checkpoint_every, steps=steps)
+    with TrainProgress(f"personalize {token}", total=steps) as progress:
+        result = personalize(bundle, images, token, init_word, output, steps=steps, backend=backend, config=config,
+                             num_vectors=vectors, resume=resume, overwrite=overwrite, threads=threads,
+                             time_budget_s=time_budget, on_step=lambda log: progress.update(log.step, log.loss))
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    state = "done" if result.steps >= steps else f"stopped at step {result.steps} (time budget; --resume continues)"
+    typer.echo(f"wrote {output}: {result.token} ({len(result.vectors)} x {result.vectors.shape[1]}) from "
+               f"{len(result.images)} images, {state}; final loss {result.final_loss:.4f}; "
+               f"checkpoint {result.checkpoint}")
 
 
 @app.command("bench")

@@ -26,6 +26,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20),
 }
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
+# Colours the captions never name (and training never shows): concepts for on-device personalization.
+UNNAMED_COLOURS: dict[str, tuple[int, int, int]] = {
+    "pink": (250, 110, 190),
+    "teal": (20, 150, 150),
+    "brown": (125, 75, 35),
+    "grey": (128, 128, 128),
+    "lime": (170, 230, 40),
+}
 SIZES: tuple[str, ...] = ("small", "large")
 POSITIONS: tuple[str, ...] = ("center", "left", "right", "top", "bottom")
 POSITION_PHRASES: dict[str, str] = {
@@ -127,17 +135,21 @@ def _polygon(kind: str, cx: float, cy: float, r: float, rotation: float) -> list
     ]
 
 
+def _rgb(name: str) -> tuple[int, int, int]:
+    return COLOURS[name] if name in COLOURS else UNNAMED_COLOURS[name]
+
+
 def render(spec: ShapeSpec, size: int = IMAGE_SIZE) -> np.ndarray:
     """Render one spec as an HxWx3 uint8 array."""
     big = size * _SUPERSAMPLE
-    image = Image.new("RGB", (big, big), COLOURS[spec.background])
+    image = Image.new("RGB", (big, big), _rgb(spec.background))
     draw = ImageDraw.Draw(image)
     radius = (0.17 if spec.size == "small" else 0.31) * big
     offset = (0.26 if spec.size == "small" else 0.14) * big
     dx, dy = {"center": (0, 0), "left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1)}[spec.position]
     cx = big / 2 + dx * offset + spec.jitter[0] * big
     cy = big / 2 + dy * offset + spec.jitter[1] * big
-    fill = COLOURS[spec.colour]
+    fill = _rgb(spec.colour)
     if spec.kind == "circle":
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
     else:

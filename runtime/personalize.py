@@ -1,0 +1,256 @@
+"""On-device personalization: learn a new word from a few private images with forward passes only.
+
+The loss of one zeroth-order step runs through the bundle's exported text encoder (input embeddings with the
+learned vectors spliced in at the placeholder) and UNet, the n+1 queries of a step as one batch; the images are
+encoded once by the exported VAE encoder and their latents cached. The optimizer (RGE, ZO-Adam, Subspace
+Gradient, PUTS) is in ``edgesdk.runtime.zo``. numpy only: no torch here, nothing leaves the device, and the
+images are read in place and never copied anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from edgesdk.runtime.bundle import Bundle
+from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.pipeline import ComponentFactory, TextToImage
+from edgesdk.runtime.zo import StepLog, ZOConfig, ZOTrainer
+
+# Textual-Inversion-style caption templates in the words of the model's vocabulary; "{}" is the placeholder.
+TEMPLATES: tuple[str, ...] = ("a {}", "a {} in the center", "a large {}", "a small {}", "the {}")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def load_concept_images(folder: Path, size: int) -> tuple[np.ndarray, list[Path]]:
+    """uint8 (N, size, size, 3): every decodable image in ``folder``, resized (short side) and center-cropped.
+
+    Hidden files are ignored; other files that do not decode are skipped with a warning; none usable is an
+    error. The files are only read."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EdgeSDKError(f"--images {str(folder)!r} is not a folder of images")
+    images, used = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            with Image.open(path) as opened:
+                picture = opened.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError):
+            warnings.warn(f"skipping {path.name}: not an image this runtime can decode", stacklevel=2)
+            continue
+        images.append(center_crop(picture, size))
+        used.append(path)
+    if not images:
+        raise EdgeSDKError(f"no usable images in {str(folder)!r} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return np.stack(images), used
+
+
+def center_crop(picture: Image.Image, size: int) -> np.ndarray:
+    scale = size / min(picture.size)
+    width, height = max(size, round(picture.width * scale)), max(size, round(picture.height * scale))
+    resized = picture.resize((width, height), Image.Resampling.BICUBIC)
+    left, top = (width - size) // 2, (height - size) // 2
+    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+@dataclass
+class Draw:
+    """What the n+1 queries of one step share (common random numbers)."""
+
+    image: int
+    flip: bool
+    caption: str
+    noise: np.ndarray  # (C, h, w) float32
+    timestep: int
+
+
+class TokenLoss:
+    """L(θ) = mean((ε̂(z_t, t, TextEnc(caption; θ)) − ε)²) on the exported components, batched over θ rows.
+
+    θ is the concatenation of the placeholder's ``num_vectors`` embedding rows (so every vector is trained)."""
+
+    def __init__(self, pipe: TextToImage, images: np.ndarray, token: str, num_vectors: int = 1,
+                 templates: tuple[str, ...] = TEMPLATES, captions: list[str] | None = None, flip: bool = True) -> None:
+        if not (token.startswith("<") and token.endswith(">")) or len(token) < 3 or " " in token:
+            raise EdgeSDKError(f"token {token!r} must look like <word> (angle brackets, no spaces)")
+        if token.lower().strip("<>") in pipe.tokenizer.index:
+            raise EdgeSDKError(f"token {token!r} names a word the model already knows; pick a new word")
+        if num_vectors < 1:
+            raise EdgeSDKError(f"num_vectors must be at least 1, got {num_vectors}")
+        self.pipe, self.token, self.num_vectors, self.flip = pipe, token.lower(), num_vectors, flip
+        self.width = int(pipe.token_table.shape[1])  # d comes from the embedding table, never a literal
+        self.dim = num_vectors * self.width
+        self.num_timesteps = len(pipe.alphas_cumprod)
+        self.per_image = captions is not None
+        self.captions = self._check_captions(templates, captions, len(images))
+        # every image and its mirror image encoded once: the VAE encoder never runs inside the loop
+        encoded = pipe.encode_images(np.concatenate([images, images[:, :, ::-1]]) if flip else images)
+        self.latents = encoded.astype(np.float32).reshape(2 if flip else 1, len(images), *encoded.shape[1:])
+        self.count = len(images)
+
+    def _check_captions(self, templates: tuple[str, ...], captions: list[str] | None, count: int) -> list[str]:
+        """Validated up front: a missing placeholder or an unknown word fails before any step runs."""
+        if captions is not None:
+            if len(captions) != count:
+                raise EdgeSDKError(f"{len(captions)} captions for {count} images; give one caption per image")
+            texts = [c.replace("{}", self.token) for c in captions]
+        else:
+            texts = [t.format(self.token) for t in templates]
+        probe = {self.token: np.zeros((self.num_vectors, self.width), np.float32)}
+        for text in texts:
+            if self.token not in self.pipe.tokenizer.words(text):
+                raise EdgeSDKError(f"caption {text!r} does not contain the placeholder {self.token}")
+            self.pipe.tokenizer.embed(text, self.pipe.token_table, probe)  # raises on unknown words
+        return texts
+
+    def initial_vector(self, init_word: str) -> np.ndarray:
+        """θ0: the initializer word's embedding, repeated for every vector of the placeholder."""
+        word = init_word.strip().lower()
+        if word not in self.pipe.tokenizer.index:
+            raise EdgeSDKError(f"--init-word {init_word!r} is not in the model's vocabulary; "
+                               "`edgesdk inspect BUNDLE` lists it")
+        row = self.pipe.token_table[self.pipe.tokenizer.index[word]]
+        return np.tile(row, self.num_vectors).astype(np.float32)
+
+    def draw(self, rng: np.random.Generator, t_range: tuple[int, int]) -> Draw:
+        image = int(rng.integers(self.count))
+        flip = bool(self.flip and rng.random() < 0.5)
+        template = int(rng.integers(len(self.captions)))
+        caption = self.captions[image] if self.per_image else self.captions[template]
+        noise = rng.standard_normal(self.latents.shape[2:]).astype(np.float32)
+        return Draw(image, flip, caption, noise, int(rng.integers(t_range[0], t_range[1])))
+
+    def losses(self, sample: Draw, thetas: np.ndarray) -> np.ndarray:
+        """One forward per component for all rows of ``thetas`` (n+1, dim): identical z_t, t and caption."""
+        rows = len(thetas)
+        embeddings = np.stack([
+            self.pipe.tokenizer.embed(sample.caption, self.pipe.token_table,
+                                      {self.token: theta.reshape(self.num_vectors, self.width)})
+            for theta in np.asarray(thetas, dtype=np.float32)])
+        text = self.pipe._run("text_encoder", embeddings)
+        alpha_bar = self.pipe.alphas_cumprod[sample.timestep]
+        z0 = self.latents[int(sample.flip), sample.image]
+        noisy = (np.sqrt(alpha_bar) * z0 + np.sqrt(1.0 - alpha_bar) * sample.noise).astype(np.float32)
+        predicted = self.pipe._run("unet", np.repeat(noisy[None], rows, axis=0),
+                                   np.full(rows, sample.timestep, dtype=np.float32), text)
+        error = predicted.astype(np.float64) - sample.noise.astype(np.float64)[None]
+        return (error**2).reshape(rows, -1).mean(axis=1)  # accumulated in float64
+
+
+def save_token(path: Path, token: str, vectors: np.ndarray, metadata: dict[str, object]) -> None:
+    """A learned token as .safetensors ({token: (num_vectors, width) float32}), written atomically."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file({token: np.ascontiguousarray(vectors, dtype=np.float32)}, temp,
+                  metadata={k: json.dumps(v) for k, v in metadata.items()})
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def load_tokens(path: Path) -> dict[str, np.ndarray]:
+    """{<token>: (num_vectors, width)} from a file written by ``save_token``."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeSDKError(f"embedding file {str(path)!r} does not exist")
+    try:
+        tokens = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise EdgeSDKError(f"{str(path)!r} is not a learned-token .safetensors file ({e})") from None
+    if not tokens:
+        raise EdgeSDKError(f"{str(path)!r} holds no learned token")
+    return {name: np.asarray(value, dtype=np.float32) for name, value in tokens.items()}
+
+
+def open_pipeline(bundle: Bundle | str | Path, backend: str, threads: int | None = None,
+                  session_factory: ComponentFactory | None = None) -> TextToImage:
+    return TextToImage(bundle, backend=backend, threads=threads, session_factory=session_factory)
+
+
+@dataclass
+class PersonalizeResult:
+    token: str
+    vectors: np.ndarray  # (num_vectors, width) float32
+    steps: int
+    images: list[Path]
+    checkpoint: Path
+    final_loss: float
+    notes: list[str]
+
+
+def checkpoint_path_for(output: Path) -> Path:
+    """Where a run's resumable state lives: next to the output, so nothing is written anywhere else."""
+    return Path(output).with_name(Path(output).name + ".ckpt.npz")
+
+
+def fit_config(config: ZOConfig, dim: int) -> tuple[ZOConfig, list[str]]:
+    """Adapt the spec's defaults to a narrow token. Subspace Gradient removes up to tau-1 directions; with
+    SD 1.5's 768-wide tokens and tau = 128 that is at most 16.5 % of them. A 128-wide token with tau = 128 would
+    lose nearly all, so tau is capped to keep that share (dim // 6)."""
+    notes = []
+    cap = max(2, dim // 6)
+    if config.sg and config.sg_tau > cap:
+        notes.append(f"Subspace Gradient tau {config.sg_tau} -> {cap} for a {dim}-wide token (removes at most "
+                     f"{cap - 1} of {dim} directions, the spec's 16.5 % share)")
+        config = replace(config, sg_tau=cap)
+    return config, notes
+
+
+def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_word: str, output: Path, *,
+                steps: int, backend: str = "onnx", config: ZOConfig | None = None, num_vectors: int = 1,
+                resume: bool = False, overwrite: bool = False, threads: int | None = None,
+                time_budget_s: float | None = None, on_step: Callable[[StepLog], None] | None = None,
+                session_factory: ComponentFactory | None = None) -> PersonalizeResult:
+    """Learn ``token`` from the images in ``images_dir`` with forward passes of the bundle's exported model only.
+
+    Writes exactly two files: ``output`` (the learned token, .safetensors) and its checkpoint next to it
+    (``<output>.ckpt.npz``, every ``config.checkpoint_every`` steps, atomically), from which ``resume`` continues
+    bit-exactly after a kill."""
+    output = Path(output)
+    checkpoint = checkpoint_path_for(output)
+    if steps < 1:
+        raise EdgeSDKError(f"--steps must be at least 1, got {steps}")
+    if output.exists() and not (overwrite or resume):
+        raise EdgeSDKError(f"{str(output)!r} exists; pass --overwrite to replace it or --resume to continue its run")
+    if resume and not checkpoint.exists():
+        raise EdgeSDKError(f"nothing to resume: no checkpoint at {str(checkpoint)!r}")
+    if checkpoint.exists() and not (resume or overwrite):
+        raise EdgeSDKError(f"an earlier run left a checkpoint at {str(checkpoint)!r}; pass --resume to continue it "
+                           "or --overwrite to start over")
+    pipe = open_pipeline(bundle, backend, threads, session_factory)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    images, used = load_concept_images(images_dir, int(pipe.bundle.model.get("image_size", 32)))
+    problem = TokenLoss(pipe, images, token, num_vectors=num_vectors)
+    theta0 = problem.initial_vector(init_word)
+    config, notes = fit_config(config or ZOConfig(), problem.dim)
+    if resume:
+        trainer = ZOTrainer.resume(checkpoint, problem, config)
+    else:
+        trainer = ZOTrainer(problem, config, theta0)
+    logs = trainer.run(steps, checkpoint_path=checkpoint, on_step=on_step, time_budget_s=time_budget_s)
+    vectors = trainer.token().reshape(num_vectors, problem.width)
+    final_loss = logs[-1].loss if logs else float("nan")
+    save_token(output, problem.token, vectors, {
+        "init_word": init_word, "steps": trainer.s, "backend": backend, "family": pipe.bundle.family,
+        "recipe": pipe.bundle.manifest.get("quantization", {}).get("recipe", "fp32"),
+        "images": len(used), "config": json.loads(config.to_json())})
+    return PersonalizeResult(problem.token, vectors, trainer.s, used, checkpoint, final_loss, notes)

@@ -1,0 +1,448 @@
+"""Forward-only (zeroth-order) Textual Inversion: the numpy core of the on-device training loop.
+
+Spec: specs/zo-personalization.md §3-§7 and §11 (method: ZOODiP, Seo et al., CVPR 2025). Each step evaluates the
+loss at θ and at n perturbed copies θ + μ·u_i in one batched forward, turns the differences into a random gradient
+estimate (RGE), removes the low-variance directions of the recent trajectory (Subspace Gradient, SG) and takes an
+Adam step. No backward pass, no torch: this module runs on phones and is written to port line by line to
+Kotlin/Swift.
+
+The core sees one flat trainable vector θ of width d. A multi-vector placeholder is concatenated by the caller, so
+every vector is trained and every coordinate has its own Adam moments. All optimizer state (θ, m, v, SG buffer, P)
+is float64: at least the fp32 that §4 demands, and a checkpoint restores it bit for bit. The model sees float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgesdk.runtime.errors import EdgeSDKError
+
+CHECKPOINT_FORMAT = 1
+# Config fields that do not change the trajectory; every other field must match to resume a checkpoint.
+_RUN_ONLY_FIELDS = frozenset({"steps", "checkpoint_every"})
+
+
+@dataclass(frozen=True)
+class ZOConfig:
+    """Hyperparameters; the defaults are spec §7 (the reference script's argparse defaults are wrong, §10.1)."""
+
+    n: int = 2  # directions per step: n + 1 forwards
+    mu: float = 1e-3  # perturbation size; 1e-2 for bf16 activations, SD 2.1, SDXL
+    lr: float = 5e-3  # the paper's η; the reference shell script uses 1e-2
+    steps: int = 30_000  # the reference's count; small models need far fewer (pick from the eval curve, §12)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-3  # 1e-3, not the usual 1e-8 (§4)
+    sg: bool = True
+    sg_tau: int = 128  # SG trajectory buffer length; P is refreshed every tau steps
+    sg_nu: float = 1e-3  # variance fraction left out of the kept components
+    sg_standardize: bool = True  # judge variance on z-scored coordinates, as the paper does
+    puts: bool = True  # Partial Uniform Timestep Sampling; False samples t uniformly over [0, T)
+    t_low_frac: float = 0.5  # PUTS range as fractions of T: [500, 900) for T = 1000
+    t_high_frac: float = 0.9
+    dim_scale: bool = True  # the reference's extra 1/sqrt((d_eff + n - 1) / n); off only for ablation
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def is_int(x: object) -> bool:
+            return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+        def positive(x: float) -> bool:
+            return math.isfinite(x) and x > 0
+
+        checks = [
+            (is_int(self.n) and self.n >= 1, f"n (directions) must be an integer >= 1, got {self.n!r}"),
+            (positive(self.mu), f"mu must be > 0, got {self.mu!r}"),
+            (positive(self.lr), f"lr must be > 0, got {self.lr!r}"),
+            (is_int(self.steps) and self.steps >= 0, f"steps must be an integer >= 0, got {self.steps!r}"),
+            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"betas must be in [0, 1), got {self.beta1}, {self.beta2}"),
+            (positive(self.adam_eps), f"adam_eps must be > 0, got {self.adam_eps!r}"),
+            (is_int(self.sg_tau) and self.sg_tau >= 2, f"sg_tau must be an integer >= 2, got {self.sg_tau!r}"),
+            (0 < self.sg_nu < 1, f"sg_nu must be in (0, 1), got {self.sg_nu!r}"),
+            (0 <= self.t_low_frac < self.t_high_frac <= 1,
+             f"need 0 <= t_low_frac < t_high_frac <= 1, got {self.t_low_frac}, {self.t_high_frac}"),
+            (is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
+             f"checkpoint_every must be an integer >= 1, got {self.checkpoint_every!r}"),
+            (is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise EdgeSDKError(message)
+
+    def timestep_range(self, num_timesteps: int) -> tuple[int, int]:
+        """[lo, hi) to draw t from: (⌊0.5·T⌋, ⌊0.9·T⌋) with PUTS, else (0, T)."""
+        if num_timesteps < 1:
+            raise EdgeSDKError(f"num_timesteps must be >= 1, got {num_timesteps}")
+        if not self.puts:
+            return 0, int(num_timesteps)
+        # The epsilon keeps products like 0.29 * 100 = 28.999999999999996 from flooring one step too low.
+        lo = math.floor(self.t_low_frac * num_timesteps + 1e-9)
+        hi = math.floor(self.t_high_frac * num_timesteps + 1e-9)
+        if lo >= hi:
+            raise EdgeSDKError(f"timestep range [{lo}, {hi}) is empty for T = {num_timesteps}; widen t_low/high_frac")
+        return lo, hi
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+class ZOProblem(Protocol):
+    """What the trainer needs from the model side. The runtime implements it over exported graphs."""
+
+    @property
+    def dim(self) -> int:
+        """d: width of the flat trainable vector (num_vectors · token width, from the embedding table)."""
+        ...
+
+    @property
+    def num_timesteps(self) -> int:
+        """T: the scheduler's training timesteps."""
+        ...
+
+    def draw(self, rng: np.random.Generator, t_range: tuple[int, int]) -> Any:
+        """Everything the n + 1 queries of one step share (image, flip, noise, caption, t in [lo, hi)).
+
+        Common random numbers are mandatory (§3): the loss differences are O(μ), the sampling noise O(1).
+        Must draw only from `rng`, so that a resumed run draws the same numbers.
+        """
+        ...
+
+    def losses(self, sample: Any, thetas: np.ndarray) -> np.ndarray:
+        """Loss of each row of `thetas` ((n + 1, d) float32) on the same `sample`: shape (n + 1,)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepLog:
+    """Per-step figures (§10.8): L(θ) itself, not a perturbed loss."""
+
+    step: int
+    loss: float  # L(θ), row 0 of the batch
+    coefficients: np.ndarray  # c_i = (L(θ + μu_i) − L(θ)) / μ
+    grad_norm: float  # ‖g‖ before the SG projection
+    grad_norm_projected: float  # ‖g‖ after it (equal when SG is off or P is not set yet)
+    k: int  # rows of P used in this step
+    seconds: float
+
+
+def perturbed_batch(theta: np.ndarray, directions: np.ndarray, mu: float) -> np.ndarray:
+    """Θ = [θ, θ + μu_1, …, θ + μu_n] as float32, built out of place (never add-then-subtract, §3)."""
+    batch = np.empty((directions.shape[0] + 1, theta.shape[0]), dtype=np.float32)
+    batch[0] = theta
+    batch[1:] = theta + mu * directions  # float64 sum, rounded once at the model boundary
+    return batch
+
+
+def rge_gradient(losses: np.ndarray, directions: np.ndarray, mu: float, d_eff: int,
+                 dim_scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided random gradient estimate (§3, §4): returns (g, c) with c_i = (L_i − L_0) / μ.
+
+    g = Σ c_i u_i / (n · sqrt((d_eff + n − 1) / n)), or / n without `dim_scale`.
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    u = np.asarray(directions, dtype=np.float64)
+    n = u.shape[0]
+    if losses.shape != (n + 1,):
+        raise EdgeSDKError(f"expected {n + 1} losses (θ and {n} directions), got shape {losses.shape}")
+    coefficients = (losses[1:] - losses[0]) / mu
+    scale = n * math.sqrt((d_eff + n - 1) / n) if dim_scale else float(n)
+    return coefficients @ u / scale, coefficients
+
+
+class SubspaceGradient:
+    """Subspace Gradient (§6): remove the directions along which the recent trajectory barely moved.
+
+    B holds the last tau values of θ (after each update). Every tau steps a PCA of B picks the components
+    beyond the first 1 − ν of variance; their rows form P, and g ← g − (g Pᵀ) P until the next refresh.
+    """
+
+    def __init__(self, dim: int, tau: int = 128, nu: float = 1e-3, standardize: bool = True) -> None:
+        self.tau, self.nu, self.standardize = tau, nu, standardize
+        self.buffer = np.zeros((tau, dim), dtype=np.float64)
+        self.index = 0  # next slot to write; kept for checkpoints and inspection
+        self.P: np.ndarray | None = None
+
+    @property
+    def k(self) -> int:
+        return 0 if self.P is None else int(self.P.shape[0])
+
+    def project(self, g: np.ndarray) -> np.ndarray:
+        if self.P is None:
+            return g
+        return g - (g @ self.P.T) @ self.P
+
+    def push(self, theta: np.ndarray, step: int) -> bool:
+        """Record θ after update number `step` (1-based); refresh P when step % tau == 0. True if P changed."""
+        self.buffer[(step - 1) % self.tau] = theta
+        self.index = step % self.tau
+        return step % self.tau == 0 and self.refresh()
+
+    def refresh(self) -> bool:
+        """Recompute P from the buffer; keep the old P (return False) when all rows are equal."""
+        b = self.buffer
+        constant = np.all(b == b[0], axis=0)
+        if constant.all():
+            return False
+        z = b - b.mean(axis=0)
+        # A constant column must stay exactly zero: its mean can round, and dividing that rounding error by an
+        # equally tiny std would invent unit-variance noise. Zero spread gets scale 1, as in sklearn.
+        z[:, constant] = 0.0
+        if self.standardize:
+            std = z.std(axis=0)
+            std[constant] = 1.0
+            z /= std
+        _, singular, vt = np.linalg.svd(z, full_matrices=False)
+        variance = singular**2
+        cumulative = np.cumsum(variance) / variance.sum()
+        # i* = smallest 0-based index with cumulative[i*] > 1 − ν; the min() only guards the last entry's rounding.
+        i_star = min(int(np.searchsorted(cumulative, 1.0 - self.nu, side="right")), len(cumulative) - 1)
+        low = vt[i_star + 1:]
+        self.P = np.ascontiguousarray(low) if len(low) else None
+        return True
+
+
+class ZOAdam:
+    """Adam with the reference constants (§4): ε = 1e-3, no weight decay, no schedule, no clipping."""
+
+    def __init__(self, dim: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-3) -> None:
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.m = np.zeros(dim, dtype=np.float64)
+        self.v = np.zeros(dim, dtype=np.float64)
+
+    def step(self, theta: np.ndarray, g: np.ndarray, s: int) -> np.ndarray:
+        """Return θ after update number s (1-based, for the bias correction). m and v are updated in place."""
+        self.m = self.beta1 * self.m + (1.0 - self.beta1) * g
+        self.v = self.beta2 * self.v + (1.0 - self.beta2) * g * g
+        m_hat = self.m / (1.0 - self.beta1**s)
+        v_hat = self.v / (1.0 - self.beta2**s)
+        return theta - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+class ZOTrainer:
+    """The §11 loop over a `ZOProblem`: one PCG64 generator, atomic checkpoints, bit-exact resume."""
+
+    def __init__(self, problem: ZOProblem, config: ZOConfig, theta0: np.ndarray) -> None:
+        dim = int(problem.dim)
+        theta = np.array(theta0, dtype=np.float64)
+        if dim < 1 or theta.shape != (dim,):
+            raise EdgeSDKError(f"initial token has shape {theta.shape}, the problem trains a vector of width {dim}")
+        if not np.all(np.isfinite(theta)):
+            raise EdgeSDKError("initial token contains NaN or inf")
+        self.problem, self.config, self.dim = problem, config, dim
+        self.t_range = config.timestep_range(int(problem.num_timesteps))
+        self.theta = theta
+        self.adam = ZOAdam(dim, config.lr, config.beta1, config.beta2, config.adam_eps)
+        self.sg = SubspaceGradient(dim, config.sg_tau, config.sg_nu, config.sg_standardize) if config.sg else None
+        self.s = 0  # updates done
+        self.rng = np.random.Generator(np.random.PCG64(config.seed))
+        self.extra: dict[str, np.ndarray] = {}  # caller state saved with each checkpoint (e.g. data order)
+        self._saved_step = -1
+
+    def token(self) -> np.ndarray:
+        """The learned vector as the model consumes it (float32)."""
+        return self.theta.astype(np.float32)
+
+    def step(self) -> StepLog:
+        cfg = self.config
+        start = time.perf_counter()
+        self.s += 1
+        sample = self.problem.draw(self.rng, self.t_range)
+        u = self.rng.standard_normal((cfg.n, self.dim))
+        losses = _checked_losses(self.problem, sample, perturbed_batch(self.theta, u, cfg.mu), self.s)
+        k = self.sg.k if self.sg is not None else 0
+        g, coefficients = rge_gradient(losses, u, cfg.mu, self.dim - k, cfg.dim_scale)
+        grad_norm = float(np.linalg.norm(g))
+        if self.sg is not None:
+            g = self.sg.project(g)  # before the moments (§4)
+        self.theta = self.adam.step(self.theta, g, self.s)
+        if self.sg is not None:
+            self.sg.push(self.theta, self.s)
+        return StepLog(step=self.s, loss=float(losses[0]), coefficients=coefficients, grad_norm=grad_norm,
+                       grad_norm_projected=float(np.linalg.norm(g)), k=k, seconds=time.perf_counter() - start)
+
+    def run(self, steps: int | None = None, checkpoint_path: str | Path | None = None,
+            on_step: Callable[[StepLog], None] | None = None, time_budget_s: float | None = None,
+            extra: Mapping[str, np.ndarray] | None = None) -> list[StepLog]:
+        """Step until `steps` updates in total (config.steps by default; done steps count after a resume) or the
+        time budget is spent. Checkpoints every config.checkpoint_every updates and at the end."""
+        target = self.config.steps if steps is None else steps
+        if target < 0:
+            raise EdgeSDKError(f"steps must be >= 0, got {target}")
+        if extra is not None:
+            self.extra = dict(extra)
+        started = time.monotonic()
+        logs: list[StepLog] = []
+        while self.s < target:
+            if time_budget_s is not None and time.monotonic() - started >= time_budget_s:
+                break
+            log = self.step()
+            logs.append(log)
+            if checkpoint_path is not None and self.s % self.config.checkpoint_every == 0:
+                self.save(checkpoint_path)
+            if on_step is not None:
+                on_step(log)
+        if checkpoint_path is not None and self._saved_step != self.s:
+            self.save(checkpoint_path)
+        return logs
+
+    def save(self, path: str | Path) -> None:
+        """Write the whole state as one .npz, atomically: a temp file in the same folder, then os.replace."""
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(CHECKPOINT_FORMAT),
+            "config": np.array(self.config.to_json()),
+            "dim": np.array(self.dim),
+            "t_range": np.array(self.t_range, dtype=np.int64),
+            "step": np.array(self.s, dtype=np.int64),
+            "theta": self.theta,
+            "m": self.adam.m,
+            "v": self.adam.v,
+            "rng_state": np.array(json.dumps(self.rng.bit_generator.state)),
+            "sg_buffer": self.sg.buffer if self.sg is not None else np.zeros((0, self.dim)),
+            "sg_index": np.array(self.sg.index if self.sg is not None else 0, dtype=np.int64),
+            "sg_P": self.sg.P if self.sg is not None and self.sg.P is not None else np.zeros((0, self.dim)),
+        }
+        for key, value in self.extra.items():
+            value = np.asarray(value)
+            if value.dtype == object:
+                raise EdgeSDKError(f"checkpoint extra {key!r} must be a plain numeric or string array")
+            arrays[f"extra_{key}"] = value
+        _atomic_savez(Path(path), arrays)
+        self._saved_step = self.s
+
+    @classmethod
+    def resume(cls, path: str | Path, problem: ZOProblem, config: ZOConfig) -> ZOTrainer:
+        """Restore a checkpoint; refuses one made with settings that change the trajectory (steps may differ)."""
+        data = _load_checkpoint(Path(path))
+        saved = json.loads(str(data["config"]))
+        current = json.loads(config.to_json())
+        changed = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+                   for key in sorted(set(saved) | set(current))
+                   if key not in _RUN_ONLY_FIELDS and saved.get(key) != current.get(key)]
+        if int(data["dim"]) != int(problem.dim):
+            changed.append(f"dim: {int(data['dim'])} -> {int(problem.dim)}")
+        if changed:
+            raise EdgeSDKError(f"checkpoint {path} was made with other settings ({'; '.join(changed)})")
+        trainer = cls(problem, config, data["theta"])
+        if tuple(int(t) for t in data["t_range"]) != trainer.t_range:
+            raise EdgeSDKError(f"checkpoint {path} used timesteps {tuple(data['t_range'])}, now {trainer.t_range}")
+        d = trainer.dim
+        try:
+            _expect_shape(data["m"], (d,))
+            _expect_shape(data["v"], (d,))
+            trainer.adam.m, trainer.adam.v = data["m"].astype(np.float64), data["v"].astype(np.float64)
+            trainer.s = int(data["step"])
+            if trainer.sg is not None:
+                _expect_shape(data["sg_buffer"], (config.sg_tau, d))
+                trainer.sg.buffer = data["sg_buffer"].astype(np.float64)
+                trainer.sg.index = int(data["sg_index"])
+                p = data["sg_P"]
+                if p.ndim != 2 or p.shape[1] != d:
+                    raise ValueError(f"P has shape {p.shape}")
+                trainer.sg.P = p.astype(np.float64) if len(p) else None
+            trainer.rng.bit_generator.state = json.loads(str(data["rng_state"]))
+        except (ValueError, TypeError, KeyError) as e:
+            raise EdgeSDKError(f"checkpoint {path} is corrupt: {e}") from e
+        trainer.extra = {key[len("extra_"):]: value for key, value in data.items() if key.startswith("extra_")}
+        trainer._saved_step = trainer.s
+        return trainer
+
+
+def jitter_check(problem: ZOProblem, theta: np.ndarray, config: ZOConfig, rng: np.random.Generator,
+                 directions: int = 8) -> dict[str, Any]:
+    """Is μ large enough for this backend? (§3 "Choosing μ")
+
+    Evaluates the identical input twice and in every batch row, and compares that loss jitter with the typical
+    |L(θ + μu) − L(θ)| over a few directions, all on one shared sample. `warning` is set when the jitter exceeds
+    10 % of it: the estimate would then be mostly numerical noise.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    n, mu = config.n, config.mu
+    sample = problem.draw(rng, config.timestep_range(int(problem.num_timesteps)))
+    same = np.repeat(theta.astype(np.float32)[None, :], n + 1, axis=0)  # batch n + 1: static-shape backends
+    first = _checked_losses(problem, sample, same, 0)
+    second = _checked_losses(problem, sample, same, 0)
+    repeat_jitter = float(np.max(np.abs(first - second)))
+    row_jitter = float(max(np.ptp(first), np.ptp(second)))
+    deltas: list[float] = []
+    for _ in range(math.ceil(directions / n)):
+        u = rng.standard_normal((n, theta.shape[0]))
+        losses = _checked_losses(problem, sample, perturbed_batch(theta, u, mu), 0)
+        deltas.extend(np.abs(losses[1:] - losses[0]).tolist())
+    typical = float(np.median(deltas))
+    jitter = max(repeat_jitter, row_jitter)
+    ratio = jitter / typical if typical > 0 else math.inf
+    warning = None
+    if typical == 0:
+        warning = f"the loss does not change with θ at mu={mu:g}; check that the token reaches the model"
+    elif ratio > 0.1:
+        warning = (f"loss jitter {jitter:.3g} is {ratio:.0%} of the typical |L(θ+μu) − L(θ)| = {typical:.3g} at "
+                   f"mu={mu:g}; raise mu (1e-2 for bf16) or evaluate the loss in higher precision")
+    return {"repeat_jitter": repeat_jitter, "row_jitter": row_jitter, "jitter": jitter, "typical_delta": typical,
+            "ratio": ratio, "warning": warning}
+
+
+def _checked_losses(problem: ZOProblem, sample: Any, thetas: np.ndarray, step: int) -> np.ndarray:
+    losses = np.asarray(problem.losses(sample, thetas), dtype=np.float64)
+    if losses.shape != (thetas.shape[0],):
+        raise EdgeSDKError(f"problem.losses returned shape {losses.shape}, expected ({thetas.shape[0]},)")
+    if not np.all(np.isfinite(losses)):
+        raise EdgeSDKError(f"non-finite loss at step {step}; lower lr or mu, or check the model outputs")
+    return losses
+
+
+def _expect_shape(array: np.ndarray, shape: tuple[int, ...]) -> None:
+    if array.shape != shape:
+        raise ValueError(f"expected shape {shape}, got {array.shape}")
+
+
+def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """A crash or error mid-write leaves the previous checkpoint untouched and no temp file behind."""
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes must be on disk before the rename makes them the checkpoint
+        os.replace(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise EdgeSDKError(f"cannot write checkpoint {path}: {e}") from e
+        raise
+
+
+_REQUIRED_KEYS = ("format", "config", "dim", "t_range", "step", "theta", "m", "v", "rng_state", "sg_buffer",
+                  "sg_index", "sg_P")
+
+
+def _load_checkpoint(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {key: npz[key] for key in npz.files}
+    except FileNotFoundError as e:
+        raise EdgeSDKError(f"checkpoint {path} does not exist") from e
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise EdgeSDKError(f"checkpoint {path} is not a readable .npz: {e}") from e
+    missing = [key for key in _REQUIRED_KEYS if key not in data]
+    if missing:
+        raise EdgeSDKError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
+    if int(data["format"]) != CHECKPOINT_FORMAT:
+        raise EdgeSDKError(f"checkpoint {path} has format {int(data['format'])}, expected {CHECKPOINT_FORMAT}")
+    return data
