@@ -89,25 +89,6 @@ def main() -> int:
               f"{r['unet_sqnr_db']:8.1f}  {r['accuracy']['kind']:6.1%}  {r['accuracy']['colour']:6.1%}  "
               f"({base['accuracy']['kind']:.1%}/{base['accuracy']['colour']:.1%})")
 
-    # The ExecuTorch files carry a second method at batch 3 for on-device personalization (weights shared); with
-    # 4-bit weights it still costs ~0.2 MB. Sampling-only bundles (--zo-batch 0) show the sizes without it.
-    def executorch_bytes(bundle: Bundle) -> int:
-        return sum(bundle.file_sizes()[c.files["executorch"]] for c in bundle.components.values())
-
-    sampling_only = {}
-    for recipe_name in ("fp32", "w4"):
-        path = args.workdir / f"tiny-sd-{recipe_name}-sampling.edge"
-        if not (args.reuse and (path / "manifest.json").exists()):
-            export_model("tiny-sd", path, "executorch", quant=recipe_name, overwrite=True, log=lambda _m: None,
-                         zo_batch=0, check_quality=False)
-        sampling_only[recipe_name] = executorch_bytes(Bundle.open(path))
-    w4_sampling_ratio = sampling_only["fp32"] / sampling_only["w4"]
-    rows.append({"recipe": "w4 vs fp32, sampling-only files (--zo-batch 0)", "backend": "executorch",
-                 "bytes": sampling_only["w4"], "fp32_bytes": sampling_only["fp32"],
-                 "smaller_than_fp32": w4_sampling_ratio})
-    print(f"sampling-only ExecuTorch files (--zo-batch 0): fp32 {sampling_only['fp32'] / 1e6:.2f} MB, "
-          f"w4 {sampling_only['w4'] / 1e6:.2f} MB, {w4_sampling_ratio:.2f}x smaller")
-
     checks = []
     w8a8_et = next((r for r in rows if r["recipe"] == "w8a8" and r["backend"] == "executorch"), None)
     if w8a8_et:
@@ -120,8 +101,6 @@ def main() -> int:
     for r in rows:
         if r["recipe"] == "w4":
             checks.append((f"w4 {r['backend']} >= 6x smaller than fp32", r["smaller_than_fp32"], TARGETS["w4_smaller"]))
-    checks.append(("w4 executorch sampling-only files >= 6x smaller than fp32's", w4_sampling_ratio,
-                   TARGETS["w4_smaller"]))
     print()
     for name, value, target in checks:
         status = "met" if value >= target else f"MISSED by {target - value:.2f}"

@@ -37,6 +37,36 @@ def eager_reference(bundle_dir: Path, prompts: list[str], steps: int, seed: int)
     return pipe.generate(prompts, steps=steps, seed=seed, return_float=True)
 
 
+CONCEPT_DIR = Path(__file__).parent / "concepts" / "pink-star"
+PERSONALIZE_RECIPE = "w8"
+PERSONALIZE_STEPS = 800
+
+
+def personalize_demo(workdir: Path) -> dict:
+    """Export the int8 bundle, learn <pinkstar> from the shipped reference images, grid before / after."""
+    from edgesdk.runtime.personalize import personalize
+
+    bundle_dir = workdir / f"tiny-sd-{PERSONALIZE_RECIPE}.edge"
+    if not (bundle_dir / "manifest.json").exists():
+        export_model("tiny-sd", bundle_dir, "executorch,onnx", quant=PERSONALIZE_RECIPE, check_quality=False,
+                     log=lambda _m: None)
+    token_path = workdir / "pinkstar.safetensors"
+    start = time.perf_counter()
+    result = personalize(bundle_dir, CONCEPT_DIR, "<pinkstar>", "star", token_path, steps=PERSONALIZE_STEPS,
+                         backend="executorch", overwrite=True)
+    elapsed = time.perf_counter() - start
+    pipe = TextToImage(bundle_dir, backend="executorch")
+    prompts = ["a star", "a star on a blue background", "a large star on a white background", "a small star"]
+    before = pipe.generate(prompts, steps=25, seed=7)
+    after = pipe.generate([p.replace("star", "<pinkstar>") for p in prompts], steps=25, seed=7,
+                          learned={"<pinkstar>": result.vectors})
+    grid_path = save_grid(np.concatenate([before, after]), workdir / "demo-personalization.png", columns=len(prompts))
+    print(f"    {result.steps} steps in {elapsed:.1f} s ({result.steps / elapsed:.1f} step/s), final loss "
+          f"{result.final_loss:.4f}; token -> {token_path}; before (top, 'star') / after (bottom, '<pinkstar>') "
+          f"-> {grid_path}")
+    return {"steps": result.steps, "seconds": elapsed, "token": str(token_path), "grid": str(grid_path)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, default=Path("build"))
@@ -46,11 +76,11 @@ def main() -> int:
     t0 = time.perf_counter()
     bundle_dir = args.workdir / "tiny-sd.edge"
 
-    print(f"[1/4] exporting the shipped tiny-sd to ExecuTorch and ONNX -> {bundle_dir}")
+    print(f"[1/5] exporting the shipped tiny-sd to ExecuTorch and ONNX -> {bundle_dir}")
     export_model("tiny-sd", bundle_dir, "executorch,onnx", overwrite=True, log=lambda m: print("   ", m))
     summary_tables(bundle_summary(bundle_dir))
 
-    print("[2/4] sampling the demo prompts on both backends (DDIM, 25 steps, seeds 0..4)")
+    print("[2/5] sampling the demo prompts on both backends (DDIM, 25 steps, seeds 0..4)")
     report: dict = {"prompts": DEMO_PROMPTS, "image_parity_vs_eager": {}, "prompt_accuracy": {}}
     reference = eager_reference(bundle_dir, DEMO_PROMPTS, args.steps, seed=0)
     for backend in ("executorch", "onnx"):
@@ -64,15 +94,19 @@ def main() -> int:
         print(f"    {backend:10s} {elapsed:5.2f} s for {len(pixels)} images -> {path}; images vs eager PyTorch "
               f"(same seed): max-abs {figures['max_abs']:.2e} = {figures['rel_max_abs']:.2e} of the range")
 
-    print(f"[3/4] prompt accuracy on {args.samples} samples per backend (evaluator trained on real renders only)")
+    print(f"[3/5] prompt accuracy on {args.samples} samples per backend (evaluator trained on real renders only)")
     for backend in ("executorch", "onnx"):
         acc, _, _ = prompt_accuracy(bundle_dir, backend=backend, samples=args.samples, steps=args.steps)
         report["prompt_accuracy"][backend] = acc.to_dict()
         print(f"    {backend:10s} " + ", ".join(f"{k} {v:.1%}" for k, v in acc.accuracy.items())
               + f"  ({acc.seconds:.1f} s)")
 
+    print(f"[4/5] personalizing on the device: a new word <pinkstar> from {CONCEPT_DIR} ({PERSONALIZE_STEPS} "
+          f"zeroth-order steps, {PERSONALIZE_RECIPE} bundle, ExecuTorch, no backpropagation)")
+    report["personalization"] = personalize_demo(args.workdir)
+
     report_path = write_json(args.workdir / "demo-report.json", report)
-    print(f"[4/4] done in {time.perf_counter() - t0:.0f} s. Images: {args.workdir}/demo-executorch.png, "
+    print(f"[5/5] done in {time.perf_counter() - t0:.0f} s. Images: {args.workdir}/demo-executorch.png, "
           f"{args.workdir}/demo-onnx.png; report: {report_path}")
     return 0
 

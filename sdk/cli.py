@@ -89,8 +89,9 @@ def export_cmd(
     calibration_samples: int = typer.Option(32, help="w8a8: calibration inputs per component."),
     calibration_trajectory: str = typer.Option("sampling", help="w8a8: sampling (DDIM trajectories) | uniform-t."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
-    zo_batch: int = typer.Option(3, help="tiny-sd: ExecuTorch batch for on-device personalization's n+1 queries "
-                                         "in one forward (an extra method, weights shared; 0: none)."),
+    zo_batch: int | None = typer.Option(None, help="tiny-sd: ExecuTorch batch for on-device personalization's n+1 "
+                                                   "queries in one forward (an extra method; 0: none). Default: 3 "
+                                                   "for fp32 and w8 bundles, 0 for w8a8 and w4."),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle summary as JSON."),
 ) -> None:
     """Export a model: capture with torch.export, quantize, lower per target, write a verified bundle, check parity."""
@@ -214,7 +215,8 @@ def personalize_cmd(
     overwrite: bool = typer.Option(False, help="Start over, replacing --output and its checkpoint."),
     vectors: int = typer.Option(1, help="Embedding vectors for the token (all are trained)."),
     directions: int = typer.Option(2, help="Random directions n per step (n+1 forwards, batched)."),
-    mu: float = typer.Option(1e-3, help="Perturbation scale of the gradient estimate."),
+    mu: float | None = typer.Option(None, help="Perturbation scale of the gradient estimate. Default: 1e-3 on fp32 "
+                                               "bundles, 1e-1 on quantized ones (benchmarks/zo_regime.py)."),
     lr: float = typer.Option(5e-3, help="ZO-Adam learning rate (the paper's 5e-3; its script used 1e-2)."),
     seed: int = typer.Option(0, help="Seed of every random draw; the same seed gives the same token."),
     no_sg: bool = typer.Option(False, "--no-sg", help="Ablation: switch Subspace Gradient off."),
@@ -231,8 +233,11 @@ def personalize_cmd(
 
     if backend not in ("onnx", "executorch"):
         raise EdgeSDKError(f"--backend {backend!r}: personalization runs on onnx or executorch")
-    config = ZOConfig(n=directions, mu=mu, lr=lr, seed=seed, sg=not no_sg, puts=not no_puts,
-                      checkpoint_every=checkpoint_every, steps=steps)
+    from edgesdk.runtime.bundle import Bundle
+    from edgesdk.runtime.personalize import default_mu
+
+    config = ZOConfig(n=directions, mu=mu if mu is not None else default_mu(Bundle.open(bundle)), lr=lr, seed=seed,
+                      sg=not no_sg, puts=not no_puts, checkpoint_every=checkpoint_every, steps=steps)
     with TrainProgress(f"personalize {token}", total=steps) as progress:
         result = personalize(bundle, images, token, init_word, output, steps=steps, backend=backend, config=config,
                              num_vectors=vectors, resume=resume, overwrite=overwrite, threads=threads,

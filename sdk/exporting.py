@@ -23,6 +23,11 @@ CFG_BATCH = 2
 # On-device personalization runs the n+1 queries of one zeroth-order step (n = 2 directions by default) as one
 # forward; ExecuTorch gets a method at that batch too (weights stored once in the .pte).
 ZO_BATCH = 3
+# Recipes whose bundles carry that method by default. benchmarks/zo_regime.py: static int8 activations (w8a8) leave
+# the zeroth-order estimate almost no signal at usable perturbation sizes, and the method costs ~0.2 MB in
+# quantized files (their weights pack per method), so w8a8 and w4 bundles are for sampling unless asked
+# (--zo-batch 3).
+PERSONALIZATION_RECIPES = ("fp32", "w8")
 
 
 def tiny_sd_components(model: TinySD, zo_batch: int = ZO_BATCH) -> list[ComponentSpec]:
@@ -82,9 +87,11 @@ def tiny_sd_metadata(model: TinySD) -> dict:
 
 def export_model(family: str, output: Path, targets: str | list[str] = "executorch,onnx",
                  weights: Path | None = None, overwrite: bool = False, quant: str = "fp32",
-                 calibration: Calibration | None = None, log: Log = print, zo_batch: int = ZO_BATCH,
+                 calibration: Calibration | None = None, log: Log = print, zo_batch: int | None = None,
                  check_quality: bool = True) -> Path:
     """`edgesdk export FAMILY`: the shipped (or given) weights to a verified bundle, quantized per `quant`."""
+    if zo_batch is None:
+        zo_batch = ZO_BATCH if quant.strip().lower() in PERSONALIZATION_RECIPES else 0
     if zo_batch < 0 or zo_batch > 8:
         raise EdgeSDKError(f"--zo-batch must be between 0 (none) and 8, got {zo_batch}")
     recipe = recipe_from_name(quant, calibration)
