@@ -23,33 +23,35 @@ from edgesdk.runtime.pipeline import TextToImage
 BENCH_PROMPT = "a large red star on a blue background"
 
 
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status in MB (Linux), or None where there is no /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far.
 
     On Linux this is VmHWM from /proc, which starts afresh at exec; getrusage's ru_maxrss would carry the
     peak of the parent that spawned us (a benchmark driver that loaded torch) into our figure.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    peak_mb = _proc_status_mb("VmHWM")
+    if peak_mb is not None:
+        return peak_mb
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def resident_mb() -> float:
     """Resident set size now (VmRSS), or NaN where /proc is missing (then no growth check is made)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    now_mb = _proc_status_mb("VmRSS")
+    return float("nan") if now_mb is None else now_mb
 
 
 # Below this many fp32 weight bytes a component's growth is lost in allocator noise: no verdict is given.
