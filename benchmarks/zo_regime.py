@@ -33,12 +33,9 @@ MUS = (1e-3, 1e-2, 1e-1)
 
 def eager_gradient(model: torch.nn.Module, problem: TokenLoss, sample: Draw, theta: np.ndarray) -> np.ndarray:
     """∇θ L at the same draw, through the fp32 eager text encoder and UNet."""
-    marker = np.full((problem.num_vectors, problem.width), np.nan, np.float32)
-    spliced = problem.pipe.tokenizer.embed(sample.caption, problem.pipe.token_table, {problem.token: marker})
-    slots = np.where(np.isnan(spliced[:, 0]))[0]
-    base = torch.from_numpy(np.nan_to_num(spliced))
+    base, slots = problem.placeholder_slots(sample.caption)
     theta_t = torch.tensor(theta, dtype=torch.float32, requires_grad=True)
-    embeddings = base.clone()
+    embeddings = torch.from_numpy(base).clone()
     embeddings[slots] = theta_t.reshape(problem.num_vectors, problem.width)
     alpha_bar = problem.pipe.alphas_cumprod[sample.timestep]
     z0 = problem.latents[int(sample.flip), sample.image]

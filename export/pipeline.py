@@ -99,12 +99,11 @@ def executorch_programs(captured: CapturedComponent, recipe: Recipe,
     programs = {"forward": quantize_program(captured.static, recipe, calibration, spec.example_inputs)}
     extra = [b for b in spec.extra_batches if b != spec.static_batch]
     if extra:
-        source = captured.dynamic or captured.static
         if captured.dynamic is None:
             raise EdgeSDKError(f"component '{spec.name}' asks for ExecuTorch batches {extra} but its batch cannot be "
                                f"made dynamic ({captured.why_static})")
-        examples = tuple(source.example_inputs[0])
-        module = quantized_module(source, recipe, calibration, examples)
+        examples = tuple(captured.dynamic.example_inputs[0])
+        module = quantized_module(captured.dynamic, recipe, calibration, examples)
         with torch.no_grad():
             for batch in extra:
                 programs[f"forward_b{batch}"] = torch.export.export(module, inputs_at_batch(spec.example_inputs, batch))

@@ -23,11 +23,11 @@ from PIL import Image, UnidentifiedImageError
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.pipeline import ComponentFactory, TextToImage
+from edgesdk.runtime.tokenizer import Tokenizer
 from edgesdk.runtime.zo import StepLog, ZOConfig, ZOTrainer
 
 # Textual-Inversion-style caption templates in the words of the model's vocabulary; "{}" is the placeholder.
 TEMPLATES: tuple[str, ...] = ("a {}", "a {} in the center", "a large {}", "a small {}", "the {}")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def load_concept_images(folder: Path, size: int) -> tuple[np.ndarray, list[Path]]:
@@ -51,7 +51,7 @@ def load_concept_images(folder: Path, size: int) -> tuple[np.ndarray, list[Path]
         images.append(center_crop(picture, size))
         used.append(path)
     if not images:
-        raise EdgeSDKError(f"no usable images in {str(folder)!r} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise EdgeSDKError(f"no usable images in {str(folder)!r} (every file that PIL decodes is used)")
     return np.stack(images), used
 
 
@@ -61,6 +61,14 @@ def center_crop(picture: Image.Image, size: int) -> np.ndarray:
     resized = picture.resize((width, height), Image.Resampling.BICUBIC)
     left, top = (width - size) // 2, (height - size) // 2
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def placeholder_slots(tokenizer: Tokenizer, table: np.ndarray, caption: str, token: str,
+                      num_vectors: int) -> tuple[np.ndarray, np.ndarray]:
+    """The caption's input embeddings with zeros where ``token``'s vectors go, and the indices of those rows."""
+    marker = np.full((num_vectors, table.shape[1]), np.nan, np.float32)
+    spliced = tokenizer.embed(caption, table, {token: marker})
+    return np.nan_to_num(spliced, nan=0.0), np.flatnonzero(np.isnan(spliced[:, 0]))
 
 
 @dataclass
@@ -92,6 +100,7 @@ class TokenLoss:
         self.dim = num_vectors * self.width
         self.num_timesteps = len(pipe.alphas_cumprod)
         self.per_image = captions is not None
+        self._slots: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.captions = self._check_captions(templates, captions, len(images))
         # every image and its mirror image encoded once: the VAE encoder never runs inside the loop
         encoded = pipe.encode_images(np.concatenate([images, images[:, :, ::-1]]) if flip else images)
@@ -130,19 +139,26 @@ class TokenLoss:
         noise = rng.standard_normal(self.latents.shape[2:]).astype(np.float32)
         return Draw(image, flip, caption, noise, int(rng.integers(t_range[0], t_range[1])))
 
+    def placeholder_slots(self, caption: str) -> tuple[np.ndarray, np.ndarray]:
+        """(max_tokens, width) embeddings of ``caption`` with zeros at the placeholder, and the placeholder's rows.
+        Tokenized once per caption; each query then only writes its θ into those rows."""
+        if caption not in self._slots:
+            self._slots[caption] = placeholder_slots(self.pipe.tokenizer, self.pipe.token_table, caption, self.token,
+                                                     self.num_vectors)
+        return self._slots[caption]
+
     def losses(self, sample: Draw, thetas: np.ndarray) -> np.ndarray:
         """One forward per component for all rows of ``thetas`` (n+1, dim): identical z_t, t and caption."""
         rows = len(thetas)
-        embeddings = np.stack([
-            self.pipe.tokenizer.embed(sample.caption, self.pipe.token_table,
-                                      {self.token: theta.reshape(self.num_vectors, self.width)})
-            for theta in np.asarray(thetas, dtype=np.float32)])
-        text = self.pipe._run("text_encoder", embeddings)
+        base, slots = self.placeholder_slots(sample.caption)
+        embeddings = np.repeat(base[None], rows, axis=0)
+        embeddings[:, slots] = np.asarray(thetas, dtype=np.float32).reshape(rows, self.num_vectors, self.width)
+        text = self.pipe.run_component("text_encoder", embeddings)
         alpha_bar = self.pipe.alphas_cumprod[sample.timestep]
         z0 = self.latents[int(sample.flip), sample.image]
         noisy = (np.sqrt(alpha_bar) * z0 + np.sqrt(1.0 - alpha_bar) * sample.noise).astype(np.float32)
-        predicted = self.pipe._run("unet", np.repeat(noisy[None], rows, axis=0),
-                                   np.full(rows, sample.timestep, dtype=np.float32), text)
+        predicted = self.pipe.run_component("unet", np.repeat(noisy[None], rows, axis=0),
+                                            np.full(rows, sample.timestep, dtype=np.float32), text)
         error = predicted.astype(np.float64) - sample.noise.astype(np.float64)[None]
         return (error**2).reshape(rows, -1).mean(axis=1)  # accumulated in float64
 
@@ -179,11 +195,6 @@ def load_tokens(path: Path) -> dict[str, np.ndarray]:
     if not tokens:
         raise EdgeSDKError(f"{str(path)!r} holds no learned token")
     return {name: np.asarray(value, dtype=np.float32) for name, value in tokens.items()}
-
-
-def open_pipeline(bundle: Bundle | str | Path, backend: str, threads: int | None = None,
-                  session_factory: ComponentFactory | None = None) -> TextToImage:
-    return TextToImage(bundle, backend=backend, threads=threads, session_factory=session_factory)
 
 
 @dataclass
@@ -244,7 +255,7 @@ def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_
     if checkpoint.exists() and not (resume or overwrite):
         raise EdgeSDKError(f"an earlier run left a checkpoint at {str(checkpoint)!r}; pass --resume to continue it "
                            "or --overwrite to start over")
-    pipe = open_pipeline(bundle, backend, threads, session_factory)
+    pipe = TextToImage(bundle, backend=backend, threads=threads, session_factory=session_factory)
     output.parent.mkdir(parents=True, exist_ok=True)
     images, used = load_concept_images(images_dir, int(pipe.bundle.model.get("image_size", 32)))
     problem = TokenLoss(pipe, images, token, num_vectors=num_vectors)

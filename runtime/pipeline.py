@@ -49,7 +49,7 @@ class TextToImage:
                 self._sessions[component] = open_session(self.bundle, component, self.backend, self.threads)
         return self._sessions[component]
 
-    def _run(self, component: str, *arrays: np.ndarray) -> np.ndarray:
+    def run_component(self, component: str, *arrays: np.ndarray) -> np.ndarray:
         """Positional inputs in the component's input order; returns its first output. Timed."""
         session = self.session(component)
         start = time.perf_counter()
@@ -84,15 +84,15 @@ class TextToImage:
         if use_cfg:
             uncond_ids = self.tokenizer.unconditional_ids()
             embeddings = np.concatenate([self.token_table[uncond_ids][None], cond_embeddings])
-            text = self._run("text_encoder", embeddings)  # uncond encoded once, in the same call
+            text = self.run_component("text_encoder", embeddings)  # uncond encoded once, in the same call
             text = np.concatenate([np.repeat(text[:1], count, axis=0), text[1:]])  # uncond rows, then cond rows
         else:
-            text = self._run("text_encoder", cond_embeddings)
+            text = self.run_component("text_encoder", cond_embeddings)
 
         def denoise(x: np.ndarray, t: float) -> np.ndarray:
             latent = np.concatenate([x, x]) if use_cfg else x
             timestep = np.full(len(latent), t, dtype=np.float32)
-            eps = self._run("unet", latent.astype(np.float32), timestep, text)
+            eps = self.run_component("unet", latent.astype(np.float32), timestep, text)
             if not use_cfg:
                 return eps
             eps_uncond, eps_cond = eps[:count], eps[count:]
@@ -102,7 +102,7 @@ class TextToImage:
         noise = np.stack([np.random.default_rng(seed + i).standard_normal(shape).astype(np.float32)
                           for i in range(count)])
         latents = SAMPLERS[sampler](denoise, noise, self.alphas_cumprod, steps)
-        images = self._run("vae_decoder", latents.astype(np.float32))
+        images = self.run_component("vae_decoder", latents.astype(np.float32))
         return images if return_float else to_uint8(images)
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
@@ -114,7 +114,7 @@ class TextToImage:
                                f"got {images.dtype} {images.shape}; resize them first")
         pixels = images.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
         self.timings = {}
-        return self._run("vae_encoder", pixels)
+        return self.run_component("vae_encoder", pixels)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -361,6 +361,12 @@ class ZOTrainer:
         return trainer
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """Updates a checkpoint holds (0 when there is none): where a resumed run's progress starts."""
+    path = Path(path)
+    return int(_load_checkpoint(path)["step"]) if path.exists() else 0
+
+
 def jitter_check(problem: ZOProblem, theta: np.ndarray, config: ZOConfig, rng: np.random.Generator,
                  directions: int = 8) -> dict[str, Any]:
     """Is μ large enough for this backend? (§3 "Choosing μ")

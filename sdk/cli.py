@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -204,7 +205,7 @@ def sample_cmd(
 
 @app.command("personalize")
 def personalize_cmd(
-    bundle: Path = typer.Argument(..., help="A tiny-sd bundle directory (NAME.edge), ideally quantized."),
+    bundle: Path = typer.Argument(..., help="A tiny-sd bundle directory (NAME.edge); w8 is the tested regime."),
     images: Path = typer.Option(..., "--images", help="Folder of the concept's images (read in place, never copied)."),
     token: str = typer.Option(..., "--token", help="The new word, e.g. \"<mything>\"."),
     init_word: str = typer.Option(..., "--init-word", help="A vocabulary word to start from (the concept's class)."),
@@ -225,10 +226,11 @@ def personalize_cmd(
     time_budget: float | None = typer.Option(None, help="Stop after this many seconds (checkpointed; --resume "
                                                         "goes on)."),
     threads: int | None = typer.Option(None, help="CPU threads for the backend."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Learn a new word from a few images on the device: forward passes of the exported model only, no torch."""
-    from edgesdk.runtime.personalize import personalize
-    from edgesdk.runtime.zo import ZOConfig
+    from edgesdk.runtime.personalize import checkpoint_path_for, personalize
+    from edgesdk.runtime.zo import ZOConfig, checkpoint_step
     from edgesdk.train.common import TrainProgress
 
     if backend not in ("onnx", "executorch"):
@@ -238,12 +240,19 @@ def personalize_cmd(
 
     config = ZOConfig(n=directions, mu=mu if mu is not None else default_mu(Bundle.open(bundle)), lr=lr, seed=seed,
                       sg=not no_sg, puts=not no_puts, checkpoint_every=checkpoint_every, steps=steps)
-    with TrainProgress(f"personalize {token}", total=steps) as progress:
+    start = checkpoint_step(checkpoint_path_for(output)) if resume else 0
+    with TrainProgress(f"personalize {token}", total=steps, start=start) as progress:
         result = personalize(bundle, images, token, init_word, output, steps=steps, backend=backend, config=config,
                              num_vectors=vectors, resume=resume, overwrite=overwrite, threads=threads,
                              time_budget_s=time_budget, on_step=lambda log: progress.update(log.step, log.loss))
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    if json_out:
+        typer.echo(json.dumps({"output": str(output), "token": result.token, "vectors": list(result.vectors.shape),
+                               "steps": result.steps, "done": result.steps >= steps, "final_loss": result.final_loss,
+                               "images": [str(p) for p in result.images], "checkpoint": str(result.checkpoint),
+                               "mu": config.mu, "notes": result.notes}))
+        return
     state = "done" if result.steps >= steps else f"stopped at step {result.steps} (time budget; --resume continues)"
     typer.echo(f"wrote {output}: {result.token} ({len(result.vectors)} x {result.vectors.shape[1]}) from "
                f"{len(result.images)} images, {state}; final loss {result.final_loss:.4f}; "

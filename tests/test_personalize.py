@@ -108,8 +108,11 @@ def _personalize_args(bundle: Path, images: Path, out: Path, steps: int) -> list
 def test_kill_9_then_resume_gives_the_uninterrupted_token(shipped_bundle: Path, concept_dir: Path, tmp_path: Path):
     steps = 300  # long enough that the kill lands mid-run (a step takes a few ms here)
     reference = tmp_path / "reference.safetensors"
-    done = run_cli(*_personalize_args(shipped_bundle, concept_dir, reference, steps))
+    done = run_cli(*_personalize_args(shipped_bundle, concept_dir, reference, steps), "--json")
     assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["steps"] == steps and summary["done"] and summary["token"] == "<pinkstar>"
+    assert summary["mu"] == 1e-3  # fp32 bundle: the spec's mu (quantized bundles default to 1e-1)
     killed = tmp_path / "killed.safetensors"
     checkpoint = Path(str(killed) + ".ckpt.npz")
     process = subprocess.Popen([sys.executable, "-m", "edgesdk.cli", *_personalize_args(

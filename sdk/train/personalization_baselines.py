@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from edgesdk.runtime.personalize import TEMPLATES
+from edgesdk.runtime.personalize import TEMPLATES, placeholder_slots
 from edgesdk.zoo.tiny_sd import TinySD, ddpm_schedule
 
 
@@ -30,17 +30,22 @@ def encode_concept(model: TinySD, images: np.ndarray) -> np.ndarray:
     return latents.reshape(2, len(images), *latents.shape[1:])
 
 
-def _embeddings(model: TinySD, caption: str, token: str, vectors: torch.Tensor) -> torch.Tensor:
-    """(max_tokens, width) input embeddings of ``caption`` with ``vectors`` at the placeholder (differentiable)."""
-    words = caption.split()
-    vocabulary = model.vocabulary.tokens
-    rows = [model.token_embedding[vocabulary.index("<bos>")][None]]
-    for word in words:
-        rows.append(vectors if word == token else model.token_embedding[vocabulary.index(word)][None])
-    rows.append(model.token_embedding[vocabulary.index("<eos>")][None])
-    count = sum(len(r) for r in rows)
-    rows += [model.token_embedding[vocabulary.index("<pad>")][None]] * (model.config.max_tokens - count)
-    return torch.cat(rows)
+def _embedder(model: TinySD, token: str, num_vectors: int) -> Callable[[str, torch.Tensor], torch.Tensor]:
+    """caption, vectors -> (max_tokens, width) input embeddings with ``vectors`` at the placeholder, differentiable
+    in ``vectors``. Tokenized by the runtime's own tokenizer, so both sides read captions identically."""
+    from edgesdk.exporting import tiny_sd_assets
+    from edgesdk.runtime.tokenizer import Tokenizer
+
+    assets = tiny_sd_assets(model)
+    tokenizer, table = Tokenizer(assets["vocabulary"]), assets["token_embedding"]
+
+    def embed(caption: str, vectors: torch.Tensor) -> torch.Tensor:
+        if not token:
+            return torch.from_numpy(tokenizer.embed(caption, table))
+        base, slots = placeholder_slots(tokenizer, table, caption, token, num_vectors)
+        return torch.from_numpy(base).index_copy(0, torch.from_numpy(slots), vectors)
+
+    return embed
 
 
 def _draw(rng: np.random.Generator, latents: np.ndarray, templates: tuple[str, ...], t_range: tuple[int, int],
@@ -73,9 +78,10 @@ def textual_inversion(model: TinySD, images: np.ndarray, token: str, init_word: 
     optimizer = torch.optim.Adam([vectors], lr=lr)
     rng = np.random.default_rng(seed)
     captions = tuple(t.format(token) for t in templates)
+    embed = _embedder(model, token, num_vectors)
     for step in range(1, steps + 1):
         z0, caption, noise, t = _draw(rng, latents, captions, t_range)
-        loss = _loss(model, z0, noise, t, _embeddings(model, caption, token, vectors))
+        loss = _loss(model, z0, noise, t, embed(caption, vectors))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -96,12 +102,11 @@ def finetune_unet(model: TinySD, images: np.ndarray, init_word: str, steps: int,
     optimizer = torch.optim.Adam(model.unet.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     captions = tuple(t.format(init_word) for t in templates)
+    embed = _embedder(model, "", 0)
     model.unet.train()
     for step in range(1, steps + 1):
         z0, caption, noise, t = _draw(rng, latents, captions, t_range)
-        with torch.no_grad():
-            embeddings = _embeddings(model, caption, "", torch.empty(0, model.config.text_width))
-        loss = _loss(model, z0, noise, t, embeddings)
+        loss = _loss(model, z0, noise, t, embed(caption, torch.empty(0)))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
