@@ -30,8 +30,9 @@ class Session(Protocol):
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-# factory(bundle, component_name, threads) -> Session
-SessionFactory = Callable[[Bundle, str, int | None], Session]
+# factory(bundle, component_name, threads, lean_memory) -> Session. lean_memory: trade a little speed for a lower
+# peak (a backend without such a knob ignores it).
+SessionFactory = Callable[[Bundle, str, int | None, bool], Session]
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,12 @@ def register_backend(name: str, factory: SessionFactory, needs_file: bool = True
     _REGISTRY[name] = _Backend(factory, needs_file)
 
 
-def open_session(bundle: Bundle, component_name: str, backend: str, threads: int | None = None) -> Session:
-    """Load `component_name` on `backend`, wrapped for static batch when the bundle says so."""
+def open_session(bundle: Bundle, component_name: str, backend: str, threads: int | None = None,
+                 lean_memory: bool = False) -> Session:
+    """Load `component_name` on `backend`, wrapped for static batch when the bundle says so.
+
+    ``lean_memory`` asks the backend for the lowest resident memory over speed (long on-device jobs such as
+    personalization, which share the phone with everything else)."""
     if backend not in _REGISTRY:
         raise EdgeSDKError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
     info = bundle.component(component_name)
@@ -60,7 +65,7 @@ def open_session(bundle: Bundle, component_name: str, backend: str, threads: int
     if entry.needs_file and backend not in info.files:
         raise EdgeSDKError(f"bundle has no {backend!r} file for component {component_name!r}; "
                            f"it has: {', '.join(sorted(info.files)) or 'none'} (re-export with that target)")
-    session = entry.factory(bundle, component_name, threads)
+    session = entry.factory(bundle, component_name, threads, lean_memory)
     static_batch = info.static_shapes.get(backend, {}).get("batch")
     max_batch = info.dynamic_dims.get("batch", {}).get("max")
     if static_batch is not None:
@@ -99,12 +104,19 @@ class ManifestNamedSession:
 ORT_KEEP_INTEGER_WEIGHTS = {"session.disable_quant_qdq": "0"}
 
 
-def onnx_session_options(threads: int | None = None, config: dict[str, str] | None = None) -> Any:
+def onnx_session_options(threads: int | None = None, config: dict[str, str] | None = None,
+                         lean_memory: bool = False) -> Any:
     """The SessionOptions every edgesdk ONNX Runtime session uses (``config`` entries override, for tests)."""
     import onnxruntime as ort  # imported here so the runtime package imports without it
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if lean_memory:
+        # The CPU arena keeps every activation buffer it ever grew to, and the memory pattern pre-plans one block
+        # for the whole graph: ~40 MB of the ZO process on the 100 M-parameter UNet, at no measurable speed cost
+        # there (~5 % on tiny-sd; benchmarks/personalization_memory.py).
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
     if threads is not None:
         options.intra_op_num_threads = int(threads)
     for key, value in {**ORT_KEEP_INTEGER_WEIGHTS, **(config or {})}.items():
@@ -115,10 +127,10 @@ def onnx_session_options(threads: int | None = None, config: dict[str, str] | No
 class OnnxSession:
     """ONNX Runtime on the CPU execution provider."""
 
-    def __init__(self, path: Path, info: ComponentInfo, threads: int | None = None) -> None:
+    def __init__(self, path: Path, info: ComponentInfo, threads: int | None = None, lean_memory: bool = False) -> None:
         import onnxruntime as ort
 
-        options = onnx_session_options(threads)
+        options = onnx_session_options(threads, lean_memory=lean_memory)
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         self._info = info
         # the graph's own names are the truth; the manifest's specs give dtypes when it lists them
@@ -216,20 +228,20 @@ def _cuda(cudart: Any, result: Any) -> Any:
     return values[0] if values else None
 
 
-def _onnx_factory(bundle: Bundle, component: str, threads: int | None) -> Session:
+def _onnx_factory(bundle: Bundle, component: str, threads: int | None, lean_memory: bool) -> Session:
     info = bundle.component(component)
-    return OnnxSession(bundle.path_of(info.files["onnx"]), info, threads)
+    return OnnxSession(bundle.path_of(info.files["onnx"]), info, threads, lean_memory)
 
 
-def _executorch_factory(bundle: Bundle, component: str, threads: int | None) -> Session:
+def _executorch_factory(bundle: Bundle, component: str, threads: int | None, lean_memory: bool) -> Session:
     # threads: XNNPACK's thread pool is process-wide in the ExecuTorch pybindings; not settable per session
     from edgesdk.runtime.executorch_backend import ExecuTorchSession  # the one module that may pull in torch
 
     info = bundle.component(component)
-    return ExecuTorchSession(bundle.path_of(info.files["executorch"]), info)
+    return ExecuTorchSession(bundle.path_of(info.files["executorch"]), info, lean_memory)
 
 
-def _tensorrt_factory(bundle: Bundle, component: str, threads: int | None) -> Session:
+def _tensorrt_factory(bundle: Bundle, component: str, threads: int | None, lean_memory: bool) -> Session:
     try:
         import tensorrt  # noqa: F401
     except ImportError:

@@ -20,7 +20,7 @@ from edgesdk.runtime.errors import EdgeSDKError
 class ExecuTorchSession(ManifestNamedSession):
     """An ExecuTorch .pte program (XNNPACK-delegated). Positional inputs in the manifest's order."""
 
-    def __init__(self, path: Path, info: ComponentInfo) -> None:
+    def __init__(self, path: Path, info: ComponentInfo, lean_memory: bool = False) -> None:
         # torch is needed by executorch.runtime itself; importing it here keeps every other path torch-free
         # torchao, which executorch loads, logs every optional CUDA kernel library it cannot find; quiet that
         logging.getLogger("torchao").setLevel(logging.ERROR)
@@ -40,12 +40,13 @@ class ExecuTorchSession(ManifestNamedSession):
         missing = [m for m in [*methods.values(), "forward"] if m not in names]
         if missing:
             raise EdgeSDKError(f"{str(path)!r} lacks method(s) {missing} that the manifest names; re-export the bundle")
-        # "forward" loads now (its weights are packed at load, where `edgesdk bench` checks memory); the other
-        # methods on first use: each loaded method packs its own copy of the weights for XNNPACK (the file stores
-        # them once), so sampling never pays for the personalization method.
+        # Each loaded method packs its own copy of the weights for XNNPACK (the file stores them once), so methods
+        # other than "forward" load on first use: sampling never pays for the personalization method. "forward"
+        # loads now (its weights are packed at open, where `edgesdk bench` checks memory) unless lean_memory asks
+        # for nothing before use: personalization runs only the batch-(n+1) method, and one packed copy.
         self._program = program
         self._method_names = {int(batch): name for batch, name in methods.items()}
-        self._loaded: dict[str, Any] = {"forward": program.load_method("forward")}
+        self._loaded: dict[str, Any] = {} if lean_memory else {"forward": program.load_method("forward")}
 
     @property
     def exact_batches(self) -> set[int]:

@@ -255,7 +255,8 @@ def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_
     if checkpoint.exists() and not (resume or overwrite):
         raise EdgeSDKError(f"an earlier run left a checkpoint at {str(checkpoint)!r}; pass --resume to continue it "
                            "or --overwrite to start over")
-    pipe = TextToImage(bundle, backend=backend, threads=threads, session_factory=session_factory)
+    # lean sessions: personalization is a long job beside the user's other apps; memory counts more than ~5 % speed
+    pipe = TextToImage(bundle, backend=backend, threads=threads, session_factory=session_factory, lean_memory=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     images, used = load_concept_images(images_dir, int(pipe.bundle.model.get("image_size", 32)))
     problem = TokenLoss(pipe, images, token, num_vectors=num_vectors)

@@ -25,10 +25,11 @@ ComponentFactory = Callable[[Bundle, str], Session]
 
 class TextToImage:
     def __init__(self, bundle: Bundle | str | Path, backend: str = "onnx", threads: int | None = None,
-                 session_factory: ComponentFactory | None = None) -> None:
+                 session_factory: ComponentFactory | None = None, lean_memory: bool = False) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         self.backend = backend
         self.threads = threads
+        self.lean_memory = lean_memory
         self._factory = session_factory
         self._sessions: dict[str, Session] = {}
         model = self.bundle.model
@@ -46,7 +47,8 @@ class TextToImage:
             if self._factory is not None:
                 self._sessions[component] = self._factory(self.bundle, component)
             else:
-                self._sessions[component] = open_session(self.bundle, component, self.backend, self.threads)
+                self._sessions[component] = open_session(self.bundle, component, self.backend, self.threads,
+                                                            self.lean_memory)
         return self._sessions[component]
 
     def run_component(self, component: str, *arrays: np.ndarray) -> np.ndarray:

@@ -176,3 +176,14 @@ def test_privacy_no_network_and_no_writes_outside_the_output(shipped_bundle: Pat
     assert moved and all(str(out_dir) in e[1] for e in moved), moved  # atomic writes, inside the output folder
     assert sorted(p.name for p in concept_dir.iterdir()) == before  # the images were only read
     assert sorted(p.name for p in out_dir.iterdir()) == ["token.safetensors", "token.safetensors.ckpt.npz"]
+
+
+def test_lean_executorch_session_packs_only_the_method_it_runs(shipped_bundle: Path, concept_dir: Path):
+    images, _ = load_concept_images(concept_dir, 32)
+    pipe = TextToImage(shipped_bundle, backend="executorch", lean_memory=True)
+    problem = TokenLoss(pipe, images, "<pinkstar>")
+    theta = problem.initial_vector("star")
+    problem.losses(problem.draw(np.random.default_rng(0), (500, 900)), np.stack([theta] * 3))
+    unet = pipe.session("unet").inner  # under the static-batch wrapper
+    assert set(unet._loaded) == {"forward_b3"}  # each loaded method holds its own packed weights
+    assert set(TextToImage(shipped_bundle, backend="executorch").session("unet").inner._loaded) == {"forward"}

@@ -94,7 +94,7 @@ def test_tensorrt_without_package_explains() -> None:
     from edgesdk.runtime.backends import _tensorrt_factory
 
     with pytest.raises(EdgeSDKError, match="needs the tensorrt package and an NVIDIA GPU.*build_engines.sh"):
-        _tensorrt_factory(None, "unet", None)  # type: ignore[arg-type]
+        _tensorrt_factory(None, "unet", None, False)  # type: ignore[arg-type]
 
 
 def test_register_backend_without_file(bundle: Bundle) -> None:
@@ -105,7 +105,7 @@ def test_register_backend_without_file(bundle: Bundle) -> None:
         def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return {"text": np.zeros_like(inputs["input_embeddings"])}
 
-    register_backend("test-reference", lambda b, name, threads: Zeros(), needs_file=False)
+    register_backend("test-reference", lambda b, name, threads, lean: Zeros(), needs_file=False)
     try:
         session = open_session(bundle, "text_encoder", "test-reference")
         assert session.run({"input_embeddings": np.ones((1, 8, 8))})["text"].sum() == 0
@@ -114,6 +114,18 @@ def test_register_backend_without_file(bundle: Bundle) -> None:
         from edgesdk.runtime import backends
 
         del backends._REGISTRY["test-reference"]
+
+
+def test_lean_memory_session_drops_the_arena_and_matches(bundle: Bundle) -> None:
+    from edgesdk.runtime.backends import onnx_session_options
+
+    lean, default = onnx_session_options(lean_memory=True), onnx_session_options()
+    assert not lean.enable_cpu_mem_arena and not lean.enable_mem_pattern
+    assert default.enable_cpu_mem_arena and default.enable_mem_pattern
+    x = np.random.default_rng(1).standard_normal((3, 8, 8)).astype(np.float32)
+    outputs = [open_session(bundle, "text_encoder", "onnx", lean_memory=flag).run({"input_embeddings": x})["text"]
+               for flag in (True, False)]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
 def test_dynamic_max_batch_is_split_without_padding(bundle: Bundle) -> None:
