@@ -12,7 +12,8 @@ from edgesdk.runtime.backends import (
 from edgesdk.runtime.bundle import Bundle, ComponentInfo, TensorSpec, open_bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.image import grid, save_grid
-from edgesdk.runtime.pipeline import TextToImage, to_uint8
+from edgesdk.runtime.onestep import OneStepTextToImage
+from edgesdk.runtime.pipeline import ComponentPipeline, TextToImage, initial_noise, to_uint8
 from edgesdk.runtime.samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m, timesteps
 from edgesdk.runtime.tokenizer import Tokenizer
 
@@ -21,7 +22,9 @@ __all__ = [
     "SAMPLERS",
     "Bundle",
     "ComponentInfo",
+    "ComponentPipeline",
     "EdgeSDKError",
+    "OneStepTextToImage",
     "OnnxSession",
     "Session",
     "StaticBatchSession",
@@ -30,6 +33,7 @@ __all__ = [
     "TextToImage",
     "Tokenizer",
     "grid",
+    "initial_noise",
     "open_bundle",
     "open_session",
     "register_backend",

@@ -2,7 +2,8 @@
 
 Sessions open lazily (a phone app that only encodes images never loads the UNet). Noise for image i comes
 from its own generator seeded `seed + i`, so an image depends only on its prompt and seed, never on what
-else is in the batch.
+else is in the batch. `ComponentPipeline` holds what every bundle pipeline shares (sessions, timings,
+tokenizer, noise); `TextToImage` adds the sampler loop, `edgesdk.runtime.onestep` a one-step generator.
 """
 
 from __future__ import annotations
@@ -23,7 +24,26 @@ from edgesdk.runtime.tokenizer import Tokenizer
 ComponentFactory = Callable[[Bundle, str], Session]
 
 
-class TextToImage:
+def initial_noise(seed: int, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 (count, *shape) standard normal noise; row i from its own generator seeded ``seed + i``.
+
+    The one noise convention of every sampler here (and of the eager references they are checked against)."""
+    return np.stack([np.random.default_rng(seed + i).standard_normal(shape).astype(np.float32)
+                     for i in range(count)])
+
+
+def check_prompts_and_seed(prompts: list[str] | str, seed: int) -> list[str]:
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise EdgeSDKError("no prompts given; pass at least one prompt")
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        raise EdgeSDKError(f"seed must be a non-negative integer, got {seed!r}")
+    return prompts
+
+
+class ComponentPipeline:
+    """Lazily opened, timed sessions over a bundle's components, plus its tokenizer and token table."""
+
     def __init__(self, bundle: Bundle | str | Path, backend: str = "onnx", threads: int | None = None,
                  session_factory: ComponentFactory | None = None, lean_memory: bool = False) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
@@ -35,12 +55,14 @@ class TextToImage:
         model = self.bundle.model
         self.latent_channels = int(model["latent_channels"])
         self.latent_size = int(model["latent_size"])
-        self.default_guidance = float(model.get("guidance_scale", 1.0))
         self.tokenizer = Tokenizer.from_bundle(self.bundle)
         self.token_table = self.bundle.asset_array("token_embedding").astype(np.float32)
-        self.alphas_cumprod = self.bundle.asset_array("alphas_cumprod").astype(np.float64)
         # per component {"seconds": total, "calls": n} for the last generate()/encode_images()
         self.timings: dict[str, dict[str, float]] = {}
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (self.latent_channels, self.latent_size, self.latent_size)
 
     def session(self, component: str) -> Session:
         if component not in self._sessions:
@@ -61,6 +83,23 @@ class TextToImage:
         entry["calls"] += 1
         return outputs[session.output_names[0]]
 
+    def embed_prompts(self, prompts: list[str], learned: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """(B, max_tokens, width) input embeddings; every prompt is checked before any network runs."""
+        return np.stack([self.tokenizer.embed(p, self.token_table, learned) for p in prompts])
+
+
+class TextToImage(ComponentPipeline):
+    """A diffusion bundle (tiny-sd): prompts -> text encoder -> `steps` UNet evaluations (CFG) -> VAE decoder."""
+
+    def __init__(self, bundle: Bundle | str | Path, backend: str = "onnx", threads: int | None = None,
+                 session_factory: ComponentFactory | None = None, lean_memory: bool = False) -> None:
+        super().__init__(bundle, backend, threads, session_factory, lean_memory)
+        if self.bundle.family == "onestep":
+            raise EdgeSDKError(f"bundle {self.bundle.root.name!r} is a one-step generator (family onestep): "
+                               "sample it with edgesdk.runtime.OneStepTextToImage")
+        self.default_guidance = float(self.bundle.model.get("guidance_scale", 1.0))
+        self.alphas_cumprod = self.bundle.asset_array("alphas_cumprod").astype(np.float64)
+
     def generate(self, prompts: list[str] | str, steps: int = 25, seed: int = 0, guidance_scale: float | None = None,
                  sampler: str = "ddim", learned: dict[str, np.ndarray] | None = None,
                  return_float: bool = False) -> np.ndarray:
@@ -68,19 +107,15 @@ class TextToImage:
 
         With `return_float`, the decoder's raw output instead: float32 (B, 3, H, W) in [-1, 1] (parity checks).
         """
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise EdgeSDKError("no prompts given; pass at least one prompt")
+        prompts = check_prompts_and_seed(prompts, seed)
         if not isinstance(steps, int | np.integer) or steps <= 0:
             raise EdgeSDKError(f"steps must be a positive integer, got {steps!r}")
-        if not isinstance(seed, int | np.integer) or seed < 0:
-            raise EdgeSDKError(f"seed must be a non-negative integer, got {seed!r}")
         if sampler not in SAMPLERS:
             raise EdgeSDKError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         guidance = self.default_guidance if guidance_scale is None else float(guidance_scale)
         self.timings = {}
         # tokenize everything before any network runs, so a typo fails fast
-        cond_embeddings = np.stack([self.tokenizer.embed(p, self.token_table, learned) for p in prompts])
+        cond_embeddings = self.embed_prompts(prompts, learned)
         count = len(prompts)
         use_cfg = guidance != 1.0  # at scale 1 the unconditional branch cancels out: skip half the UNet work
         if use_cfg:
@@ -100,9 +135,7 @@ class TextToImage:
             eps_uncond, eps_cond = eps[:count], eps[count:]
             return eps_uncond + guidance * (eps_cond - eps_uncond)
 
-        shape = (self.latent_channels, self.latent_size, self.latent_size)
-        noise = np.stack([np.random.default_rng(seed + i).standard_normal(shape).astype(np.float32)
-                          for i in range(count)])
+        noise = initial_noise(seed, count, self.latent_shape)
         latents = SAMPLERS[sampler](denoise, noise, self.alphas_cumprod, steps)
         images = self.run_component("vae_decoder", latents.astype(np.float32))
         return images if return_float else to_uint8(images)

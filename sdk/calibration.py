@@ -1,8 +1,9 @@
-"""Calibration inputs for tiny-sd's components, per `edgesdk.quant.Calibration`.
+"""Calibration inputs for tiny-sd's and onestep's components, per `edgesdk.quant.Calibration`.
 
 "sampling" records the UNet's real inputs along DDIM trajectories (classifier-free guidance pairs, every
 timestep of the schedule the sampler visits, many prompts); "uniform-t" noises encoded training-style images
-to uniformly random t. Both give every component a list of input tuples at its static batch.
+to uniformly random t. Both give every component a list of input tuples at its static batch. A one-step
+generator has a single "trajectory": the noise and prompt encoding it is sampled from.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from torch import Tensor
 from edgesdk.data import ShapesDataset
 from edgesdk.evaluate import evaluation_prompts
 from edgesdk.quant.recipes import Calibration
+from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.pipeline import initial_noise
 from edgesdk.runtime.samplers import sample_ddim
+from edgesdk.zoo.onestep import OneStep
 from edgesdk.zoo.tiny_sd import TinySD
 
 
@@ -62,4 +66,26 @@ def tiny_sd_calibration(model: TinySD, cal: Calibration) -> dict[str, list[tuple
         "unet": _evenly(unet_inputs, cal.samples),
         "vae_decoder": _evenly(decoder_inputs, cal.samples),
         "vae_encoder": [(images[i : i + 1],) for i in range(len(images))],
+    }
+
+
+@torch.no_grad()
+def onestep_calibration(model: OneStep, cal: Calibration) -> dict[str, list[tuple[Tensor, ...]]]:
+    """What the one-step sampler really feeds each component, one prompt and one noise draw per sample (drawn
+    as the runtime draws them): a prompt's embeddings, (noise, its encoding), and the latent made of them."""
+    if cal.trajectory != "sampling":
+        raise EdgeSDKError(f"calibration trajectory '{cal.trajectory}' does not apply to a one-step generator "
+                           "(its only inputs are pure noise and a prompt); use sampling")
+    cfg = model.config
+    prompts = evaluation_prompts(cal.samples, seed=cal.seed)
+    embeddings = model.token_embedding[model.token_ids(prompts)]
+    texts = model.text_encoder(embeddings)
+    noise = torch.from_numpy(initial_noise(cal.seed, cal.samples, (cfg.latent_channels, cfg.latent_size,
+                                                                   cfg.latent_size)))
+    latents = model.generator(noise, texts)
+    rows = range(cal.samples)
+    return {
+        "text_encoder": [(embeddings[i : i + 1],) for i in rows],
+        "generator": [(noise[i : i + 1], texts[i : i + 1]) for i in rows],
+        "vae_decoder": [(latents[i : i + 1],) for i in rows],
     }

@@ -17,6 +17,8 @@ train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
 app.add_typer(train_app, name="train")
 
 CHECKPOINTS = Path("checkpoints")
+DEFAULT_STEPS = 25
+DEFAULT_SAMPLER = "ddim"
 
 
 def _version(value: bool) -> None:
@@ -54,6 +56,34 @@ def train_tiny_sd_cmd(
     typer.echo(f"wrote {path}")
 
 
+@train_app.command("onestep")
+def train_onestep_cmd(
+    divergence: str = typer.Option("js", help="f-divergence: rkl (= DMD2) | srkl | js | hellinger | fkl | jeffreys."),
+    output: Path = typer.Option(Path("sdk/weights/onestep.safetensors"), "-o", "--output",
+                                help="Student weights to write (its UNet; the rest comes from the teacher)."),
+    checkpoint_dir: Path = typer.Option(CHECKPOINTS / "onestep", help="Checkpoints; rerun to resume."),
+    teacher: Path | None = typer.Option(None, help="tiny-sd teacher weights (default: the shipped ones)."),
+    iterations: int = typer.Option(2_000, min=1, help="Critic and generator iterations together."),
+    update_freq: int = typer.Option(5, min=2, help="Generator on every N-th iteration, the critic otherwise."),
+    batch: int = typer.Option(32, min=2, help="Global batch (split across torchrun processes)."),
+    lr: float = typer.Option(1e-4, min=0.0, help="AdamW learning rate of G, the fake network and the head."),
+    gan_weight: float = typer.Option(1e-3, min=0.0, help="Weight of the GAN term in the generator loss."),
+    guidance: float = typer.Option(4.0, min=1.0, help="Teacher guidance distilled into the student."),
+    dataset_size: int = typer.Option(4_000, min=8, help="Real images for the discriminator."),
+    checkpoint_every: int = typer.Option(100, min=1),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Distil tiny-sd into a one-step generator with f-distill. Under torchrun, averages over the processes."""
+    from edgesdk.train.onestep import OneStepTrainConfig, train_onestep
+
+    cfg = OneStepTrainConfig(divergence=divergence, iterations=iterations, update_freq=update_freq, batch=batch,
+                             lr=lr, gan_weight=gan_weight, guidance=guidance, dataset_size=dataset_size,
+                             checkpoint_every=checkpoint_every, seed=seed)
+    path = train_onestep(output, checkpoint_dir, cfg, teacher_path=teacher, show_progress=not quiet)
+    typer.echo(f"wrote {path}")
+
+
 @train_app.command("evaluator")
 def train_evaluator_cmd(
     output: Path = typer.Option(Path("sdk/weights/evaluator.safetensors"), "-o", "--output"),
@@ -75,7 +105,8 @@ def train_evaluator_cmd(
 
 @app.command("export")
 def export_cmd(
-    family: str | None = typer.Argument(None, help="Model family: tiny-sd. Or give --model."),
+    family: str | None = typer.Argument(None, help="Model family: tiny-sd | onestep (a one-step student of "
+                                                    "tiny-sd). Or give --model."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (NAME.edge)."),
     model: str | None = typer.Option(None, "--model", help="Your own model: model.pt2 (torch.export.save) or "
                                                           "package.module:factory returning (module, inputs)."),
@@ -84,7 +115,8 @@ def export_cmd(
     target: str = typer.Option("", "--target", "-t",
                                help="Comma-separated: executorch, onnx, tensorrt (TensorRT-ready ONNX; engines "
                                     "only where tensorrt imports). Default: every target the recipe supports."),
-    weights: Path | None = typer.Option(None, help="Weights file (default: the shipped ones)."),
+    weights: Path | None = typer.Option(None, help="Weights file (default: the shipped ones). onestep: the student "
+                                                   "file (default sdk/weights/onestep.safetensors)."),
     quant: str = typer.Option("fp32", help="Quantization recipe: fp32 | w8a8 (static int8) | w8 (int8 weights, "
                                            "dynamic activations) | w4 (4-bit weights in groups of 64, 8da4w)."),
     calibration_samples: int = typer.Option(32, help="w8a8: calibration inputs per component."),
@@ -92,11 +124,11 @@ def export_cmd(
     overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
     zo_batch: int | None = typer.Option(None, help="tiny-sd: ExecuTorch batch for on-device personalization's n+1 "
                                                    "queries in one forward (an extra method; 0: none). Default: 3 "
-                                                   "for fp32 and w8 bundles, 0 for w8a8 and w4."),
+                                                   "for fp32 and w8 bundles, 0 for w8a8 and w4 (and onestep)."),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle summary as JSON."),
 ) -> None:
     """Export a model: capture with torch.export, quantize, lower per target, write a verified bundle, check parity."""
-    from edgesdk.exporting import export_model
+    from edgesdk.exporting import FAMILIES, export_model
     from edgesdk.quant.recipes import Calibration
 
     log = (lambda _msg: None) if json_out else (lambda msg: typer.echo(msg, err=True))
@@ -109,7 +141,8 @@ def export_cmd(
                                  overwrite=overwrite, log=log)
     else:
         if family is None:
-            raise EdgeSDKError("name a model family (tiny-sd) or pass --model model.pt2|package.module:factory")
+            raise EdgeSDKError(f"name a model family ({' | '.join(FAMILIES)}) or pass --model "
+                               "model.pt2|package.module:factory")
         recipe_calibration = Calibration(samples=calibration_samples, trajectory=calibration_trajectory)
         path = export_model(family, output, target, weights=weights, overwrite=overwrite, quant=quant,
                             calibration=recipe_calibration, log=log, zo_batch=zo_batch)
@@ -164,43 +197,70 @@ def sample_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt; repeat for several."),
     backend: str = typer.Option("onnx", help="onnx | executorch | tensorrt"),
-    steps: int = typer.Option(25, help="Denoising steps."),
+    steps: int = typer.Option(DEFAULT_STEPS, help="Denoising steps (not for one-step bundles)."),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
-    guidance: float | None = typer.Option(None, help="Classifier-free guidance scale (default: the bundle's)."),
-    sampler: str = typer.Option("ddim", help="ddim | dpmpp-2m"),
+    guidance: float | None = typer.Option(None, help="Classifier-free guidance scale (default: the bundle's; not "
+                                                     "for one-step bundles)."),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, help="ddim | dpmpp-2m (not for one-step bundles)"),
     per_prompt: int = typer.Option(1, help="Images per prompt."),
     output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG grid to write."),
     threads: int | None = typer.Option(None, help="CPU threads for the backend."),
     embedding: list[Path] = typer.Option([], "--embedding", help="A learned token (.safetensors from `edgesdk "
                                                                   "personalize`); its <name> works in prompts."),
 ) -> None:
-    """Generate images with the torch-free runtime and save them as a PNG grid (one row per prompt)."""
+    """Generate images with the torch-free runtime and save them as a PNG grid (one row per prompt).
+    A one-step bundle (family onestep) runs its generator once per image: no steps, sampler or guidance."""
     import time
 
+    from edgesdk.runtime.bundle import Bundle
     from edgesdk.runtime.image import save_grid
+    from edgesdk.runtime.onestep import COMPONENTS as ONESTEP_COMPONENTS
+    from edgesdk.runtime.onestep import OneStepTextToImage
     from edgesdk.runtime.pipeline import TextToImage
 
     if per_prompt < 1:
         raise EdgeSDKError(f"--per-prompt must be at least 1, got {per_prompt}")
     start = time.perf_counter()
+    opened = Bundle.open(bundle)
+    one_step = opened.family == "onestep"
+    if one_step:
+        _refuse_sampler_options(steps=steps, sampler=sampler, guidance=guidance)
     from edgesdk.runtime.personalize import load_tokens
 
     learned: dict = {}
     for path in embedding:
         learned.update(load_tokens(path))
-    pipe = TextToImage(bundle, backend=backend, threads=threads)
+    if one_step:
+        pipe = OneStepTextToImage(opened, backend=backend, threads=threads)
+        components, how = ONESTEP_COMPONENTS, "one step"
+    else:
+        pipe = TextToImage(opened, backend=backend, threads=threads)
+        components, how = ("text_encoder", "unet", "vae_decoder"), f"{sampler} {steps} steps"
     prompts = [p for p in prompt for _ in range(per_prompt)]
     for words in prompts:
         pipe.tokenizer.embed(words, pipe.token_table, learned)  # a typo fails before any model loads
-    for component in ("text_encoder", "unet", "vae_decoder"):
+    for component in components:
         pipe.session(component)
     loaded = time.perf_counter()
-    images = pipe.generate(prompts, steps=steps, seed=seed, guidance_scale=guidance, sampler=sampler,
-                           learned=learned or None)
+    if one_step:
+        images = pipe.generate(prompts, seed=seed, learned=learned or None)
+    else:
+        images = pipe.generate(prompts, steps=steps, seed=seed, guidance_scale=guidance, sampler=sampler,
+                               learned=learned or None)
     done = time.perf_counter()
     path = save_grid(images, output, columns=per_prompt)
-    typer.echo(f"wrote {path}: {len(images)} images, {backend}, {sampler} {steps} steps; "
+    typer.echo(f"wrote {path}: {len(images)} images, {backend}, {how}; "
                f"loaded in {loaded - start:.2f} s, generated in {done - loaded:.2f} s")
+
+
+def _refuse_sampler_options(**given: object) -> None:
+    """Sampler options on a one-step bundle: a value other than the default is refused, never silently ignored."""
+    defaults = {"steps": DEFAULT_STEPS, "sampler": DEFAULT_SAMPLER, "guidance": None}
+    passed = [f"--{name} {value}" for name, value in given.items() if value != defaults[name]]
+    if passed:
+        them = "it" if len(passed) == 1 else "them"
+        raise EdgeSDKError(f"{', '.join(passed)}: a one-step bundle (family onestep) samples in one generator "
+                           f"evaluation, with no steps, sampler or guidance; drop {them}")
 
 
 @app.command("personalize")
@@ -288,8 +348,8 @@ def evaluate_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
     backend: str = typer.Option("onnx", help="onnx | executorch | tensorrt"),
     samples: int = typer.Option(100, help="Images to generate and score."),
-    steps: int = typer.Option(25),
-    sampler: str = typer.Option("ddim"),
+    steps: int = typer.Option(DEFAULT_STEPS, help="Denoising steps (not for one-step bundles)."),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, help="ddim | dpmpp-2m (not for one-step bundles)"),
     seed: int = typer.Option(0),
     grid: Path | None = typer.Option(None, help="Also save the first 50 images as a PNG grid."),
     json_out: bool = typer.Option(False, "--json"),
@@ -298,10 +358,13 @@ def evaluate_cmd(
     import json
 
     from edgesdk.evaluate import prompt_accuracy
+    from edgesdk.runtime.bundle import Bundle
     from edgesdk.runtime.image import save_grid
 
     if samples < 1:
         raise EdgeSDKError(f"--samples must be at least 1, got {samples}")
+    if Bundle.open(bundle).family == "onestep":
+        _refuse_sampler_options(steps=steps, sampler=sampler)
     report, images, _ = prompt_accuracy(bundle, backend=backend, samples=samples, steps=steps, sampler=sampler,
                                         seed=seed)
     if grid:
@@ -310,7 +373,8 @@ def evaluate_cmd(
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         acc = ", ".join(f"{k} {v:.1%}" for k, v in report.accuracy.items())
-        typer.echo(f"prompt accuracy on {report.samples} samples ({backend}, {sampler} {steps} steps): {acc}")
+        how = "one step" if report.extra["sampler"] == "onestep" else f"{sampler} {steps} steps"
+        typer.echo(f"prompt accuracy on {report.samples} samples ({backend}, {how}): {acc}")
 
 
 def main() -> None:

@@ -53,16 +53,28 @@ def score_images(images: np.ndarray, prompts: list[str], evaluator_path: Path | 
 def prompt_accuracy(bundle_path: Path, backend: str = "onnx", samples: int = 100, steps: int = 25,
                     sampler: str = "ddim", seed: int = 0, batch: int = 25, guidance_scale: float | None = None,
                     session_factory: Callable | None = None) -> tuple[AccuracyReport, np.ndarray, list[str]]:
-    """Sample ``samples`` images from a bundle on a backend and score them."""
+    """Sample ``samples`` images from a bundle on a backend and score them. A onestep bundle is sampled in its one
+    generator evaluation: ``steps``, ``sampler`` and ``guidance_scale`` do not apply to it (its report says 1 step)."""
     from edgesdk.runtime.bundle import Bundle
+    from edgesdk.runtime.onestep import OneStepTextToImage
     from edgesdk.runtime.pipeline import TextToImage
 
     prompts = evaluation_prompts(samples)
-    pipe = TextToImage(Bundle.open(bundle_path), backend=backend, session_factory=session_factory)
+    bundle = Bundle.open(bundle_path)
+    if bundle.family == "onestep":
+        one_step = OneStepTextToImage(bundle, backend=backend, session_factory=session_factory)
+        steps, sampler = 1, "onestep"
+
+        def generate(chunk: list[str], chunk_seed: int) -> np.ndarray:
+            return one_step.generate(chunk, seed=chunk_seed)
+    else:
+        pipe = TextToImage(bundle, backend=backend, session_factory=session_factory)
+
+        def generate(chunk: list[str], chunk_seed: int) -> np.ndarray:
+            return pipe.generate(chunk, steps=steps, seed=chunk_seed, sampler=sampler, guidance_scale=guidance_scale)
+
     start = time.perf_counter()
-    chunks = [pipe.generate(prompts[i : i + batch], steps=steps, seed=seed + i, sampler=sampler,
-                            guidance_scale=guidance_scale) for i in range(0, samples, batch)]
-    images = np.concatenate(chunks)
+    images = np.concatenate([generate(prompts[i : i + batch], seed + i) for i in range(0, samples, batch)])
     report = score_images(images, prompts)
     report.seconds = time.perf_counter() - start
     report.extra = {"backend": backend, "steps": steps, "sampler": sampler}

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgesdk.calibration import tiny_sd_calibration
+from edgesdk.calibration import onestep_calibration, tiny_sd_calibration
 from edgesdk.export.capture import ComponentSpec
 from edgesdk.export.parity import EagerSession
 from edgesdk.export.pipeline import Log, export_bundle, parse_targets
 from edgesdk.quant.recipes import Calibration, check_targets, recipe_from_name
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.zoo.tiny_sd import TinySD, ddpm_schedule, load_tiny_sd
+from edgesdk.runtime.pipeline import initial_noise
+from edgesdk.zoo.onestep import OneStep, default_onestep_path, load_onestep
+from edgesdk.zoo.tiny_sd import TinySD, TinySDConfig, ddpm_schedule, load_tiny_sd
 
-FAMILIES = ("tiny-sd",)
+FAMILIES = ("tiny-sd", "onestep")
 DEFAULT_GUIDANCE = 4.0
 # A shape batch of 2 is one classifier-free-guidance pair (unconditional + conditional row).
 CFG_BATCH = 2
@@ -28,6 +31,13 @@ ZO_BATCH = 3
 # quantized files (their weights pack per method), so w8a8 and w4 bundles are for sampling unless asked
 # (--zo-batch 3).
 PERSONALIZATION_RECIPES = ("fp32", "w8")
+# A one-step generator returns x0 = (z - sigma_T eps) / alpha_T: at the last timestep sigma_T / alpha_T is ~15, so
+# its UNet's quantization error reaches the latent ~23 dB louder than a diffusion UNet's eps output, and the recipes'
+# floors (set on eps) do not fit it. Measured on the teacher-initialised student, latent SQNR vs fp32 and prompt
+# accuracy (50 samples): w8 15.9 dB ONNX / 27.2 dB ExecuTorch and w8a8 11.8-12.4 dB on all three targets, accuracy
+# within 2 points of fp32; w4 1.1-1.5 dB, accuracy halved. Quantized onestep bundles hold every component to at
+# most this floor (the text encoder and VAE stay above 25 dB), which still refuses the w4 generator.
+ONESTEP_SQNR_FLOOR_DB = 10.0
 
 
 def tiny_sd_components(model: TinySD, zo_batch: int = ZO_BATCH) -> list[ComponentSpec]:
@@ -55,9 +65,29 @@ def tiny_sd_components(model: TinySD, zo_batch: int = ZO_BATCH) -> list[Componen
     ]
 
 
-def eager_session_factory(model: TinySD | None = None) -> Callable[[object, str], EagerSession]:
-    """Sessions over the eager PyTorch modules, for the runtime's pipeline: the reference exports must match."""
-    specs = {s.name: s for s in tiny_sd_components(model or load_tiny_sd())}
+def onestep_components(model: OneStep) -> list[ComponentSpec]:
+    """A one-step student's components, batch 1 on ExecuTorch (one prompt per image, no guidance pair; ONNX keeps
+    the dynamic batch). Example inputs: a real prompt, noise drawn as the runtime draws it, and the latent the
+    generator makes of them (used for parity too)."""
+    cfg = model.config
+    with torch.no_grad():
+        embeddings = model.token_embedding[model.token_ids(["a large red star on a blue background"])]
+        text = model.text_encoder(embeddings)
+        noise = torch.from_numpy(initial_noise(0, 1, (cfg.latent_channels, cfg.latent_size, cfg.latent_size)))
+        latent = model.generator(noise, text)
+    return [
+        ComponentSpec("text_encoder", model.text_encoder, (embeddings.contiguous(),), ["input_embeddings"], ["text"],
+                      static_batch=1),
+        ComponentSpec("generator", model.generator, (noise, text), ["noise", "text"], ["latent"], static_batch=1),
+        ComponentSpec("vae_decoder", model.vae.decoder, (latent,), ["latent"], ["image"], static_batch=1),
+    ]
+
+
+def eager_session_factory(model: TinySD | OneStep | None = None) -> Callable[[object, str], EagerSession]:
+    """Sessions over the eager PyTorch modules, for the runtime's pipelines: the reference exports must match."""
+    model = model or load_tiny_sd()
+    components = onestep_components(model) if isinstance(model, OneStep) else tiny_sd_components(model)
+    specs = {s.name: s for s in components}
 
     def factory(_bundle: object, component: str) -> EagerSession:
         spec = specs[component]
@@ -66,63 +96,104 @@ def eager_session_factory(model: TinySD | None = None) -> Callable[[object, str]
     return factory
 
 
-def tiny_sd_assets(model: TinySD) -> dict[str, object]:
-    cfg = model.config
+def text_assets(model: TinySD | OneStep) -> dict[str, object]:
+    """The tokenizer's assets: token-embedding table and vocabulary (a onestep student shares its teacher's)."""
     return {
         "token_embedding": model.token_embedding.detach().numpy().astype(np.float32),
         "vocabulary": {"tokens": model.vocabulary.tokens, "pad": "<pad>", "bos": "<bos>", "eos": "<eos>",
-                       "max_tokens": cfg.max_tokens, "lowercase": True},
-        "alphas_cumprod": ddpm_schedule(cfg),
+                       "max_tokens": model.config.max_tokens, "lowercase": True},
     }
+
+
+def tiny_sd_assets(model: TinySD) -> dict[str, object]:
+    return {**text_assets(model), "alphas_cumprod": ddpm_schedule(model.config)}
+
+
+def onestep_assets(model: OneStep) -> dict[str, object]:
+    return text_assets(model)  # no schedule: the generator runs once, at the timestep it was distilled for
+
+
+def latent_space_metadata(cfg: TinySDConfig) -> dict:
+    """Image, latent and prompt sizes: what every tiny-sd-derived runtime pipeline reads."""
+    return {"image_size": cfg.image_size, "image_channels": cfg.image_channels,
+            "latent_channels": cfg.latent_channels, "latent_size": cfg.latent_size, "max_tokens": cfg.max_tokens,
+            "text_width": cfg.text_width, "train_timesteps": cfg.train_timesteps}
 
 
 def tiny_sd_metadata(model: TinySD) -> dict:
     cfg = model.config
-    return {"image_size": cfg.image_size, "image_channels": cfg.image_channels,
-            "latent_channels": cfg.latent_channels, "latent_size": cfg.latent_size, "max_tokens": cfg.max_tokens,
-            "text_width": cfg.text_width, "train_timesteps": cfg.train_timesteps, "prediction": "epsilon",
-            "guidance_scale": DEFAULT_GUIDANCE, "schedule": "scaled-linear", "beta_start": cfg.beta_start,
-            "beta_end": cfg.beta_end}
+    return {**latent_space_metadata(cfg), "prediction": "epsilon", "guidance_scale": DEFAULT_GUIDANCE,
+            "schedule": "scaled-linear", "beta_start": cfg.beta_start, "beta_end": cfg.beta_end}
+
+
+def onestep_metadata(model: OneStep) -> dict:
+    """The teacher's sizes plus the student's own record (divergence, timestep, and whatever else its file says)."""
+    student = {k: v for k, v in model.info.items() if k not in ("family", "divergence", "timestep")}
+    return {**latent_space_metadata(model.config), "prediction": "sample", "steps": 1,
+            "timestep": model.generator.timestep, "divergence": model.info.get("divergence"), "teacher": "tiny-sd",
+            "student": student}
 
 
 def export_model(family: str, output: Path, targets: str | list[str] = "executorch,onnx",
                  weights: Path | None = None, overwrite: bool = False, quant: str = "fp32",
                  calibration: Calibration | None = None, log: Log = print, zo_batch: int | None = None,
                  check_quality: bool = True) -> Path:
-    """`edgesdk export FAMILY`: the shipped (or given) weights to a verified bundle, quantized per `quant`."""
-    if zo_batch is None:
+    """`edgesdk export FAMILY`: the shipped (or given) weights to a verified bundle, quantized per `quant`.
+
+    For onestep, ``weights`` is a distilled student file (default: sdk/weights/onestep.safetensors) over the shipped
+    tiny-sd teacher; its bundle carries no personalization methods (``zo_batch`` must be 0 or None)."""
+    if family not in FAMILIES:
+        raise EdgeSDKError(f"unknown model family '{family}'; available: {', '.join(FAMILIES)}")
+    if family == "onestep":
+        if zo_batch:
+            raise EdgeSDKError(f"--zo-batch {zo_batch}: onestep bundles carry no personalization methods; drop the "
+                               "option (personalize a tiny-sd bundle instead)")
+        zo_batch = 0
+    elif zo_batch is None:
         zo_batch = ZO_BATCH if quant.strip().lower() in PERSONALIZATION_RECIPES else 0
     if zo_batch < 0 or zo_batch > 8:
         raise EdgeSDKError(f"--zo-batch must be between 0 (none) and 8, got {zo_batch}")
     recipe = recipe_from_name(quant, calibration)
     target_list = parse_targets(targets) if targets else list(recipe.targets)
     check_targets(recipe, target_list)
-    if family != "tiny-sd":
-        raise EdgeSDKError(f"unknown model family '{family}'; available: {', '.join(FAMILIES)}")
     if weights is not None and not weights.exists():
         raise EdgeSDKError(f"weights file not found: {weights}")
-    model = load_tiny_sd(weights)
+    if family == "onestep":
+        if weights is None and not default_onestep_path().exists():
+            raise EdgeSDKError(f"no distilled onestep student at {default_onestep_path()} yet; pass one with "
+                               "--weights STUDENT.safetensors")
+        model = load_onestep(weights)
+        if recipe.name != "fp32":
+            recipe = dataclasses.replace(recipe, sqnr_floor_db=min(recipe.sqnr_floor_db, ONESTEP_SQNR_FLOOR_DB))
+        specs, meta, assets = onestep_components(model), onestep_metadata(model), onestep_assets(model)
+        record, source = onestep_calibration, "noise + prompt, as sampled"
+    else:
+        model = load_tiny_sd(weights)
+        specs, meta, assets = tiny_sd_components(model, zo_batch), tiny_sd_metadata(model), tiny_sd_assets(model)
+        record = tiny_sd_calibration
+        source = f"{recipe.calibration.trajectory} trajectories" if recipe.calibration else ""
     calibration_inputs = None
     if recipe.calibration is not None:
-        log(f"recording {recipe.calibration.samples} calibration inputs per component "
-            f"({recipe.calibration.trajectory} trajectories)")
-        calibration_inputs = tiny_sd_calibration(model, recipe.calibration)
+        log(f"recording {recipe.calibration.samples} calibration inputs per component ({source})")
+        calibration_inputs = record(model, recipe.calibration)
     quality = None
     if recipe.name != "fp32" and check_quality:
         def quality(staging: Path) -> dict:
             return quantized_vs_fp32_accuracy(staging, model, [t for t in target_list if t != "tensorrt"], log)
 
-    return export_bundle(tiny_sd_components(model, zo_batch), family="tiny-sd", model_meta=tiny_sd_metadata(model),
-                         assets=tiny_sd_assets(model), targets=target_list, output=output, overwrite=overwrite,
-                         recipe=recipe, calibration=calibration_inputs, quality=quality, log=log)
+    return export_bundle(specs, family=family, model_meta=meta, assets=assets, targets=target_list, output=output,
+                         overwrite=overwrite, recipe=recipe, calibration=calibration_inputs, quality=quality, log=log)
 
 
-def quantized_vs_fp32_accuracy(bundle_dir: Path, model: TinySD, backends: list[str], log: Log,
+def quantized_vs_fp32_accuracy(bundle_dir: Path, model: TinySD | OneStep, backends: list[str], log: Log,
                                samples: int = 50, steps: int = 20) -> dict:
-    """End-to-end prompt accuracy of the quantized files against the fp32 eager model, same prompts and seeds."""
+    """End-to-end prompt accuracy of the quantized files against the fp32 eager model, same prompts and seeds.
+    A onestep model is sampled in its one generator evaluation (``steps`` does not apply)."""
     from edgesdk.evaluate import prompt_accuracy
 
-    log(f"prompt accuracy, quantized vs fp32 ({samples} samples, {steps} steps)")
+    if isinstance(model, OneStep):
+        steps = 1
+    log(f"prompt accuracy, quantized vs fp32 ({samples} samples, {steps} step{'s' if steps > 1 else ''})")
     figures = {"samples": samples, "steps": steps, "prompt_accuracy": {}}
     reference, _, _ = prompt_accuracy(bundle_dir, backend="eager", samples=samples, steps=steps,
                                       session_factory=eager_session_factory(model))

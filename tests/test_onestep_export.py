@@ -1,0 +1,168 @@
+"""The onestep family: export of a one-step student (fp32 to ExecuTorch + ONNX, w8 to ONNX), its torch-free runtime
+against the eager model, and the CLI on a one-step bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgesdk.export.parity import compare
+from edgesdk.exporting import ONESTEP_SQNR_FLOOR_DB, export_model
+from edgesdk.runtime import EdgeSDKError, OneStepTextToImage, TextToImage
+from edgesdk.runtime.backends import open_session
+from edgesdk.runtime.bundle import Bundle
+from edgesdk.runtime.testing import write_synthetic_bundle
+from edgesdk.train.common import save_weights
+from edgesdk.zoo.onestep import OneStep, load_onestep, student_from_teacher
+from edgesdk.zoo.tiny_sd import load_tiny_sd
+from tests.conftest import run_cli
+
+COMPONENTS = ("text_encoder", "generator", "vae_decoder")
+PROMPTS = ["a large red star on a blue background", "a small green circle", "a yellow square on the left"]
+
+
+@pytest.fixture(scope="module")
+def student_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A student equal to the teacher's one-step guess, saved the way distillation saves one (fp16 UNet)."""
+    generator = student_from_teacher(load_tiny_sd())
+    path = tmp_path_factory.mktemp("student") / "student.safetensors"
+    save_weights({k: v.half() for k, v in generator.unet.state_dict().items()}, path,
+                 {"family": "onestep", "timestep": generator.timestep, "divergence": "js", "guidance": 4.0})
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(student_file: Path) -> OneStep:
+    return load_onestep(student_file)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(student_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "onestep.edge"
+    return export_model("onestep", out, "executorch,onnx", weights=student_file, log=lambda _m: None)
+
+
+def test_bundle_layout_and_metadata(bundle_dir: Path):
+    bundle = Bundle.open(bundle_dir)
+    assert bundle.family == "onestep"
+    assert sorted(bundle.components) == sorted(COMPONENTS)
+    assert set(bundle.targets()) == {"executorch", "onnx"}
+    generator = bundle.component("generator")
+    assert generator.input_names == ["noise", "text"] and generator.output_names == ["latent"]
+    for name in COMPONENTS:
+        info = bundle.component(name)
+        assert info.static_shapes["executorch"]["batch"] == 1
+        assert "onnx" not in info.static_shapes  # dynamic batch there
+        assert "methods" not in info.static_shapes["executorch"]  # no personalization batch methods
+        for target in ("executorch", "onnx"):
+            for figures in info.parity[target].values():
+                assert figures["rel_max_abs"] <= 1e-4 and figures["sqnr_db"] >= 80.0, (name, target, figures)
+    meta = bundle.model
+    assert meta["divergence"] == "js" and meta["timestep"] == 999 and meta["steps"] == 1
+    assert meta["student"]["guidance"] == 4.0 and meta["latent_size"] == 8 and meta["image_size"] == 32
+    assert set(bundle.manifest["assets"]) == {"token_embedding", "vocabulary"}
+
+
+def test_exported_generator_matches_the_eager_student(bundle_dir: Path, model: OneStep):
+    bundle = Bundle.open(bundle_dir)
+    rng = np.random.default_rng(5)
+    with torch.no_grad():
+        text = model.encode_text(PROMPTS).numpy()
+    noise = rng.standard_normal((len(PROMPTS), 4, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        reference = model.generator(torch.from_numpy(noise), torch.from_numpy(text)).numpy()
+    for backend in ("executorch", "onnx"):  # batch 3: chunked to batch 1 on ExecuTorch, one call on ONNX
+        got = open_session(bundle, "generator", backend).run({"noise": noise, "text": text})["latent"]
+        figures = compare(reference, got)
+        assert figures["rel_max_abs"] <= 1e-4, (backend, figures)
+
+
+def test_runtime_matches_the_eager_one_step_path(bundle_dir: Path, model: OneStep):
+    with torch.no_grad():
+        reference = model.vae.decoder(model.generate_latents(PROMPTS, seed=7)).numpy()
+    for backend in ("executorch", "onnx"):
+        pipe = OneStepTextToImage(bundle_dir, backend=backend, threads=1)
+        images = pipe.generate(PROMPTS, seed=7, return_float=True)
+        figures = compare(reference, images)
+        assert figures["rel_max_abs"] <= 1e-4, (backend, figures)
+        assert {name: t["calls"] for name, t in pipe.timings.items()} == dict.fromkeys(COMPONENTS, 1)
+        pixels = pipe.generate(PROMPTS, seed=7)
+        assert pixels.shape == (3, 32, 32, 3) and pixels.dtype == np.uint8
+    # image i depends on its prompt and seed + i only
+    single = OneStepTextToImage(bundle_dir, backend="onnx").generate(PROMPTS[1:2], seed=8, return_float=True)
+    assert compare(reference[1:2], single)["rel_max_abs"] <= 1e-4
+
+
+def test_pipelines_refuse_each_others_bundles(bundle_dir: Path, tmp_path: Path):
+    with pytest.raises(EdgeSDKError, match="OneStepTextToImage"):
+        TextToImage(bundle_dir)
+    with pytest.raises(EdgeSDKError, match="not a one-step generator"):
+        OneStepTextToImage(write_synthetic_bundle(tmp_path / "synthetic.edge"))
+
+
+def test_runtime_samples_a_onestep_bundle_without_torch(bundle_dir: Path):
+    code = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, Block())
+from edgesdk.runtime import OneStepTextToImage
+images = OneStepTextToImage({str(bundle_dir)!r}, backend="onnx").generate(["a red star"], seed=3)
+assert images.shape == (1, 32, 32, 3) and images.dtype.name == "uint8"
+assert "torch" not in sys.modules
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_cli_sample_inspect_and_refused_sampler_options(bundle_dir: Path, tmp_path: Path):
+    out = tmp_path / "grid.png"
+    result = run_cli("sample", str(bundle_dir), "-p", "a red star", "-p", "a blue circle", "--per-prompt", "2",
+                     "--backend", "executorch", "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "one step" in result.stdout
+    assert Image.open(out).size == (2 * 32, 2 * 32)
+    for option in (["--steps", "10"], ["--sampler", "dpmpp-2m"], ["--guidance", "2"]):
+        refused = run_cli("sample", str(bundle_dir), "-p", "a red star", *option, "-o", str(tmp_path / "no.png"))
+        assert refused.returncode == 2, refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and option[0] in lines[0], refused.stderr
+    assert not (tmp_path / "no.png").exists()
+    summary = run_cli("inspect", str(bundle_dir), "--json")
+    assert summary.returncode == 0, summary.stderr
+    assert json.loads(summary.stdout)["family"] == "onestep"
+
+
+def test_unknown_family_and_personalization_batch_are_one_line(tmp_path: Path, student_file: Path):
+    result = run_cli("export", "nosuchfamily", "-o", str(tmp_path / "x.edge"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown model family 'nosuchfamily'" in lines[0] and "onestep" in lines[0]
+    with pytest.raises(EdgeSDKError, match="no personalization methods"):
+        export_model("onestep", tmp_path / "y.edge", "onnx", weights=student_file, zo_batch=3)
+    assert not (tmp_path / "x.edge").exists() and not (tmp_path / "y.edge").exists()
+
+
+def test_w8_onnx_bundle_with_one_step_quality(student_file: Path, model: OneStep, tmp_path: Path):
+    path = export_model("onestep", tmp_path / "w8.edge", "onnx", weights=student_file, quant="w8",
+                        log=lambda _m: None)
+    bundle = Bundle.open(path)
+    assert bundle.family == "onestep" and bundle.manifest["quantization"]["recipe"] == "w8"
+    assert bundle.manifest["quantization"]["sqnr_floor_db"] == ONESTEP_SQNR_FLOOR_DB  # x0 output: see exporting.py
+    quality = bundle.manifest["quality"]
+    assert quality["steps"] == 1 and set(quality["prompt_accuracy"]) == {"fp32_eager", "onnx"}
+    assert quality["prompt_accuracy"]["onnx"]["kind"] >= quality["prompt_accuracy"]["fp32_eager"]["kind"] - 0.2
+    with torch.no_grad():
+        reference = model.vae.decoder(model.generate_latents(PROMPTS, seed=1)).numpy()
+    images = OneStepTextToImage(path, backend="onnx").generate(PROMPTS, seed=1, return_float=True)
+    assert compare(reference, images)["sqnr_db"] >= 8.0  # ~11 dB: the latent error of note ONESTEP_SQNR_FLOOR_DB
