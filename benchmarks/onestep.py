@@ -40,10 +40,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2.0 * root))
 
 
-def features(images_uint8: np.ndarray) -> np.ndarray:
-    from edgesdk.zoo.evaluator import load_evaluator
-
-    evaluator = load_evaluator().eval()
+def features(images_uint8: np.ndarray, evaluator: torch.nn.Module) -> np.ndarray:
     with torch.no_grad():
         return evaluator.features(torch.from_numpy(to_model_range(images_uint8))).numpy().astype(np.float64)
 
@@ -88,9 +85,11 @@ def main() -> int:
 
     from edgesdk.runtime.onestep import OneStepTextToImage
     from edgesdk.runtime.pipeline import TextToImage
+    from edgesdk.zoo.evaluator import load_evaluator
 
+    evaluator = load_evaluator().eval()
     prompts, real = prompts_and_real_images(args.samples, args.seed)
-    real_features = features(real)
+    real_features = features(real, evaluator)
     ceiling = score_images(real, prompts).accuracy
     rows = []
 
@@ -100,7 +99,7 @@ def main() -> int:
         accuracy = score_images(images, prompts).accuracy
         latency = median_latency(lambda: generate(prompts[:1], 0), args.repeats)
         row = {"method": name, "nfe": nfe, "latency_ms": latency * 1000, "accuracy": accuracy,
-               "frechet": frechet_distance(features(images), real_features)}
+               "frechet": frechet_distance(features(images, evaluator), real_features)}
         print(f"{name:26s} NFE {nfe:3d}  {latency * 1000:8.1f} ms  kind {accuracy['kind']:.0%} colour "
               f"{accuracy['colour']:.0%}  FD {row['frechet']:.2f}", flush=True)
         rows.append(row)

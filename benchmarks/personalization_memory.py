@@ -31,10 +31,7 @@ from edgesdk.reporting import write_json
 CHILD = r"""
 import json, sys, time
 method, bundle, weights, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-def status_mb(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
+from edgesdk.runtime.bench import peak_rss_mb, resident_mb
 from edgesdk.data.concepts import concept_images
 images = concept_images("pink-star", 5)
 result = {}
@@ -46,12 +43,12 @@ if method.startswith("zo-"):
     pipe = TextToImage(bundle, backend=method[3:], threads=2, lean_memory=True)  # as `edgesdk personalize` opens it
     if method == "zo-executorch":
         import executorch.runtime, torch  # noqa: F401  (the binding's own floor, before any model loads)
-    result["after_imports_mb"] = status_mb("VmRSS")
+    result["after_imports_mb"] = resident_mb()
     problem = TokenLoss(pipe, images, "<c>")
     trainer = ZOTrainer(problem, ZOConfig(mu=1e-1), problem.initial_vector("star"))
     trainer.run(1)  # warm-up
     start = time.perf_counter(); trainer.run(1 + steps); result["step_s"] = (time.perf_counter() - start) / steps
-    result["peak_rss_mb"] = status_mb("VmHWM")  # before the batch-1 methods below load their own weights
+    result["peak_rss_mb"] = peak_rss_mb()  # before the batch-1 methods below load their own weights
     rng = np.random.default_rng(0)
     sample = problem.draw(rng, (500, 900))
     thetas = perturbed_batch(trainer.theta, rng.standard_normal((2, problem.dim)), 1e-1)
@@ -70,7 +67,7 @@ if method.startswith("zo-"):
 else:
     from edgesdk.train.personalization_baselines import finetune_unet, textual_inversion
     from edgesdk.zoo.tiny_sd import load_tiny_sd
-    result["after_imports_mb"] = status_mb("VmRSS")
+    result["after_imports_mb"] = resident_mb()
     model = load_tiny_sd(None if weights == "-" else __import__("pathlib").Path(weights))
     start = time.perf_counter()
     if method == "ti":
@@ -78,7 +75,7 @@ else:
     else:
         finetune_unet(model, images, "star", steps)
     result["step_s"] = (time.perf_counter() - start) / steps
-    result["peak_rss_mb"] = status_mb("VmHWM")
+    result["peak_rss_mb"] = peak_rss_mb()
 print(json.dumps(result))
 """
 

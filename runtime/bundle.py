@@ -75,7 +75,7 @@ class Bundle:
         _check_structure(root, manifest)
         if verify_checksums:
             for rel, expected in manifest["files"].items():
-                if _sha256(root / rel) != str(expected).lower():
+                if file_sha256(root / rel) != str(expected).lower():
                     raise EdgeSDKError(f"bundle file {rel!r}: checksum mismatch: the file was changed or "
                                        "corrupted; re-export the bundle")
         return cls(root.resolve(), manifest)
@@ -190,7 +190,8 @@ def _check_inside(root: Path, rel: Any) -> None:
                            "the bundle is refused")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):

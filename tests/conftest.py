@@ -23,3 +23,19 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "edgesdk.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, check=False)
+
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_without_torch(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``code`` in a child Python where importing torch fails (what a phone app's runtime has)."""
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code + '\nassert "torch" not in sys.modules\n'],
+                          capture_output=True, text=True, timeout=timeout, check=False)

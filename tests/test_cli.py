@@ -3,13 +3,12 @@
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_without_torch
 
 
 def _assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -116,18 +115,10 @@ def test_bench_json(shipped_bundle: Path):
 
 
 def test_runtime_samples_the_real_bundle_without_torch(shipped_bundle: Path):
-    code = f"""
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, Block())
+    result = run_without_torch(f"""
 from edgesdk.runtime import TextToImage
 images = TextToImage({str(shipped_bundle)!r}, backend="onnx").generate(["a red star"], steps=5)
 assert images.shape == (1, 32, 32, 3) and images.dtype.name == "uint8"
-assert "torch" not in sys.modules
 print("ok")
-"""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+""")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -4,8 +4,6 @@ against the eager model, and the CLI on a one-step bundle."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from edgesdk.runtime.testing import write_synthetic_bundle
 from edgesdk.train.common import save_weights
 from edgesdk.zoo.onestep import OneStep, load_onestep, student_from_teacher
 from edgesdk.zoo.tiny_sd import load_tiny_sd
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_without_torch
 
 COMPONENTS = ("text_encoder", "generator", "vae_decoder")
 PROMPTS = ["a large red star on a blue background", "a small green circle", "a yellow square on the left"]
@@ -108,20 +106,12 @@ def test_pipelines_refuse_each_others_bundles(bundle_dir: Path, tmp_path: Path):
 
 
 def test_runtime_samples_a_onestep_bundle_without_torch(bundle_dir: Path):
-    code = f"""
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, Block())
+    result = run_without_torch(f"""
 from edgesdk.runtime import OneStepTextToImage
 images = OneStepTextToImage({str(bundle_dir)!r}, backend="onnx").generate(["a red star"], seed=3)
 assert images.shape == (1, 32, 32, 3) and images.dtype.name == "uint8"
-assert "torch" not in sys.modules
 print("ok")
-"""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+""")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 

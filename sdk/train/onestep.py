@@ -17,7 +17,6 @@ over all of them). Checkpoints every ``checkpoint_every`` iterations (atomic); r
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 from torch import distributed as dist
 
 from edgesdk.data import ShapesDataset, random_caption
+from edgesdk.runtime.bundle import file_sha256
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.train.common import (
     DistContext,
@@ -127,13 +127,13 @@ class Distillation:
             self.uncond = teacher.encode_text([""])
 
     # ------------------------------------------------------------------ pieces
-    def _draw(self, rng: np.random.Generator, gen: torch.Generator) -> tuple[Tensor, Tensor, list[str]]:
+    def _draw(self, rng: np.random.Generator, gen: torch.Generator) -> tuple[Tensor, list[str]]:
         """Noise and prompts for G (captions of random dataset items, so prompts follow the data)."""
         index = rng.integers(0, len(self.captions), self.local_batch)
         prompts = [self.captions[i] for i in index]
         cfg = self.teacher.config
         z = torch.randn(self.local_batch, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=gen)
-        return z, torch.from_numpy(index), prompts
+        return z, prompts
 
     def _diffuse(self, x0: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         t = torch.randint(self.t_range[0], self.t_range[1] + 1, (len(x0),), generator=gen)
@@ -157,18 +157,22 @@ class Distillation:
     def _logit(self, x_t: Tensor, t: Tensor, text: Tensor) -> Tensor:
         return self.head(teacher_mid_features(self.teacher.unet, x_t, t, text))
 
-    def _sync(self, params: list[nn.Parameter]) -> None:
-        """Average gradients over ranks (plain all-reduce: the frozen teacher sits inside both graphs)."""
-        if not self.ctx.enabled:
-            return
-        for p in params:
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad /= self.ctx.world_size
+    def _update(self, optimizer: torch.optim.Optimizer, loss: Tensor, params: list[nn.Parameter]) -> None:
+        """Backward, average gradients over ranks, clip, step. A plain all-reduce rather than DDP: the frozen
+        teacher sits inside both graphs, and D's head is used by both steps."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.ctx.enabled:
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.ctx.world_size
+        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        optimizer.step()
 
     # ------------------------------------------------------------------ the two steps
     def critic_step(self, rng: np.random.Generator, gen: torch.Generator) -> dict[str, float]:
-        z, _, prompts = self._draw(rng, gen)
+        z, prompts = self._draw(rng, gen)
         with torch.no_grad():
             text = self.teacher.encode_text(prompts)
             x = self.generator(z, text)
@@ -179,16 +183,11 @@ class Distillation:
             real_text = self.teacher.encode_text([self.captions[i] for i in real_index.tolist()])
         real_t, real_time, _ = self._diffuse(self.latents[real_index], gen)  # independent t', ε' (spec §6)
         d_loss = discriminator_loss(self._logit(real_t, real_time, real_text), self._logit(x_t, t, text))
-        self.opt_critic.zero_grad(set_to_none=True)
-        (dsm + d_loss).backward()
-        params = [*self.fake.parameters(), *self.head.parameters()]
-        self._sync(params)
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.opt_critic.step()
+        self._update(self.opt_critic, dsm + d_loss, [*self.fake.parameters(), *self.head.parameters()])
         return {"dsm": dsm.item(), "d": d_loss.item()}
 
     def generator_step(self, rng: np.random.Generator, gen: torch.Generator) -> dict[str, float]:
-        z, _, prompts = self._draw(rng, gen)
+        z, prompts = self._draw(rng, gen)
         with torch.no_grad():
             text = self.teacher.encode_text(prompts)
         x = self.generator(z, text)
@@ -201,12 +200,7 @@ class Distillation:
         loss = distribution_matching_loss(x, x0_teacher, x0_fake, h)
         if self.cfg.gan_weight > 0:
             loss = loss + self.cfg.gan_weight * generator_gan_loss(logit)
-        self.opt_generator.zero_grad(set_to_none=True)
-        loss.backward()
-        params = list(self.generator.parameters())
-        self._sync(params)
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.opt_generator.step()
+        self._update(self.opt_generator, loss, list(self.generator.parameters()))
         with torch.no_grad():
             for name, value in self.generator.unet.state_dict().items():
                 self.ema[name].lerp_(value, 1.0 - self.cfg.ema_decay)
@@ -247,10 +241,6 @@ def real_latents(teacher: TinySD, count: int, seed: int, part_dropout: float = 0
         latents = encode_latent_means(teacher, data.images) * teacher.config.latent_scale
     rng = np.random.default_rng(seed)
     return latents, [random_caption(spec, rng, part_dropout) for spec in data.specs]
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def train_onestep(output: Path, checkpoint_dir: Path, cfg: OneStepTrainConfig | None = None,
@@ -299,6 +289,6 @@ def train_onestep(output: Path, checkpoint_dir: Path, cfg: OneStepTrainConfig | 
             save_weights(tensors, output, {
                 "family": "onestep", "timestep": run.generator.timestep, "divergence": cfg.divergence,
                 "guidance": cfg.guidance, "train_config": asdict(cfg),
-                "teacher_sha256": _file_sha256(teacher_file)})
+                "teacher_sha256": file_sha256(teacher_file)})
         ctx.barrier()
     return output

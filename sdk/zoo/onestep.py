@@ -49,10 +49,9 @@ class OneStep(nn.Module):
         self.generator = generator
         self.register_buffer("alphas_cumprod", teacher.alphas_cumprod.clone(), persistent=False)
         self.info = dict(info or {})  # divergence, guidance, steps... (from the weights file)
-        self._teacher = teacher
 
-    def token_ids(self, prompts: list[str]) -> Tensor:
-        return self._teacher.token_ids(prompts)
+    # the teacher's tokenizer, over the same vocabulary and config (without holding the teacher's UNet)
+    token_ids = TinySD.token_ids
 
     def encode_text(self, prompts: list[str]) -> Tensor:
         return self.text_encoder(self.token_embedding[self.token_ids(prompts)])
