@@ -88,24 +88,51 @@ def gemm_as_matmul(model: onnx.ModelProto) -> int:
         if has_bias:
             nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_bias"))
         rewritten += 1
+    replace_nodes(model, nodes)
+    return rewritten
+
+
+def replace_nodes(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> None:
+    """Give the graph these nodes, dropping initializers no node reads any more."""
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     used = {i for n in model.graph.node for i in n.input}
     kept = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
-    return rewritten
 
 
 def quantize_onnx_4bit(model: bytes, recipe: Recipe) -> bytes:
-    """MatMulNBits: 4-bit weights in blocks along the input features, symmetric; accuracy level 4 quantizes the
+    """MatMulNBits: 4-bit weights in blocks along the input features, on the grid of ``edgesdk.quant.int4`` (the
+    one ExecuTorch gets; ONNX Runtime's own quantizer picks other scales); accuracy level 4 quantizes the
     activations to int8 on the fly, the same regime as ExecuTorch's 8da4w. The graph must already be in
-    matrix-product form (convolutions as im2col + MatMul, see ``edgesdk.quant.matmul_form``)."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    matrix-product form (convolutions as im2col + MatMul, see ``edgesdk.quant.matmul_form``). A MatMul whose input
+    width no block of 32 or more divides keeps fp32 weights, as on ExecuTorch."""
+    from edgesdk.quant.int4 import group_for, scales_and_codes
 
     graph = onnx.load_from_string(model)
     gemm_as_matmul(graph)
-    quantizer = MatMulNBitsQuantizer(graph, bits=4, block_size=recipe.group_size or 64, is_symmetric=True,
-                                     accuracy_level=4)
-    quantizer.process()
-    return quantizer.model.model.SerializeToString()
+    initializers = {t.name: t for t in graph.graph.initializer}
+    nodes = []
+    for node in graph.graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
+        matrix = numpy_helper.to_array(weight) if weight is not None else None
+        group = group_for(matrix.shape[0], recipe.group_size or 64) if matrix is not None and matrix.ndim == 2 \
+            else None
+        if group is None:
+            nodes.append(node)
+            continue
+        k, n = matrix.shape
+        scales, codes = scales_and_codes(matrix.T, group)  # (N, K/group), (N, K)
+        unsigned = (codes.astype(np.int16) + 8).astype(np.uint8).reshape(n, k // group, group)
+        packed = unsigned[..., 0::2] | (unsigned[..., 1::2] << 4)  # element 2i in the low nibble
+        prefix = f"{node.input[1]}_q4"
+        graph.graph.initializer.extend([numpy_helper.from_array(packed, f"{prefix}_blocks"),
+                                        numpy_helper.from_array(scales.reshape(-1), f"{prefix}_scales")])
+        nodes.append(helper.make_node("MatMulNBits", [node.input[0], f"{prefix}_blocks", f"{prefix}_scales"],
+                                      list(node.output), name=f"{node.name}_q4", domain="com.microsoft",
+                                      K=k, N=n, bits=4, block_size=group, accuracy_level=4))
+    replace_nodes(graph, nodes)
+    if not any(o.domain == "com.microsoft" for o in graph.opset_import):
+        graph.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return graph.SerializeToString()

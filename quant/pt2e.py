@@ -59,30 +59,31 @@ def quantized_module(program: ExportedProgram, recipe: Recipe, calibration: Sequ
 
 def quantized_module_4bit(program: ExportedProgram, recipe: Recipe) -> torch.nn.Module:
     """8da4w: every convolution and linear layer as a linear layer (``matmul_form``), its weights 4-bit in groups
-    and its input quantized to int8 on the fly; XNNPACK runs these as qd8-f32-qb4w GEMMs."""
+    on the grid of ``edgesdk.quant.int4`` and its input quantized to int8 on the fly; XNNPACK runs these as
+    qd8-f32-qb4w GEMMs."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerGroup
+    from torchao.quantization.quant_primitives import MappingType
 
     from edgesdk.quant.matmul_form import as_linear_layers
 
     module, _ = as_linear_layers(program.module())
     for fqn, group in groups_for_layers(module, recipe.group_size or 64).items():
-        config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group))
+        # "no clipping error": scale = max(-min/8, max/7), the grid ONNX Runtime's MatMulNBits gets too and the
+        # one quantization-aware training snaps to (it maps already-snapped weights onto themselves)
+        config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group),
+                                                       weight_mapping_type=MappingType.SYMMETRIC_NO_CLIPPING_ERR)
         quantize_(module, config, filter_fn=lambda _m, name, fqn=fqn: name == fqn)
     return module
 
 
 def groups_for_layers(module: torch.nn.Module, group: int) -> dict[str, int]:
-    """The group size each linear layer gets: the recipe's, or the largest smaller power of two (>= 32, what
-    XNNPACK's blockwise kernels take) that divides the layer's input width. A layer no such group divides (e.g.
+    """The group size each linear layer gets (``edgesdk.quant.int4.group_for``); a layer no group divides (e.g.
     3x3x3 = 27 inputs of an RGB convolution) keeps fp32 weights; such layers are tiny."""
+    from edgesdk.quant.int4 import group_for
+
     groups: dict[str, int] = {}
     for fqn, layer in module.named_modules():
-        if not isinstance(layer, torch.nn.Linear):
-            continue
-        size = group
-        while size >= 32 and layer.in_features % size:
-            size //= 2
-        if size >= 32:
+        if isinstance(layer, torch.nn.Linear) and (size := group_for(layer.in_features, group)) is not None:
             groups[fqn] = size
     return groups

@@ -84,6 +84,29 @@ def train_onestep_cmd(
     typer.echo(f"wrote {path}")
 
 
+@train_app.command("onestep-w4")
+def train_onestep_w4_cmd(
+    student: Path | None = typer.Option(None, help="fp32 student to start from (default: the shipped "
+                                                   "sdk/weights/onestep.safetensors)."),
+    output: Path = typer.Option(Path("sdk/weights/onestep-w4.safetensors"), "-o", "--output",
+                                help="Quantization-aware student to write (what `export onestep --quant w4` uses)."),
+    checkpoint_dir: Path = typer.Option(CHECKPOINTS / "onestep", help="Checkpoints; rerun to resume."),
+    iterations: int = typer.Option(1_000, min=1),
+    batch: int = typer.Option(32, min=1),
+    lr: float = typer.Option(2e-4, min=0.0, help="Adam learning rate (cosine to 0)."),
+    group: int = typer.Option(64, help="4-bit group size (the w4 recipe's)."),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Fine-tune a one-step student with 4-bit weights to match its fp32 self, so `--quant w4` exports keep it."""
+    from edgesdk.train.quant_aware import QuantAwareConfig, train_quant_aware
+
+    cfg = QuantAwareConfig(iterations=iterations, batch=batch, lr=lr, group=group, seed=seed)
+    result = train_quant_aware(output, checkpoint_dir, student, cfg, show_progress=not quiet)
+    typer.echo(f"wrote {output}; x0 SQNR vs the fp32 student with 4-bit weights: {result['before_db']:.1f} dB "
+               f"before, {result['after_db']:.1f} dB after ({int(result['layers'])} layers)")
+
+
 @train_app.command("evaluator")
 def train_evaluator_cmd(
     output: Path = typer.Option(Path("sdk/weights/evaluator.safetensors"), "-o", "--output"),

@@ -16,7 +16,7 @@ from edgesdk.export.pipeline import Log, export_bundle, parse_targets
 from edgesdk.quant.recipes import Calibration, check_targets, recipe_from_name
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.pipeline import initial_noise
-from edgesdk.zoo.onestep import OneStep, default_onestep_path, load_onestep
+from edgesdk.zoo.onestep import OneStep, default_onestep_path, default_onestep_w4_path, load_onestep
 from edgesdk.zoo.tiny_sd import TinySD, TinySDConfig, ddpm_schedule, load_tiny_sd
 
 FAMILIES = ("tiny-sd", "onestep")
@@ -36,7 +36,8 @@ PERSONALIZATION_RECIPES = ("fp32", "w8")
 # floors (set on eps) do not fit it. Measured on the teacher-initialised student, latent SQNR vs fp32 and prompt
 # accuracy (50 samples): w8 15.9 dB ONNX / 27.2 dB ExecuTorch and w8a8 11.8-12.4 dB on all three targets, accuracy
 # within 2 points of fp32; w4 1.1-1.5 dB, accuracy halved. Quantized onestep bundles hold every component to at
-# most this floor (the text encoder and VAE stay above 25 dB), which still refuses the w4 generator.
+# most this floor (the text encoder and VAE stay above 25 dB). 4-bit weights need a student fine-tuned on the
+# 4-bit grid (`edgesdk train onestep-w4`, edgesdk.train.quant_aware), which `--quant w4` exports by default.
 ONESTEP_SQNR_FLOOR_DB = 10.0
 
 
@@ -162,7 +163,16 @@ def export_model(family: str, output: Path, targets: str | list[str] = "executor
         if weights is None and not default_onestep_path().exists():
             raise EdgeSDKError(f"no distilled onestep student at {default_onestep_path()} yet; pass one with "
                                "--weights STUDENT.safetensors")
+        if recipe.weight_bits == 4 and weights is None:
+            weights = default_onestep_w4_path()
+            if not weights.exists():
+                raise EdgeSDKError(f"--quant w4 exports a quantization-aware student and {weights} is missing; make "
+                                   "it with `edgesdk train onestep-w4`")
         model = load_onestep(weights)
+        if recipe.weight_bits == 4 and not model.info.get("quant_aware"):
+            raise EdgeSDKError(f"{weights or default_onestep_path()} is not quantization-aware: 4-bit weights put a "
+                               "one-step student's output near 6 dB SQNR. Fine-tune it first with `edgesdk train "
+                               "onestep-w4 --student FILE -o FILE-w4.safetensors` and export that")
         if recipe.name != "fp32":
             recipe = dataclasses.replace(recipe, sqnr_floor_db=min(recipe.sqnr_floor_db, ONESTEP_SQNR_FLOOR_DB))
         specs, meta, assets = onestep_components(model), onestep_metadata(model), onestep_assets(model)

@@ -204,7 +204,9 @@ def test_w4_exports_every_weight_in_4_bits(tmp_path: Path):
     info = quant.component("net")
     assert quant.manifest["quantization"]["weight_bits"] == 4
     assert info.delegation["executorch"]["delegated_share"] == 1.0
-    assert info.delegation["onnx"]["onnx_ops"].get("MatMulNBits", 0) == 4  # 3 convolutions and the linear
+    # body, proj and head; the RGB stem (3x3x3 = 27 inputs, no group of 32 divides it) keeps fp32 weights, as
+    # on ExecuTorch, so both targets compute the same function
+    assert info.delegation["onnx"]["onnx_ops"].get("MatMulNBits", 0) == 3
     assert "Conv" not in info.delegation["onnx"]["onnx_ops"]
     for figures in info.parity.values():
         assert all(v["sqnr_db"] >= W4().sqnr_floor_db for v in figures.values())

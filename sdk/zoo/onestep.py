@@ -80,6 +80,11 @@ def default_onestep_path() -> Path:
     return Path(__file__).resolve().parent.parent / "weights" / "onestep.safetensors"
 
 
+def default_onestep_w4_path() -> Path:
+    """The shipped student fine-tuned for 4-bit weights (`edgesdk train onestep-w4`), what `--quant w4` exports."""
+    return default_onestep_path().with_name("onestep-w4.safetensors")
+
+
 def load_onestep(path: Path | None = None, teacher_path: Path | None = None) -> OneStep:
     """A student file (its UNet, fp16, plus metadata) on top of its tiny-sd teacher, in eval mode."""
     from edgesdk.runtime.errors import EdgeSDKError
