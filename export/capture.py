@@ -33,6 +33,12 @@ class ComponentSpec:
     # queries of one zeroth-order personalization step run as one forward at batch 3
     extra_batches: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        # torch.export records the example's memory layout: an ExecuTorch program traced on a channels-last view
+        # (e.g. numpy's transpose of an HWC image batch) expects that layout, and the runtime feeds contiguous
+        # arrays, so the program would read every pixel in the wrong place. Trace on contiguous inputs.
+        self.example_inputs = tuple(t.contiguous() for t in self.example_inputs)
+
     def io_metadata(self, outputs: tuple[Tensor, ...]) -> tuple[list[dict], list[dict]]:
         """Manifest entries: dim 0 is the symbolic "batch", the rest are fixed."""
 

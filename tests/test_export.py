@@ -128,3 +128,12 @@ def test_exported_images_match_eager_for_the_same_seed(shipped_bundle: Path):
         images = TextToImage(shipped_bundle, backend=backend).generate(prompts, **kwargs)
         figures = compare(reference, images)
         assert figures["rel_max_abs"] <= 1e-4, (backend, figures)
+
+
+def test_component_examples_are_traced_contiguous():
+    # a channels-last example (numpy's transpose of HWC images) made ExecuTorch programs read pixels in the wrong
+    # places when the runtime fed contiguous arrays (found on 3-channel binary networks; see test_bnn parity)
+    image = torch.randn(2, 8, 8, 3).permute(0, 3, 1, 2)
+    assert not image.is_contiguous()
+    spec = ComponentSpec("net", torch.nn.Identity(), (image,), ["x"], ["y"])
+    assert spec.example_inputs[0].is_contiguous() and torch.equal(spec.example_inputs[0], image)
