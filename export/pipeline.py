@@ -52,7 +52,8 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
     if "executorch" in targets:
         log(f"  {spec.name}: lowering to ExecuTorch (XNNPACK){tag}")
         program = lower_to_executorch(executorch_programs(captured, recipe, calibration), spec.name)
-        entry["files"]["executorch"] = writer.add_bytes(f"executorch/{spec.name}.pte", program.buffer)
+        entry["files"]["executorch"] = add_model_file(writer, entry, "executorch", f"executorch/{spec.name}.pte",
+                                                      program.buffer, recipe)
         entry["static_shapes"]["executorch"] = {"batch": spec.static_batch}
         if len(program.methods) > 1:  # batch -> method name, for the runtime to pick the exact fit
             entry["static_shapes"]["executorch"]["methods"] = {
@@ -70,7 +71,7 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
             program = linear_layer_program(program, spec.max_batch if captured.dynamic else None)
         data = lower_to_onnx(program, spec.input_names, spec.output_names, spec.name)
         data = quantize_onnx(data, recipe, feeds, "onnx")
-        entry["files"]["onnx"] = writer.add_bytes(f"onnx/{spec.name}.onnx", data)
+        entry["files"]["onnx"] = add_model_file(writer, entry, "onnx", f"onnx/{spec.name}.onnx", data, recipe)
         entry["delegation"]["onnx"] = {"onnx_ops": onnx_op_counts(data), **integer_share(data)}
     if "tensorrt" in targets:
         log(f"  {spec.name}: exporting TensorRT-ready ONNX (static shapes){tag}")
@@ -85,6 +86,19 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
             entry["tensorrt_engine"] = None
             entry["tensorrt_note"] = why_not
     return entry
+
+
+def add_model_file(writer: BundleWriter, entry: dict, target: str, relpath: str, data: bytes, recipe: Recipe) -> str:
+    """Write one model file; with 1-bit weights, as a ``.1bit`` container (runs of +-1.0f stored as bits)."""
+    if recipe.weight_bits != 1:
+        return writer.add_bytes(relpath, data)
+    from edgesdk.runtime.onebit import SUFFIX, pack
+
+    container, header = pack(data)
+    entry.setdefault("one_bit", {})[target] = {"binary_weights": header["binary_words"],
+                                               "unpacked_bytes": header["original_size"],
+                                               "stored_bytes": len(container)}
+    return writer.add_bytes(relpath + SUFFIX, container)
 
 
 def executorch_programs(captured: CapturedComponent, recipe: Recipe,

@@ -2,7 +2,18 @@
 MatMulNBits ONNX)."""
 
 from edgesdk.quant.api import quantize
-from edgesdk.quant.recipes import FP32, RECIPES, W4, W8, W8A8, Calibration, Recipe, check_targets, recipe_from_name
+from edgesdk.quant.recipes import (
+           FP32,
+           RECIPES,
+           W4,
+           W8,
+           W8A8,
+           Binary,
+           Calibration,
+           Recipe,
+           check_targets,
+           recipe_from_name,
+)
 
-__all__ = ["FP32", "RECIPES", "W4", "W8", "W8A8", "Calibration", "Recipe", "check_targets", "quantize",
+__all__ = ["FP32", "RECIPES", "W4", "W8", "W8A8", "Binary", "Calibration", "Recipe", "check_targets", "quantize",
            "recipe_from_name"]

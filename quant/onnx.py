@@ -24,7 +24,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgesdk.quant.recipes import Recipe
+from edgesdk.quant.recipes import LOSSLESS, Recipe
 from edgesdk.runtime.errors import EdgeSDKError
 
 
@@ -37,7 +37,7 @@ class FeedsReader(CalibrationDataReader):
 
 
 def quantize_onnx(model: bytes, recipe: Recipe, calibration: Sequence[dict[str, np.ndarray]], target: str) -> bytes:
-    if recipe.name == "fp32":
+    if recipe.name in LOSSLESS:
         return model
     if recipe.weight_bits == 4:
         return quantize_onnx_4bit(model, recipe)

@@ -8,14 +8,14 @@ import torch
 from torch import Tensor
 from torch.export import ExportedProgram
 
-from edgesdk.quant.recipes import Recipe
+from edgesdk.quant.recipes import LOSSLESS, Recipe
 from edgesdk.runtime.errors import EdgeSDKError
 
 
 def quantize_program(program: ExportedProgram, recipe: Recipe, calibration: Sequence[tuple[Tensor, ...]],
                      example_inputs: tuple[Tensor, ...]) -> ExportedProgram:
     """Insert int8 quantization per the recipe, observe the calibration inputs, and re-capture."""
-    if recipe.name == "fp32":
+    if recipe.name in LOSSLESS:
         return program
     module = quantized_module(program, recipe, calibration, example_inputs)
     return torch.export.export(module, example_inputs)
@@ -31,7 +31,7 @@ def quantized_module(program: ExportedProgram, recipe: Recipe, calibration: Sequ
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    if recipe.name == "fp32":
+    if recipe.name in LOSSLESS:
         return program.module()
     if recipe.weight_bits == 4:
         return quantized_module_4bit(program, recipe)

@@ -86,7 +86,16 @@ def W4(group_size: int = 64) -> Recipe:  # noqa: N802
                                        "cannot be built or checked without tensorrt; use w8a8"})
 
 
-RECIPES = {"fp32": FP32, "w8a8": W8A8, "w8": W8, "w4": W4}
+def Binary() -> Recipe:  # noqa: N802
+    """1-bit weights for a network trained binary (``edgesdk.quant.binary``): the graph computes in fp32 on its
+    +-1 weights, and each file is stored with one bit per binary weight (``edgesdk.runtime.onebit``), unpacked
+    exactly at load. Other weights and activations are untouched; nothing is rounded, so parity is exact."""
+    return Recipe("binary", sqnr_floor_db=80.0, targets=("executorch", "onnx"), weight_bits=1, why_not={
+        "tensorrt": "bnn bundles are for ExecuTorch and ONNX Runtime; export TensorRT-ready ONNX with --quant fp32"})
+
+
+RECIPES = {"fp32": FP32, "w8a8": W8A8, "w8": W8, "w4": W4, "binary": Binary}
+LOSSLESS = ("fp32", "binary")  # recipes that leave every value as the model computes it
 
 
 def recipe_from_name(name: str, calibration: Calibration | None = None) -> Recipe:

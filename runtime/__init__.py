@@ -10,6 +10,7 @@ from edgesdk.runtime.backends import (
     register_backend,
 )
 from edgesdk.runtime.bundle import Bundle, ComponentInfo, TensorSpec, open_bundle
+from edgesdk.runtime.classify import ImageClassifier, Prediction
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.image import grid, save_grid
 from edgesdk.runtime.onestep import OneStepTextToImage
@@ -24,8 +25,10 @@ __all__ = [
     "ComponentInfo",
     "ComponentPipeline",
     "EdgeSDKError",
+    "ImageClassifier",
     "OneStepTextToImage",
     "OnnxSession",
+    "Prediction",
     "Session",
     "StaticBatchSession",
     "TensorRTSession",

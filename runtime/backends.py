@@ -15,6 +15,7 @@ import numpy as np
 
 from edgesdk.runtime.bundle import Bundle, ComponentInfo, TensorSpec
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.onebit import model_source
 
 
 @runtime_checkable
@@ -131,7 +132,9 @@ class OnnxSession:
         import onnxruntime as ort
 
         options = onnx_session_options(threads, lean_memory=lean_memory)
-        self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        source = model_source(path)  # a .1bit container is unpacked to the model's bytes here, at load
+        self._session = ort.InferenceSession(str(source) if isinstance(source, Path) else source,
+                                             sess_options=options, providers=["CPUExecutionProvider"])
         self._info = info
         # the graph's own names are the truth; the manifest's specs give dtypes when it lists them
         specs = {spec.name: spec for spec in info.inputs}

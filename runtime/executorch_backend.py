@@ -15,6 +15,7 @@ import numpy as np
 from edgesdk.runtime.backends import ManifestNamedSession, _prepare
 from edgesdk.runtime.bundle import ComponentInfo
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.onebit import model_source
 
 
 class ExecuTorchSession(ManifestNamedSession):
@@ -33,7 +34,8 @@ class ExecuTorchSession(ManifestNamedSession):
                                "install them or use backend 'onnx'") from None
         self._torch: Any = torch
         self._info = info
-        program = Runtime.get().load_program(path)
+        source = model_source(path)  # a .1bit container is unpacked to the program's bytes here, at load
+        program = Runtime.get().load_program(source if isinstance(source, bytes) else path)
         # batch -> method: a component exported at several static batches has one method per batch
         methods = info.static_shapes.get("executorch", {}).get("methods", {})
         names = set(program.method_names)

@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgesdk.runtime.onebit import model_source
+
 INT_TYPES = ("int8", "uint8", "int4", "uint4")
 
 
@@ -43,7 +45,9 @@ def session_graph(path: Path, config: dict[str, str] | None = None) -> onnx.Mode
         options = onnx_session_options(config=config)
         options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 3  # the "hardware specific optimizations" notice is expected here
-        ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        source = model_source(path)  # a .1bit container: its unpacked bytes
+        ort.InferenceSession(str(source) if isinstance(source, Path) else source, sess_options=options,
+                             providers=["CPUExecutionProvider"])
         return onnx.load(str(optimized))
 
 
@@ -59,7 +63,9 @@ def integer_kernel_share(graph: onnx.ModelProto) -> dict:
 def onnx_weight_residency(path: Path, config: dict[str, str] | None = None) -> dict:
     """Weight bytes by dtype in the file and in ONNX Runtime's optimised graph, and whether int8 survived."""
     in_memory = session_graph(path, config)
-    residency = compare_residency(initializer_bytes(onnx.load(str(path))), initializer_bytes(in_memory))
+    source = model_source(path)
+    in_file = onnx.load(str(source)) if isinstance(source, Path) else onnx.load_from_string(source)
+    residency = compare_residency(initializer_bytes(in_file), initializer_bytes(in_memory))
     return {**residency, **integer_kernel_share(in_memory)}
 
 

@@ -53,6 +53,10 @@ class ComponentPipeline:
         self._factory = session_factory
         self._sessions: dict[str, Session] = {}
         model = self.bundle.model
+        if "latent_channels" not in model:
+            raise EdgeSDKError(f"bundle {self.bundle.root.name!r} is a {self.bundle.family or 'unnamed'!r} bundle, not "
+                               "a text-to-image model" + (" (classify images with `edgesdk classify`)"
+                                                          if model.get("task") == "classify" else ""))
         self.latent_channels = int(model["latent_channels"])
         self.latent_size = int(model["latent_size"])
         self.tokenizer = Tokenizer.from_bundle(self.bundle)

@@ -107,6 +107,42 @@ def train_onestep_w4_cmd(
                f"before, {result['after_db']:.1f} dB after ({int(result['layers'])} layers)")
 
 
+@train_app.command("bnn")
+def train_bnn_cmd(
+    estimator: str = typer.Option("reste", help="reste | ste (clipped STE baseline) | fp (full-precision twin)."),
+    dataset: str = typer.Option("digits", help="digits (8x8, scikit-learn) | shapes (32x32 procedural, by kind)."),
+    output: Path | None = typer.Option(None, "-o", "--output",
+                                       help="Weights to write (default sdk/weights/bnn-DATASET.safetensors)."),
+    checkpoint_dir: Path = typer.Option(CHECKPOINTS / "bnn", help="Checkpoints (every epoch); rerun to resume."),
+    preset: str | None = typer.Option(None, help="Network: digits (ResNet-20 layout, 1 block per stage) | resnet20 "
+                                                 "(3 blocks). Default by dataset."),
+    epochs: int | None = typer.Option(None, min=1, help="Default: digits 60, shapes 40."),
+    batch: int = typer.Option(128, min=2, help="Global batch (split across torchrun processes)."),
+    optimizer: str | None = typer.Option(None, help="sgd (the paper's) | adam. Default: digits sgd, shapes adam."),
+    lr: float | None = typer.Option(None, min=0.0, help="Peak learning rate (warm-up, then cosine to 0). Default: "
+                                                        "sgd 0.1, adam 1e-3."),
+    o_end: float = typer.Option(3.0, min=1.0, help="ReSTE's final o (cosine ramp from 1)."),
+    ste_clip: float = typer.Option(1.0, min=0.0, help="Clip of the STE baseline (1.5 = ReSTE's t)."),
+    a32: bool = typer.Option(False, "--a32", help="Binary weights only; activations stay 32-bit."),
+    no_indicators: bool = typer.Option(False, "--no-indicators", help="Skip the estimating-error and gradient-"
+                                                                      "instability indicators (a little faster)."),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Train a binary ResNet with ReSTE (or the STE baseline). Under torchrun, runs DDP across the processes."""
+    from edgesdk.train.bnn import BNNTrainConfig, train_bnn
+    from edgesdk.zoo.bnn import default_bnn_path
+
+    cfg = BNNTrainConfig(dataset=dataset, estimator=estimator, preset=preset, epochs=epochs, batch=batch,
+                         optimizer=optimizer, lr=lr,
+                         o_end=o_end, ste_clip=ste_clip, binary_activations=not a32, indicators=not no_indicators,
+                         seed=seed)
+    path = output or default_bnn_path(dataset)
+    result = train_bnn(path, checkpoint_dir, cfg, show_progress=not quiet)
+    typer.echo(f"wrote {path}; test accuracy {result['test_accuracy']:.1%} ({result['parameters']:,} parameters, "
+               f"{result['binary_share']:.1%} binary)")
+
+
 @train_app.command("evaluator")
 def train_evaluator_cmd(
     output: Path = typer.Option(Path("sdk/weights/evaluator.safetensors"), "-o", "--output"),
@@ -129,7 +165,7 @@ def train_evaluator_cmd(
 @app.command("export")
 def export_cmd(
     family: str | None = typer.Argument(None, help="Model family: tiny-sd | onestep (a one-step student of "
-                                                    "tiny-sd). Or give --model."),
+                                                    "tiny-sd) | bnn (a binary classifier). Or give --model."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (NAME.edge)."),
     model: str | None = typer.Option(None, "--model", help="Your own model: model.pt2 (torch.export.save) or "
                                                           "package.module:factory returning (module, inputs)."),
@@ -139,9 +175,11 @@ def export_cmd(
                                help="Comma-separated: executorch, onnx, tensorrt (TensorRT-ready ONNX; engines "
                                     "only where tensorrt imports). Default: every target the recipe supports."),
     weights: Path | None = typer.Option(None, help="Weights file (default: the shipped ones). onestep: the student "
-                                                   "file (default sdk/weights/onestep.safetensors)."),
-    quant: str = typer.Option("fp32", help="Quantization recipe: fp32 | w8a8 (static int8) | w8 (int8 weights, "
-                                           "dynamic activations) | w4 (4-bit weights in groups of 64, 8da4w)."),
+                                                   "file (default sdk/weights/onestep.safetensors); bnn: default "
+                                                   "sdk/weights/bnn-digits.safetensors."),
+    quant: str | None = typer.Option(None, help="Quantization recipe: fp32 | w8a8 (static int8) | w8 (int8 weights, "
+                                                "dynamic activations) | w4 (4-bit weights in groups of 64, 8da4w) | "
+                                                "binary (bnn: 1 bit per binary weight). Default: fp32; bnn: binary."),
     calibration_samples: int = typer.Option(32, help="w8a8: calibration inputs per component."),
     calibration_trajectory: str = typer.Option("sampling", help="w8a8: sampling (DDIM trajectories) | uniform-t."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
@@ -160,7 +198,7 @@ def export_cmd(
 
         if family is not None:
             raise EdgeSDKError(f"give either a model family ('{family}') or --model, not both")
-        path = export_user_model(model, output, target, quant=quant, calibration=calibration,
+        path = export_user_model(model, output, target, quant=quant or "fp32", calibration=calibration,
                                  overwrite=overwrite, log=log)
     else:
         if family is None:
@@ -340,6 +378,31 @@ def personalize_cmd(
     typer.echo(f"wrote {output}: {result.token} ({len(result.vectors)} x {result.vectors.shape[1]}) from "
                f"{len(result.images)} images, {state}; final loss {result.final_loss:.4f}; "
                f"checkpoint {result.checkpoint}")
+
+
+@app.command("classify")
+def classify_cmd(
+    bundle: Path = typer.Argument(..., help="A classifier bundle (family bnn)."),
+    images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...); converted and resized as needed."),
+    top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="Classes to print per image."),
+    backend: str = typer.Option("onnx", help="onnx | executorch."),
+    json_out: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
+) -> None:
+    """Classify images with a bundle (torch-free runtime); prints the top-k classes per image."""
+    import json
+
+    from edgesdk.runtime.classify import ImageClassifier
+
+    predictions = ImageClassifier(bundle, backend=backend).classify(list(images), top_k=top_k)
+    for p in predictions:
+        for note in p.notes:
+            typer.echo(f"note: {p.source}: {note}", err=True)
+    if json_out:
+        typer.echo(json.dumps([{"image": p.source, "top": [{"class": c, "probability": round(q, 6)} for c, q in p.top],
+                                "notes": p.notes} for p in predictions], indent=2))
+        return
+    for p in predictions:
+        typer.echo(f"{p.source}: " + ", ".join(f"{c} {q:.1%}" for c, q in p.top))
 
 
 @app.command("bench")

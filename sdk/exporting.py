@@ -13,13 +13,15 @@ from edgesdk.calibration import onestep_calibration, tiny_sd_calibration
 from edgesdk.export.capture import ComponentSpec
 from edgesdk.export.parity import EagerSession
 from edgesdk.export.pipeline import Log, export_bundle, parse_targets
+from edgesdk.quant.binary import BinaryConv2d
 from edgesdk.quant.recipes import Calibration, check_targets, recipe_from_name
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.pipeline import initial_noise
+from edgesdk.zoo.bnn import BNN, BNNConfig, binary_share, parameter_count
 from edgesdk.zoo.onestep import OneStep, default_onestep_path, default_onestep_w4_path, load_onestep
 from edgesdk.zoo.tiny_sd import TinySD, TinySDConfig, ddpm_schedule, load_tiny_sd
 
-FAMILIES = ("tiny-sd", "onestep")
+FAMILIES = ("tiny-sd", "onestep", "bnn")
 DEFAULT_GUIDANCE = 4.0
 # A shape batch of 2 is one classifier-free-guidance pair (unconditional + conditional row).
 CFG_BATCH = 2
@@ -136,7 +138,7 @@ def onestep_metadata(model: OneStep) -> dict:
 
 
 def export_model(family: str, output: Path, targets: str | list[str] = "executorch,onnx",
-                 weights: Path | None = None, overwrite: bool = False, quant: str = "fp32",
+                 weights: Path | None = None, overwrite: bool = False, quant: str | None = None,
                  calibration: Calibration | None = None, log: Log = print, zo_batch: int | None = None,
                  check_quality: bool = True) -> Path:
     """`edgesdk export FAMILY`: the shipped (or given) weights to a verified bundle, quantized per `quant`.
@@ -145,6 +147,14 @@ def export_model(family: str, output: Path, targets: str | list[str] = "executor
     tiny-sd teacher; its bundle carries no personalization methods (``zo_batch`` must be 0 or None)."""
     if family not in FAMILIES:
         raise EdgeSDKError(f"unknown model family '{family}'; available: {', '.join(FAMILIES)}")
+    if family == "bnn":
+        if zo_batch:
+            raise EdgeSDKError(f"--zo-batch {zo_batch}: bnn bundles carry no personalization methods")
+        return export_bnn(output, targets, weights, overwrite, quant or "binary", log)
+    quant = quant or "fp32"
+    if quant.strip().lower() == "binary":
+        raise EdgeSDKError(f"recipe 'binary' stores the weights of a network trained binary; {family} is not "
+                           "(export family bnn, or choose fp32 | w8a8 | w8 | w4)")
     if family == "onestep":
         if zo_batch:
             raise EdgeSDKError(f"--zo-batch {zo_batch}: onestep bundles carry no personalization methods; drop the "
@@ -214,3 +224,54 @@ def quantized_vs_fp32_accuracy(bundle_dir: Path, model: TinySD | OneStep, backen
         log(f"  {backend:10s} kind {report.accuracy['kind']:.0%} colour {report.accuracy['colour']:.0%}  "
             f"(fp32 eager: kind {reference.accuracy['kind']:.0%} colour {reference.accuracy['colour']:.0%})")
     return figures
+
+
+# ------------------------------------------------------------------------------------------------------ bnn
+
+BNN_RECIPES = ("binary", "fp32")
+
+
+def bnn_example_images(config: BNNConfig, count: int = 8) -> torch.Tensor:
+    """Real test images of the network's dataset, normalised: parity on realistic batch-norm inputs."""
+    from edgesdk.data.classification import load_classification, normalise
+
+    dataset = "digits" if config.in_channels == 1 else "shapes"
+    split = load_classification(dataset, shapes_train=0, shapes_test=count)
+    return torch.from_numpy(normalise(split.test_images[:count], config.mean, config.std))
+
+
+def bnn_metadata(model: BNN) -> dict:
+    cfg, info = model.config, getattr(model, "info", {})
+    layers = [{"name": name, "shape": list(m.weight.shape), "alpha": float(m.weight.detach().abs().mean()),
+               "zero_weights": int((m.weight == 0).sum())}
+              for name, m in model.named_modules() if isinstance(m, BinaryConv2d)]
+    return {"task": "classify", "classes": list(cfg.classes), "image_size": cfg.image_size,
+            "channels": cfg.in_channels, "mean": list(cfg.mean), "std": list(cfg.std), "estimator": cfg.estimator,
+            "binary_activations": cfg.binary_activations, "dataset": info.get("dataset"),
+            "test_accuracy": info.get("test_accuracy"), "parameters": parameter_count(model),
+            "binary_share": binary_share(model), "alpha_folded_into_batch_norm": True, "binary_layers": layers}
+
+
+def export_bnn(output: Path, targets: str | list[str], weights: Path | None, overwrite: bool, quant: str,
+               log: Log) -> Path:
+    """`edgesdk export bnn`: a trained binary network, alpha folded into its batch norms and its +-1 weights
+    stored one bit each (recipe ``binary``; ``fp32`` keeps them as float32, for comparison)."""
+    from edgesdk.zoo.bnn import default_bnn_path, folded_for_inference, load_bnn
+
+    if quant.strip().lower() not in BNN_RECIPES:
+        raise EdgeSDKError(f"a bnn bundle takes --quant {' or '.join(BNN_RECIPES)}, not '{quant}'")
+    recipe = recipe_from_name(quant)
+    target_list = parse_targets(targets) if targets else list(recipe.targets)
+    check_targets(recipe, target_list)
+    path = weights or default_bnn_path("digits")
+    model = load_bnn(path)
+    if model.config.estimator == "fp":
+        raise EdgeSDKError(f"{path} is a full-precision twin (estimator fp), not a binary network")
+    zeros = sum(int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, BinaryConv2d))
+    if zeros:  # sign(0) = 0 in training; the +-1 file stores +1 (spec §8)
+        log(f"note: {zeros} binary weight(s) are exactly 0 and are stored as +1")
+    folded = folded_for_inference(model)
+    spec = ComponentSpec("classifier", folded, (bnn_example_images(model.config)[:1],), ["image"], ["logits"],
+                         static_batch=1, max_batch=256)
+    return export_bundle([spec], family="bnn", model_meta=bnn_metadata(model), assets={}, targets=target_list,
+                         output=output, overwrite=overwrite, recipe=recipe, log=log)

@@ -1,0 +1,122 @@
+"""Image classification over a `bnn` bundle (or any bundle whose model says task "classify"), torch-free.
+
+Images arrive as files or (H, W, C) uint8 arrays; each is converted to the network's channel count and resized to
+its input size when it differs (with a note saying so), normalised with the bundle's mean and std, and run in
+batches. Results are the top-k classes with softmax probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgesdk.runtime.backends import Session, open_session
+from edgesdk.runtime.bundle import Bundle
+from edgesdk.runtime.errors import EdgeSDKError
+
+COMPONENT = "classifier"
+
+
+@dataclass
+class Prediction:
+    source: str
+    top: list[tuple[str, float]]  # (class, probability), best first
+    notes: list[str] = field(default_factory=list)  # conversions applied to the input
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A file as an (H, W, C) uint8 array (C = 1, 3 or 4 as stored); a clear error when it is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in ("L", "RGB", "RGBA"):
+                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+            array = np.asarray(image, dtype=np.uint8)
+    except FileNotFoundError:
+        raise EdgeSDKError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise EdgeSDKError(f"{path} is not an image file PIL can read ({type(exc).__name__})") from None
+    return array[..., None] if array.ndim == 2 else array
+
+
+def fit_image(image: np.ndarray, size: int, channels: int) -> tuple[np.ndarray, list[str]]:
+    """Convert (H, W, C) uint8 to the network's channels and size; say what was changed."""
+    from PIL import Image
+
+    notes: list[str] = []
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise EdgeSDKError(f"an image is (H, W, C) with 1, 3 or 4 channels; got shape {tuple(image.shape)}")
+    have = image.shape[2]
+    pil = Image.fromarray(image[..., 0] if have == 1 else image)
+    if have != channels:
+        mode = "L" if channels == 1 else "RGB"
+        notes.append(f"converted {have} channel(s) to {channels} ({pil.mode} -> {mode})")
+        pil = pil.convert(mode)
+    elif have == 4:
+        pil = pil.convert("RGB")
+    if pil.size != (size, size):
+        notes.append(f"resized {pil.size[0]}x{pil.size[1]} -> {size}x{size}")
+        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+    array = np.asarray(pil, dtype=np.uint8)
+    return (array[..., None] if array.ndim == 2 else array), notes
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+class ImageClassifier:
+    def __init__(self, bundle: Bundle | str | Path, backend: str = "onnx", threads: int | None = None) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        model = self.bundle.manifest.get("model", {})
+        if model.get("task") != "classify":
+            raise EdgeSDKError(f"bundle {self.bundle.root.name!r} is a {self.bundle.family or 'unnamed'!r} bundle, "
+                               "not an image classifier (family bnn)")
+        self.classes: list[str] = list(model["classes"])
+        self.image_size, self.channels = int(model["image_size"]), int(model["channels"])
+        self.mean = np.asarray(model["mean"], np.float32)[:, None, None]
+        self.std = np.asarray(model["std"], np.float32)[:, None, None]
+        self.backend = backend
+        self.session: Session = open_session(self.bundle, COMPONENT, backend, threads)
+
+    def normalise(self, images: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) uint8 at the network's size -> (N, C, H, W) float32 model input."""
+        return ((images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0) - self.mean) / self.std
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Logits (N, classes) for (N, H, W, C) uint8 images already at the network's size and channels."""
+        if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, self.channels):
+            raise EdgeSDKError(f"expected (N, {self.image_size}, {self.image_size}, {self.channels}) uint8 images, got "
+                               f"{tuple(images.shape)}; use classify() to convert and resize")
+        return self.session.run({"image": self.normalise(images)})["logits"]
+
+    def classify(self, images: list[np.ndarray | str | Path], top_k: int = 3) -> list[Prediction]:
+        if top_k < 1:
+            raise EdgeSDKError(f"top-k must be at least 1, got {top_k}")
+        if not images:
+            raise EdgeSDKError("no images to classify")
+        fitted, notes, sources = [], [], []
+        for item in images:
+            is_file = isinstance(item, (str, Path))
+            array = read_image(Path(item)) if is_file else np.asarray(item)
+            if not is_file and array.dtype != np.uint8:
+                raise EdgeSDKError(f"image arrays must be uint8 (H, W, C), got {array.dtype}")
+            image, changed = fit_image(array, self.image_size, self.channels)
+            fitted.append(image)
+            notes.append(changed)
+            sources.append(str(item) if is_file else f"array {len(sources)}")
+        probabilities = softmax(self.logits(np.stack(fitted)).astype(np.float64))
+        k = min(top_k, len(self.classes))
+        predictions = []
+        for source, row, changed in zip(sources, probabilities, notes, strict=True):
+            order = np.argsort(-row, kind="stable")[:k]
+            predictions.append(Prediction(source, [(self.classes[i], float(row[i])) for i in order], changed))
+        return predictions
