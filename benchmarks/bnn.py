@@ -88,7 +88,8 @@ import numpy as np
 from edgesdk.runtime.bench import peak_rss_mb
 bundle, backend, images = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
 from edgesdk.runtime import ImageClassifier
-import edgesdk.runtime.executorch_backend  # torch and the bindings load before the baseline, as in an app
+if backend == "executorch":  # torch and the bindings load before the baseline, as in an app
+    import torch, executorch.runtime  # noqa: E401, F401
 base = peak_rss_mb()
 clf = ImageClassifier(bundle, backend=backend)
 logits = clf.logits(images)
@@ -145,7 +146,8 @@ def deployment(dataset: str, workdir: Path, backends: list[str]) -> dict:
 
 
 def fmt(values: list[float], spec: str) -> str:
-    return format(statistics.mean(values), spec) if values else "-"
+    width = int("".join(c for c in spec.split(".")[0] if c.isdigit()) or 0)
+    return format(statistics.mean(values), spec) if values else "-".rjust(width)
 
 
 def main() -> int:
