@@ -7,6 +7,7 @@ batches. Results are the top-k classes with softmax probabilities.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 from edgesdk.runtime.backends import Session, open_session
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.image import center_crop
 
 COMPONENT = "classifier"
 
@@ -61,10 +63,19 @@ def fit_image(image: np.ndarray, size: int, channels: int) -> tuple[np.ndarray, 
     elif have == 4:
         pil = pil.convert("RGB")
     if pil.size != (size, size):
-        notes.append(f"resized {pil.size[0]}x{pil.size[1]} -> {size}x{size}")
-        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
-    array = np.asarray(pil, dtype=np.uint8)
+        cropped = " and center-cropped" if pil.size[0] != pil.size[1] else ""
+        notes.append(f"resized {pil.size[0]}x{pil.size[1]} -> {size}x{size}{cropped}")
+        array = center_crop(pil, size)  # as personalization fits its images: aspect kept, no distortion
+    else:
+        array = np.asarray(pil, dtype=np.uint8)
     return (array[..., None] if array.ndim == 2 else array), notes
+
+
+def normalise_images(images_uint8: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(N, H, W, C) uint8 -> contiguous (N, C, H, W) float32, (x/255 - mean) / std per channel: a classifier's
+    input, the same in training (``edgesdk.data.classification``) and here."""
+    x = np.ascontiguousarray(images_uint8.astype(np.float32).transpose(0, 3, 1, 2)) / 255.0
+    return (x - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -82,21 +93,16 @@ class ImageClassifier:
                                "not an image classifier (family bnn)")
         self.classes: list[str] = list(model["classes"])
         self.image_size, self.channels = int(model["image_size"]), int(model["channels"])
-        self.mean = np.asarray(model["mean"], np.float32)[:, None, None]
-        self.std = np.asarray(model["std"], np.float32)[:, None, None]
+        self.mean, self.std = list(model["mean"]), list(model["std"])
         self.backend = backend
         self.session: Session = open_session(self.bundle, COMPONENT, backend, threads)
-
-    def normalise(self, images: np.ndarray) -> np.ndarray:
-        """(N, H, W, C) uint8 at the network's size -> (N, C, H, W) float32 model input."""
-        return ((images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0) - self.mean) / self.std
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits (N, classes) for (N, H, W, C) uint8 images already at the network's size and channels."""
         if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, self.channels):
             raise EdgeSDKError(f"expected (N, {self.image_size}, {self.image_size}, {self.channels}) uint8 images, got "
                                f"{tuple(images.shape)}; use classify() to convert and resize")
-        return self.session.run({"image": self.normalise(images)})["logits"]
+        return self.session.run({"image": normalise_images(images, self.mean, self.std)})["logits"]
 
     def classify(self, images: list[np.ndarray | str | Path], top_k: int = 3) -> list[Prediction]:
         if top_k < 1:

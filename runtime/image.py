@@ -1,4 +1,5 @@
-"""Image helpers: uint8 (B, H, W, 3) batches to a PNG grid. PIL only, no torch."""
+"""Image helpers: uint8 (B, H, W, 3) batches to a PNG grid, and fitting an input image to a model. PIL only, no
+torch."""
 
 from __future__ import annotations
 
@@ -42,3 +43,12 @@ def save_grid(images: np.ndarray, path: str | Path, columns: int | None = None) 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def center_crop(picture: Image.Image, size: int) -> np.ndarray:
+    """Resize the short side to ``size`` (aspect kept) and cut the central size x size square: (size, size[, C])."""
+    scale = size / min(picture.size)
+    width, height = max(size, round(picture.width * scale)), max(size, round(picture.height * scale))
+    resized = picture.resize((width, height), Image.Resampling.BICUBIC)
+    left, top = (width - size) // 2, (height - size) // 2
+    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.image import center_crop
 from edgesdk.runtime.pipeline import ComponentFactory, TextToImage
 from edgesdk.runtime.tokenizer import Tokenizer
 from edgesdk.runtime.zo import StepLog, ZOConfig, ZOTrainer
@@ -53,14 +54,6 @@ def load_concept_images(folder: Path, size: int) -> tuple[np.ndarray, list[Path]
     if not images:
         raise EdgeSDKError(f"no usable images in {str(folder)!r} (every file that PIL decodes is used)")
     return np.stack(images), used
-
-
-def center_crop(picture: Image.Image, size: int) -> np.ndarray:
-    scale = size / min(picture.size)
-    width, height = max(size, round(picture.width * scale)), max(size, round(picture.height * scale))
-    resized = picture.resize((width, height), Image.Resampling.BICUBIC)
-    left, top = (width - size) // 2, (height - size) // 2
-    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
 def placeholder_slots(tokenizer: Tokenizer, table: np.ndarray, caption: str, token: str,

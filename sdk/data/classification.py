@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgesdk.data.shapes import KINDS, random_spec, render
+from edgesdk.runtime.classify import normalise_images as normalise  # noqa: F401 - one definition
 from edgesdk.runtime.errors import EdgeSDKError
 
 DATASETS = ("digits", "shapes")
@@ -63,9 +64,3 @@ def _shapes(train: int, test: int) -> ClassificationSplit:
     train_images, train_labels = render_set(train, 7_001)
     test_images, test_labels = render_set(test, 7_002)
     return ClassificationSplit(train_images, train_labels, test_images, test_labels, KINDS)
-
-
-def normalise(images_uint8: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """(N, H, W, C) uint8 -> (N, C, H, W) float32, (x/255 - mean) / std per channel."""
-    x = np.ascontiguousarray(images_uint8.astype(np.float32).transpose(0, 3, 1, 2)) / 255.0
-    return (x - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]

@@ -11,7 +11,6 @@ store unchanged: a w4 export of this file loses nothing in its weights, only the
 from __future__ import annotations
 
 import copy
-import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 
 from edgesdk.data.shapes import random_caption, random_spec
+from edgesdk.export.parity import compare
 from edgesdk.quant.int4 import bake_quant_aware, make_quant_aware
 from edgesdk.runtime.bundle import file_sha256
 from edgesdk.runtime.errors import EdgeSDKError
@@ -59,8 +59,7 @@ def student_latent_shape(student: OneStep) -> tuple[int, int, int]:
 
 
 def sqnr_db(reference: Tensor, candidate: Tensor) -> float:
-    noise = float(((reference - candidate) ** 2).sum())
-    return 200.0 if noise == 0.0 else 10.0 * math.log10(float((reference ** 2).sum()) / noise)
+    return compare(reference.numpy(), candidate.numpy())["sqnr_db"]
 
 
 def train_quant_aware(output: Path, checkpoint_dir: Path, student_path: Path | None = None,
@@ -70,6 +69,7 @@ def train_quant_aware(output: Path, checkpoint_dir: Path, student_path: Path | N
     cfg = cfg or QuantAwareConfig()
     cfg.validate()
     student_file = student_path or default_onestep_path()
+    student_sha256 = file_sha256(student_file)
     student = load_onestep(student_file)
     if student.info.get("quant_aware"):
         raise EdgeSDKError(f"{student_file} is already a quantization-aware student; start from the fp32 one")
@@ -92,7 +92,7 @@ def train_quant_aware(output: Path, checkpoint_dir: Path, student_path: Path | N
     start, state = 0, load_checkpoint(checkpoint)
     if state is not None:
         if state["config"] != {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"} \
-                or state["student_sha256"] != file_sha256(student_file):
+                or state["student_sha256"] != student_sha256:
             raise EdgeSDKError(f"checkpoint {str(checkpoint)!r} was written for another student or settings; pass "
                                "the same options to resume, or delete it to start over")
         generator.load_state_dict(state["generator"])
@@ -120,7 +120,7 @@ def train_quant_aware(output: Path, checkpoint_dir: Path, student_path: Path | N
                 atomic_torch_save({"iteration": done, "generator": generator.state_dict(),
                                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                                    "config": {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"},
-                                   "student_sha256": file_sha256(student_file)}, checkpoint)
+                                   "student_sha256": student_sha256}, checkpoint)
 
     generator.eval()
     bake_quant_aware(generator)
@@ -133,6 +133,6 @@ def train_quant_aware(output: Path, checkpoint_dir: Path, student_path: Path | N
     metadata.update({"quant_aware": {"recipe": "w4", "group": cfg.group, "layers": layers,
                                      "x0_sqnr_db_vs_fp32_student": {"before": round(before, 2),
                                                                      "after": round(after, 2)},
-                                     "train_config": asdict(cfg), "student_sha256": file_sha256(student_file)}})
+                                     "train_config": asdict(cfg), "student_sha256": student_sha256}})
     save_weights(baked, output, metadata)
     return {"before_db": before, "after_db": after, "layers": float(layers)}
