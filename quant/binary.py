@@ -88,7 +88,8 @@ class BinaryConv2d(nn.Conv2d):
     variant), 1-bit inputs (sign(A), no scale). Zero padding is applied to the +-1 map, so border taps see 0.
 
     ``estimator``: "reste" (o from the schedule, clip t), "ste" (clipped STE, clip ``ste_clip``), or "fp" (no
-    binarization: the full-precision twin). o and t are non-persistent buffers: the trainer sets o every epoch
+    binarization: the full-precision twin). o and t are plain floats, outside the state dict (a tensor would cost a
+    device sync in every forward to reach the autograd function): the trainer sets o every epoch
     (``set_o``) and restores it from the epoch on resume."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -97,12 +98,11 @@ class BinaryConv2d(nn.Conv2d):
         if estimator not in ESTIMATORS:
             raise EdgeSDKError(f"unknown estimator '{estimator}'; choose from {', '.join(ESTIMATORS)}")
         self.estimator, self.binary_activations, self.ste_clip = estimator, binary_activations, ste_clip
-        self.register_buffer("o", torch.tensor(1.0), persistent=False)
-        self.register_buffer("t", torch.tensor(DEFAULT_T), persistent=False)
+        self.o, self.t = 1.0, DEFAULT_T
 
     def binarize(self, z: Tensor) -> Tensor:
         if self.estimator == "reste":
-            return ReSTESign.apply(z, float(self.o), float(self.t))
+            return ReSTESign.apply(z, self.o, self.t)
         return ClippedSTESign.apply(z, self.ste_clip)
 
     def binary_weight(self) -> Tensor:
@@ -124,7 +124,7 @@ def binary_layers(model: nn.Module) -> list[BinaryConv2d]:
 def set_o(model: nn.Module, o: float) -> None:
     """Set o on the binary layers only (full-precision layers have none)."""
     for layer in binary_layers(model):
-        layer.o.fill_(o)
+        layer.o = float(o)
 
 
 def estimating_error(model: nn.Module, o: float) -> float:
