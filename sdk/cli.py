@@ -405,6 +405,54 @@ def classify_cmd(
         typer.echo(f"{p.source}: " + ", ".join(f"{c} {q:.1%}" for c, q in p.top))
 
 
+@app.command("restore")
+def restore_cmd(
+    bundle: Path = typer.Argument(..., help="A video-restoration bundle (family viws)."),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="A video (.mp4, .avi, .mov, .mkv, .webm, .gif) or "
+                                                                 "a folder of frames (PNG, JPEG, BMP, TIFF)."),
+    output: Path = typer.Option(..., "-o", "--output", help="A video (.mp4, .avi, .mov, .mkv, .webm, .gif) or a "
+                                                             "folder name for PNG frames."),
+    backend: str = typer.Option("onnx", help="onnx | executorch."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads for the backend."),
+    side_by_side: Path | None = typer.Option(None, "--side-by-side", help="Also save input | restored of the middle "
+                                                                          "frame as a PNG."),
+    fps: float | None = typer.Option(None, help="Output frame rate (default: the input's; 25 for a folder)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Remove rain, haze and snow from a video, streaming over a frame window (torch-free runtime)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgesdk.runtime.video import restore_video
+
+    bar = Progress(TextColumn("restore"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    task: list[int] = []
+
+    def progress(done: int, total: int | None) -> None:
+        if total is None:
+            return  # no total, no bar: the summary line still gives frames/s
+        if not task:
+            bar.start()
+            task.append(bar.add_task("restore", total=total))
+        bar.update(task[0], completed=min(done, total))
+
+    try:
+        result = restore_video(bundle, input_path, output, backend=backend, threads=threads,
+                               side_by_side=side_by_side, fps=fps, progress=progress)
+    finally:
+        bar.stop()
+    for note in result["notes"]:
+        typer.echo(f"note: {note}", err=True)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"wrote {result['output']}: {result['frames']} frames, {result['width']}x{result['height']} at "
+               f"{result['fps']:g} fps; {result['frames_per_second']:.1f} frames/s on {result['backend']}")
+    if result["side_by_side"]:
+        typer.echo(f"wrote {result['side_by_side']}: input | restored, frame {result['side_by_side_frame']}")
+
+
 @app.command("bench")
 def bench_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
