@@ -143,6 +143,36 @@ def train_bnn_cmd(
                f"{result['binary_share']:.1%} binary)")
 
 
+@train_app.command("viws")
+def train_viws_cmd(
+    output: Path = typer.Option(Path("sdk/weights/viws.safetensors"), "-o", "--output", help="Weights to write."),
+    checkpoint_dir: Path = typer.Option(CHECKPOINTS / "viws", help="Checkpoints; rerun to resume."),
+    steps: int = typer.Option(2_000, min=1),
+    batch: int = typer.Option(2, min=1, help="Items per step (each is a rain, a haze and a snow clip; split "
+                                             "across torchrun processes)."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate (halved after every fifth of the run)."),
+    clips_per_weather: int = typer.Option(240, min=1, help="Training clips generated per weather."),
+    size: int = typer.Option(64, min=32, help="Training crop (a multiple of 32); also the exported tile."),
+    no_discriminator: bool = typer.Option(False, "--no-discriminator", help="Ablation: no weather discriminator."),
+    single_frame: bool = typer.Option(False, "--single-frame", help="Ablation: the centre frame repeated (no "
+                                                                    "temporal information)."),
+    no_refiner: bool = typer.Option(False, "--no-refiner", help="Ablation: no refiner."),
+    checkpoint_every: int = typer.Option(100, min=1),
+    seed: int = typer.Option(19),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Train ViWS-Net on synthetic rain / haze / snow clips. Under torchrun, runs DDP across the processes."""
+    from edgesdk.train.viws import ViWSTrainConfig, train_viws
+
+    cfg = ViWSTrainConfig(steps=steps, batch=batch, lr=lr, clips_per_weather=clips_per_weather, size=size,
+                          discriminator=not no_discriminator, single_frame=single_frame, refiner=not no_refiner,
+                          checkpoint_every=checkpoint_every, seed=seed)
+    result = train_viws(output, checkpoint_dir, cfg, show_progress=not quiet)
+    last = result["history"][-1] if result["history"] else {}
+    typer.echo(f"wrote {output}; {result['variant']}, {result['inference_parameters']:,} parameters at inference, "
+               f"last reconstruction loss {last.get('reconstruction', float('nan')):.4f}")
+
+
 @train_app.command("evaluator")
 def train_evaluator_cmd(
     output: Path = typer.Option(Path("sdk/weights/evaluator.safetensors"), "-o", "--output"),

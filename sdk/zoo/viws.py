@@ -152,24 +152,26 @@ def attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 
 
 class SummedKernel(nn.Module):
-    """A conv's kernel summed over space: what the conv does to a constant patch (a messenger token). Computed
-    from the weights while training; ``freeze`` stores it as a constant for export (no reduction in the graph)."""
+    """A conv's kernel summed over space, and its bias: what the conv does to a constant patch (a messenger token).
+    Computed from the conv's parameters while training; ``freeze`` stores both as constants of their own for export
+    (no reduction in the graph, and no parameter shared between a convolution and an elementwise op, which crashed
+    ExecuTorch's XNNPACK runtime)."""
 
     def __init__(self, conv: nn.Conv2d, depthwise: bool = False) -> None:
         super().__init__()
         self.conv, self.depthwise = [conv], depthwise  # a list: not a submodule (no duplicate parameters)
-        self.frozen: Tensor | None = None
+        self.frozen: tuple[Tensor, Tensor] | None = None
 
-    def forward(self) -> Tensor:
+    def forward(self) -> tuple[Tensor, Tensor]:
         if self.frozen is not None:
             return self.frozen
-        weight = self.conv[0].weight
-        return weight.sum((1, 2, 3)) if self.depthwise else weight.sum((2, 3))
+        weight, bias = self.conv[0].weight, self.conv[0].bias
+        return (weight.sum((1, 2, 3)) if self.depthwise else weight.sum((2, 3))), bias
 
     def freeze(self) -> None:
         with torch.no_grad():
             self.frozen = None
-            self.frozen = self().detach().clone()
+            self.frozen = tuple(t.detach().clone() for t in self())
 
 
 class ShuntedAttention(nn.Module):
@@ -208,7 +210,7 @@ class ShuntedAttention(nn.Module):
                 reduced = to_tokens(conv(to_map(pixels, height, width)))
                 h, w = height // conv.stride[0], width // conv.stride[1]
                 reduced = F.gelu(self.norms[i](reduced))
-                embedded = F.gelu(self.norms[i](F.linear(msg, self.summed[i](), conv.bias)))
+                embedded = F.gelu(self.norms[i](F.linear(msg, *self.summed[i]())))
             else:
                 reduced, embedded, h, w = pixels, msg, height, width
             v = self.v[i](reduced)
@@ -239,7 +241,8 @@ class ConvMlp(nn.Module):
         if pixels_count == tokens.shape[1]:  # pixel tokens only (the decoder)
             return self.fc2(F.gelu(pixels))
         msg = h[:, pixels_count:]
-        msg = msg + msg * self.summed() + self.dwconv.bias
+        kernel_sum, bias = self.summed()
+        msg = msg + msg * kernel_sum + bias
         return self.fc2(F.gelu(torch.cat([pixels, msg], 1)))
 
 
@@ -414,6 +417,7 @@ class TemporalTail(nn.Module):
         self.convs = nn.ModuleList([nn.Conv3d(3, width, 3, padding=(0, 1, 1), bias=False),
                                     nn.Conv3d(width, width, 3, padding=(0, 1, 1), bias=False),
                                     nn.Conv3d(width, 3, 3, padding=(0, 1, 1), bias=False)])
+        self.frozen: list[Tensor] | None = None
 
     def forward(self, clips: Tensor) -> Tensor:  # (B, C, T, H, W)
         x = clips
@@ -423,15 +427,28 @@ class TemporalTail(nn.Module):
                 x = F.relu(x)
         return x
 
-    def stacked(self, frames: list[Tensor]) -> list[Tensor]:  # T tensors (B, C, H, W)
-        x = frames
-        for i, conv in enumerate(self.convs):
-            weight = conv.weight.permute(0, 2, 1, 3, 4).flatten(1, 2)  # (out, 3 * in, 3, 3): [t-1, t, t+1] blocks
-            padded = [x[0], *x, x[-1]]
-            x = [F.conv2d(torch.cat(padded[t:t + 3], 1), weight, padding=1) for t in range(len(x))]
+    def stacked_weights(self) -> list[Tensor]:
+        """Each 3-D kernel as a 2-D one over [f(t-1), f(t), f(t+1)] stacked on channels: (out, 3 * in, 3, 3)."""
+        if self.frozen is not None:
+            return self.frozen
+        return [conv.weight.permute(0, 2, 1, 3, 4).flatten(1, 2) for conv in self.convs]
+
+    def freeze(self) -> None:
+        """Store the 2-D kernels as constants (XNNPACK delegates a convolution only when its weights are)."""
+        with torch.no_grad():
+            self.frozen = None
+            self.frozen = [w.detach().clone() for w in self.stacked_weights()]
+
+    def stacked(self, frames: Tensor) -> Tensor:  # (B, T, C, H, W) -> (B, T, 3, H, W)
+        batch, count, _, height, width = frames.shape
+        x = frames.reshape(batch, -1, height, width)  # frame t is channels [t*C, (t+1)*C)
+        for i, weight in enumerate(self.stacked_weights()):
+            c = x.shape[1] // count
+            padded = torch.cat([x[:, :c], x, x[:, -c:]], 1)  # replicate the first and last frame
+            x = torch.cat([F.conv2d(padded[:, t * c:(t + 3) * c], weight, padding=1) for t in range(count)], 1)
             if i < len(self.convs) - 1:
-                x = [F.relu(f) for f in x]
-        return x
+                x = F.relu(x)
+        return x.reshape(batch, count, -1, height, width)
 
 
 class Refiner(nn.Module):
@@ -484,8 +501,7 @@ class ViWSNet(nn.Module):
         top = to_map(self.decoder_norm(pixels), h, w)
         y0 = frames - torch.tanh(self.residual_head(self.conv_decoder(top, features)))
         if self.stacked_tail:
-            per_frame = y0.reshape(-1, cfg.frames, 3, height, width).unbind(1)
-            tailed = torch.stack(self.tail.stacked(list(per_frame)), 1).reshape(-1, 3, height, width)
+            tailed = self.tail.stacked(y0.reshape(-1, cfg.frames, 3, height, width)).reshape(-1, 3, height, width)
         else:
             clips_first = y0.reshape(-1, cfg.frames, 3, height, width).transpose(1, 2)
             tailed = self.tail(clips_first).transpose(1, 2).reshape(-1, 3, height, width)
@@ -508,7 +524,7 @@ class ViWSNet(nn.Module):
         clone = copy.deepcopy(self)
         clone.stacked_tail = True
         for module in clone.modules():
-            if isinstance(module, SummedKernel):
+            if isinstance(module, (SummedKernel, TemporalTail)):
                 module.freeze()
         return clone.eval()
 
