@@ -1,4 +1,5 @@
-"""edgesdk.runtime: torch-free bundle reader, backends, samplers. This is what a phone runs."""
+"""edgesdk.runtime: torch-free bundle reader, backends, samplers, classifier, video restorer. This is what a phone
+runs."""
 
 from edgesdk.runtime.backends import (
     BACKENDS,
@@ -13,10 +14,13 @@ from edgesdk.runtime.bundle import Bundle, ComponentInfo, TensorSpec, open_bundl
 from edgesdk.runtime.classify import ImageClassifier, Prediction
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.image import grid, save_grid
+from edgesdk.runtime.metrics import psnr_y, ssim_y
 from edgesdk.runtime.onestep import OneStepTextToImage
 from edgesdk.runtime.pipeline import ComponentPipeline, TextToImage, initial_noise, to_uint8
+from edgesdk.runtime.restore import VideoRestorer
 from edgesdk.runtime.samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m, timesteps
 from edgesdk.runtime.tokenizer import Tokenizer
+from edgesdk.runtime.video import read_frames, restore_video, write_frames
 
 __all__ = [
     "BACKENDS",
@@ -35,14 +39,20 @@ __all__ = [
     "TensorSpec",
     "TextToImage",
     "Tokenizer",
+    "VideoRestorer",
     "grid",
     "initial_noise",
     "open_bundle",
     "open_session",
+    "psnr_y",
+    "read_frames",
     "register_backend",
+    "restore_video",
     "sample_ddim",
     "sample_dpmpp_2m",
     "save_grid",
+    "ssim_y",
     "timesteps",
     "to_uint8",
+    "write_frames",
 ]

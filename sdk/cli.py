@@ -157,6 +157,7 @@ def train_viws_cmd(
     single_frame: bool = typer.Option(False, "--single-frame", help="Ablation: the centre frame repeated (no "
                                                                     "temporal information)."),
     no_refiner: bool = typer.Option(False, "--no-refiner", help="Ablation: no refiner."),
+    preset: str = typer.Option("default", help="Network size: default (shipped) | tiny (tests)."),
     checkpoint_every: int = typer.Option(100, min=1),
     seed: int = typer.Option(19),
     quiet: bool = typer.Option(False, help="No progress bar."),
@@ -166,7 +167,7 @@ def train_viws_cmd(
 
     cfg = ViWSTrainConfig(steps=steps, batch=batch, lr=lr, clips_per_weather=clips_per_weather, size=size,
                           discriminator=not no_discriminator, single_frame=single_frame, refiner=not no_refiner,
-                          checkpoint_every=checkpoint_every, seed=seed)
+                          checkpoint_every=checkpoint_every, seed=seed, preset=preset)
     result = train_viws(output, checkpoint_dir, cfg, show_progress=not quiet)
     last = result["history"][-1] if result["history"] else {}
     typer.echo(f"wrote {output}; {result['variant']}, {result['inference_parameters']:,} parameters at inference, "
@@ -195,7 +196,8 @@ def train_evaluator_cmd(
 @app.command("export")
 def export_cmd(
     family: str | None = typer.Argument(None, help="Model family: tiny-sd | onestep (a one-step student of "
-                                                    "tiny-sd) | bnn (a binary classifier). Or give --model."),
+                                                    "tiny-sd) | bnn (a binary classifier) | viws (video rain / haze "
+                                                    "/ snow removal). Or give --model."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (NAME.edge)."),
     model: str | None = typer.Option(None, "--model", help="Your own model: model.pt2 (torch.export.save) or "
                                                           "package.module:factory returning (module, inputs)."),
@@ -206,7 +208,8 @@ def export_cmd(
                                     "only where tensorrt imports). Default: every target the recipe supports."),
     weights: Path | None = typer.Option(None, help="Weights file (default: the shipped ones). onestep: the student "
                                                    "file (default sdk/weights/onestep.safetensors); bnn: default "
-                                                   "sdk/weights/bnn-digits.safetensors."),
+                                                   "sdk/weights/bnn-digits.safetensors; viws: "
+                                                   "sdk/weights/viws.safetensors."),
     quant: str | None = typer.Option(None, help="Quantization recipe: fp32 | w8a8 (static int8) | w8 (int8 weights, "
                                                 "dynamic activations) | w4 (4-bit weights in groups of 64, 8da4w) | "
                                                 "binary (bnn: 1 bit per binary weight). Default: fp32; bnn: binary."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from edgesdk.runtime.pipeline import initial_noise
 from edgesdk.zoo.bnn import BNN, BNNConfig, binary_share, parameter_count
 from edgesdk.zoo.onestep import OneStep, default_onestep_path, default_onestep_w4_path, load_onestep
 from edgesdk.zoo.tiny_sd import TinySD, TinySDConfig, ddpm_schedule, load_tiny_sd
+from edgesdk.zoo.viws import ViWSNet
 
-FAMILIES = ("tiny-sd", "onestep", "bnn")
+FAMILIES = ("tiny-sd", "onestep", "bnn", "viws")
 DEFAULT_GUIDANCE = 4.0
 # A shape batch of 2 is one classifier-free-guidance pair (unconditional + conditional row).
 CFG_BATCH = 2
@@ -151,6 +153,10 @@ def export_model(family: str, output: Path, targets: str | list[str] = "executor
         if zo_batch:
             raise EdgeSDKError(f"--zo-batch {zo_batch}: bnn bundles carry no personalization methods")
         return export_bnn(output, targets, weights, overwrite, quant or "binary", log)
+    if family == "viws":
+        if zo_batch:
+            raise EdgeSDKError(f"--zo-batch {zo_batch}: viws bundles carry no personalization methods")
+        return export_viws(output, targets, weights, overwrite, quant or "fp32", calibration, log)
     quant = quant or "fp32"
     if quant.strip().lower() == "binary":
         raise EdgeSDKError(f"recipe 'binary' stores the weights of a network trained binary; {family} is not "
@@ -275,3 +281,58 @@ def export_bnn(output: Path, targets: str | list[str], weights: Path | None, ove
                          static_batch=1, max_batch=256)
     return export_bundle([spec], family="bnn", model_meta=bnn_metadata(model), assets={}, targets=target_list,
                          output=output, overwrite=overwrite, recipe=recipe, log=log)
+
+
+# ------------------------------------------------------------------------------------------------------ viws
+
+VIWS_RECIPES = ("fp32", "w8", "w8a8")
+VIWS_TILE_OVERLAP = 16  # px; the runtime blends overlapping tiles linearly (the reference uses 16 px at 512)
+
+
+def viws_example_clips(model: ViWSNet, count: int, split: str = "test", seed: int = 0) -> list[torch.Tensor]:
+    """Real degraded windows (1, T, 3, H, W) of every weather, cycled: parity and calibration on the inputs the
+    network meets (random noise would leave activation ranges and attention patterns unlike real frames)."""
+    from edgesdk.data.weather import make_clip_set
+
+    cfg = model.config
+    clips = make_clip_set(split, -(-count // 3), frames=cfg.frames, size=cfg.image_size, seed=seed)[:count]
+    return [torch.from_numpy(c.degraded).permute(0, 3, 1, 2).unsqueeze(0).contiguous() for c in clips]
+
+
+def viws_metadata(model: ViWSNet) -> dict:
+    from edgesdk.zoo.viws import WEATHERS, inference_parameter_count
+
+    cfg, info = model.config, getattr(model, "info", {})
+    return {"task": "restore", "frames": cfg.frames, "tile": cfg.image_size, "tile_overlap": VIWS_TILE_OVERLAP,
+            "weathers": list(WEATHERS), "centre_frame_only": True, "edge_frames": "replicated",
+            "stitching": "linear blend in tile overlaps", "parameters": inference_parameter_count(model),
+            "variant": info.get("variant"), "config": json.loads(cfg.to_json()),
+            "train_steps": (info.get("train_config") or {}).get("steps")}
+
+
+def export_viws(output: Path, targets: str | list[str], weights: Path | None, overwrite: bool, quant: str,
+                calibration: Calibration | None, log: Log) -> Path:
+    """`edgesdk export viws`: the restorer over one tile (static T x tile x tile; the runtime tiles larger frames and
+    slides the window over a video). Weather discriminator left out; tail as stacked Conv2d."""
+    from edgesdk.zoo.viws import default_viws_path, load_viws
+
+    if quant.strip().lower() not in VIWS_RECIPES:
+        raise EdgeSDKError(f"a viws bundle takes --quant {' | '.join(VIWS_RECIPES)}, not '{quant}'")
+    recipe = recipe_from_name(quant, calibration)
+    target_list = parse_targets(targets) if targets else list(recipe.targets)
+    check_targets(recipe, target_list)
+    path = weights or default_viws_path()
+    if not path.exists():
+        raise EdgeSDKError(f"weights file not found: {path} (train one with `edgesdk train viws`)")
+    model = load_viws(path)
+    inference = model.inference_copy()
+    examples = viws_example_clips(model, 3)
+    spec = ComponentSpec("restorer", inference, (examples[0],), ["frames"], ["restored"], static_batch=1,
+                         max_batch=8)
+    calibration_inputs = None
+    if recipe.calibration is not None:
+        log(f"recording {recipe.calibration.samples} calibration windows (training clips, every weather)")
+        windows = viws_example_clips(model, recipe.calibration.samples, split="train", seed=recipe.calibration.seed)
+        calibration_inputs = {"restorer": [(x,) for x in windows]}
+    return export_bundle([spec], family="viws", model_meta=viws_metadata(model), assets={}, targets=target_list,
+                         output=output, overwrite=overwrite, recipe=recipe, calibration=calibration_inputs, log=log)

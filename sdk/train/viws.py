@@ -32,7 +32,15 @@ from torch import Tensor, nn
 
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.train.common import TrainProgress, atomic_torch_save, distributed, load_checkpoint, save_weights
-from edgesdk.zoo.viws import WEATHERS, ViWSConfig, ViWSNet, dann_alpha, inference_parameter_count, parameter_count
+from edgesdk.zoo.viws import (
+    PRESETS,
+    WEATHERS,
+    ViWSConfig,
+    ViWSNet,
+    dann_alpha,
+    inference_parameter_count,
+    parameter_count,
+)
 
 
 @dataclass
@@ -50,17 +58,20 @@ class ViWSTrainConfig:
     refiner: bool = True
     checkpoint_every: int = 100
     seed: int = 19
+    preset: str = "default"  # edgesdk.zoo.viws.PRESETS ("tiny": tests)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.clips_per_weather < 1:
             raise EdgeSDKError("steps, batch and clips per weather must be positive")
         if self.size % 32 or self.size < 32:
             raise EdgeSDKError(f"--size must be a multiple of 32 (at least 32), got {self.size}")
+        if self.preset not in PRESETS:
+            raise EdgeSDKError(f"unknown preset '{self.preset}'; choose from {', '.join(PRESETS)}")
         if self.lr <= 0:
             raise EdgeSDKError(f"--lr must be positive, got {self.lr}")
 
     def model_config(self) -> ViWSConfig:
-        return ViWSConfig(frames=self.frames, image_size=self.size, refiner=self.refiner)
+        return replace(PRESETS[self.preset], frames=self.frames, image_size=self.size, refiner=self.refiner)
 
     @property
     def variant(self) -> str:

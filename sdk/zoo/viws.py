@@ -78,6 +78,14 @@ class ViWSConfig:
         return ViWSConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+# The shipped network, and a tiny one for tests (same code paths, a fraction of the operations).
+PRESETS = {
+    "default": ViWSConfig(),
+    "tiny": ViWSConfig(image_size=32, dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), heads=(2, 2, 2, 2), messengers=6,
+                       decoder_heads=2, tail_width=4, refiner_dims=(8, 8, 8, 8), refiner_heads=(2, 2, 2, 2)),
+}
+
+
 # ------------------------------------------------------------------------------------------ temporal shift
 
 
@@ -160,18 +168,21 @@ class SummedKernel(nn.Module):
     def __init__(self, conv: nn.Conv2d, depthwise: bool = False) -> None:
         super().__init__()
         self.conv, self.depthwise = [conv], depthwise  # a list: not a submodule (no duplicate parameters)
-        self.frozen: tuple[Tensor, Tensor] | None = None
+        self.frozen = False
 
     def forward(self) -> tuple[Tensor, Tensor]:
-        if self.frozen is not None:
-            return self.frozen
+        if self.frozen:
+            return self.frozen_weight, self.frozen_bias
         weight, bias = self.conv[0].weight, self.conv[0].bias
         return (weight.sum((1, 2, 3)) if self.depthwise else weight.sum((2, 3))), bias
 
     def freeze(self) -> None:
+        # buffers, not plain attributes: torch.export lifts those as constants that its ONNX path then lost
         with torch.no_grad():
-            self.frozen = None
-            self.frozen = tuple(t.detach().clone() for t in self())
+            weight, bias = self()
+            self.register_buffer("frozen_weight", weight.detach().clone())
+            self.register_buffer("frozen_bias", bias.detach().clone())
+        self.frozen = True
 
 
 class ShuntedAttention(nn.Module):
@@ -417,7 +428,7 @@ class TemporalTail(nn.Module):
         self.convs = nn.ModuleList([nn.Conv3d(3, width, 3, padding=(0, 1, 1), bias=False),
                                     nn.Conv3d(width, width, 3, padding=(0, 1, 1), bias=False),
                                     nn.Conv3d(width, 3, 3, padding=(0, 1, 1), bias=False)])
-        self.frozen: list[Tensor] | None = None
+        self.frozen = False
 
     def forward(self, clips: Tensor) -> Tensor:  # (B, C, T, H, W)
         x = clips
@@ -429,15 +440,16 @@ class TemporalTail(nn.Module):
 
     def stacked_weights(self) -> list[Tensor]:
         """Each 3-D kernel as a 2-D one over [f(t-1), f(t), f(t+1)] stacked on channels: (out, 3 * in, 3, 3)."""
-        if self.frozen is not None:
-            return self.frozen
+        if self.frozen:
+            return [getattr(self, f"frozen_{i}") for i in range(len(self.convs))]
         return [conv.weight.permute(0, 2, 1, 3, 4).flatten(1, 2) for conv in self.convs]
 
     def freeze(self) -> None:
         """Store the 2-D kernels as constants (XNNPACK delegates a convolution only when its weights are)."""
         with torch.no_grad():
-            self.frozen = None
-            self.frozen = [w.detach().clone() for w in self.stacked_weights()]
+            for i, weight in enumerate(self.stacked_weights()):
+                self.register_buffer(f"frozen_{i}", weight.detach().clone())
+        self.frozen = True
 
     def stacked(self, frames: Tensor) -> Tensor:  # (B, T, C, H, W) -> (B, T, 3, H, W)
         batch, count, _, height, width = frames.shape
@@ -481,7 +493,8 @@ class ViWSNet(nn.Module):
         self.residual_head = nn.Conv2d(8, 3, 3, padding=1)
         self.tail = TemporalTail(cfg.tail_width)
         self.refiner = Refiner(cfg) if cfg.refiner else None
-        self.discriminator = WeatherDiscriminator(cfg.dims[3], cfg.discriminator_hidden, cfg.frames)
+        self.discriminator: WeatherDiscriminator | None = WeatherDiscriminator(cfg.dims[3], cfg.discriminator_hidden,
+                                                                               cfg.frames)
         # export: run the tail as stacked Conv2d (set by inference_copy); same numbers, no 3-D convolution
         self.stacked_tail = False
 
@@ -514,14 +527,17 @@ class ViWSNet(nn.Module):
 
     def forward_train(self, frames: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
         """Restored centre frames and weather logits (through gradient reversal with strength alpha)."""
+        if self.discriminator is None:
+            raise EdgeSDKError("this copy of the network is for inference (no weather discriminator)")
         restored, top = self._restore(frames)
         return restored, self.discriminator(top, alpha)
 
     def inference_copy(self) -> ViWSNet:
-        """The export form: a copy in eval mode with the stacked-Conv2d tail."""
+        """The export form: a copy in eval mode with the stacked-Conv2d tail, without the discriminator."""
         import copy
 
         clone = copy.deepcopy(self)
+        clone.discriminator = None
         clone.stacked_tail = True
         for module in clone.modules():
             if isinstance(module, (SummedKernel, TemporalTail)):
@@ -534,7 +550,7 @@ def parameter_count(module: nn.Module) -> int:
 
 
 def inference_parameter_count(model: ViWSNet) -> int:
-    return parameter_count(model) - parameter_count(model.discriminator)
+    return parameter_count(model) - (parameter_count(model.discriminator) if model.discriminator else 0)
 
 
 def default_viws_path() -> Path:
