@@ -142,18 +142,23 @@ def main() -> None:
     if not args.skip_ablations:
         results["quality"] = quality(clips, args.workdir, args.ablation_steps, not args.quiet)
         results["ablation_steps"] = args.ablation_steps
+        write_results(args.output, results)  # a long run keeps each finished half
     if not args.skip_deployment:
         results["deployment"] = deployment(clips[:: max(1, args.clips // 4)], args.workdir,
                                            args.recipes.split(","), args.frames, args.reuse)
+        write_results(args.output, results)
     if "quality" in results:
         print_quality(results["quality"])
     if "deployment" in results:
         print_deployment(results["deployment"])
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(args.output)
     print(f"\nwrote {args.output}")
+
+
+def write_results(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ViWSNet
     model.eval()
     save_weights(model.state_dict(), root / "tiny.safetensors", {"family": "viws", "config": TINY.to_json(),
                                                                  "variant": "full"})
-    bundle = export_model("viws", root / "tiny.edge", "executorch,onnx,tensorrt",
+    bundle = export_model("viws", root / "tiny.edge", "executorch,onnx",
                           weights=root / "tiny.safetensors", log=lambda _m: None)
     return bundle, load_viws(root / "tiny.safetensors")
 
@@ -201,7 +201,7 @@ def test_bundle_restores_like_eager_on_every_backend(tiny_bundle: tuple[Path, Vi
     manifest = Bundle.open(bundle).manifest
     meta = manifest["model"]
     assert meta["task"] == "restore" and meta["frames"] == 5 and meta["tile"] == 32
-    assert set(manifest["components"]["restorer"]["files"]) == {"executorch", "onnx", "tensorrt"}
+    assert set(manifest["components"]["restorer"]["files"]) == {"executorch", "onnx"}
     delegation = manifest["components"]["restorer"]["delegation"]["executorch"]
     assert delegation["delegated_share"] > 0.95, delegation
     rng = np.random.default_rng(0)
@@ -213,24 +213,13 @@ def test_bundle_restores_like_eager_on_every_backend(tiny_bundle: tuple[Path, Vi
         np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def test_quantized_viws_export_keeps_parity(tiny_bundle: tuple[Path, ViWSNet], tmp_path: Path):
-    from edgesdk.runtime.bundle import Bundle
-
-    weights = tmp_path / "w.safetensors"
-    model = tiny_bundle[1]
-    save_weights(model.state_dict(), weights, {"family": "viws", "config": TINY.to_json()})
-    bundle = export_model("viws", tmp_path / "w8.edge", "onnx", weights=weights, quant="w8", log=lambda _m: None)
-    parity = Bundle.open(bundle).manifest["components"]["restorer"]["parity"]["onnx"]["restored"]
-    assert parity["sqnr_db"] >= 20.0
-
-
 # ------------------------------------------------------------------------------------------ shipped network
 
 
 def test_shipped_network_beats_its_input_on_held_out_clips():
     model = load_viws()
     assert model.info["variant"] == "full"
-    clips = evaluation_clips(2, frames=5)
+    clips = evaluation_clips(4)  # 9-frame held-out clips: 20 scored centre frames per weather
     degraded, restored = score_restoration(None, clips), score_restoration(eager_restorer(model), clips)
     assert restored.mean_psnr() > degraded.mean_psnr() + 2.0, (restored.to_dict(), degraded.to_dict())
 
