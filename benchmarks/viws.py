@@ -29,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edgesdk.runtime.errors import EdgeSDKError  # noqa: E402
 from edgesdk.train.viws import (  # noqa: E402
     ViWSTrainConfig,
     eager_restorer,
@@ -87,8 +88,13 @@ def deployment(clips: list, workdir: Path, recipes: list[str], frames: int, reus
         bundle = workdir / f"viws-{recipe}.edge"
         if not (reuse and bundle.exists()):
             print(f"exporting the shipped network, recipe {recipe}", file=sys.stderr, flush=True)
-            export_model("viws", bundle, "executorch,onnx", quant=recipe, overwrite=True,
-                         log=lambda m: print(m, file=sys.stderr, flush=True))
+            try:
+                export_model("viws", bundle, "executorch,onnx", quant=recipe, overwrite=True,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
+            except EdgeSDKError as exc:  # recorded, not fatal: the other recipes still run
+                results.setdefault("failed", {})[recipe] = str(exc)
+                print(f"  {recipe}: {exc}", file=sys.stderr, flush=True)
+                continue
         size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
         for backend in ("onnx", "executorch"):
             restorer = VideoRestorer(bundle, backend=backend)
@@ -111,6 +117,8 @@ def print_deployment(results: dict) -> None:
     print(f"\nstreaming restorer, 64x64 frames ({results['frames_timed']} frames), eager fp32 mean PSNR "
           f"{results['eager_fp32_mean_psnr']:.2f} dB")
     print(f"{'recipe':8s}{'backend':12s}{'frames/s':>10s}{'PSNR':>9s}{'lost':>9s}{'file MB':>9s}")
+    for recipe, why in results.get("failed", {}).items():
+        print(f"{recipe:8s}export failed: {why}")
     for r in results["rows"]:
         print(f"{r['recipe']:8s}{r['backend']:12s}{r['fps']:10.1f}{r['mean_psnr']:9.2f}{r['psnr_lost_vs_eager']:9.3f}"
               f"{r['model_file_bytes'] / 1e6:9.2f}")
