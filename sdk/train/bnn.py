@@ -41,7 +41,7 @@ from edgesdk.train.common import (
     TrainProgress,
     atomic_torch_save,
     distributed,
-    load_checkpoint,
+    resume,
     save_weights,
 )
 from edgesdk.zoo.bnn import BNN, PRESETS, BNNConfig, binary_share, parameter_count
@@ -166,13 +166,8 @@ def train_bnn(output: Path, checkpoint_dir: Path, cfg: BNNTrainConfig | None = N
         else:
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start, history = 0, []
-        state = load_checkpoint(checkpoint)
+        state = resume(checkpoint, asdict(cfg), model, optimizer)
         if state is not None:
-            if state["train_config"] != asdict(cfg):
-                raise EdgeSDKError(f"checkpoint {str(checkpoint)!r} was written with other settings; pass the same "
-                                   "options to resume, or delete it to start over")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
             start, history = state["epoch"], state["history"]
             if ctx.is_main and show_progress:
                 print(f"resuming after epoch {start} ({checkpoint})", file=sys.stderr, flush=True)

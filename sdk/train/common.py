@@ -82,6 +82,21 @@ def load_checkpoint(path: Path) -> dict | None:
         raise EdgeSDKError(f"cannot read checkpoint {path} ({exc}); delete it to start over") from exc
 
 
+def resume(checkpoint: Path, train_config: dict, model: torch.nn.Module,
+           optimizer: torch.optim.Optimizer) -> dict | None:
+    """Load model and optimizer state from ``checkpoint`` if it exists and was written with ``train_config``;
+    return the checkpoint (for its counters and history), or None to start fresh."""
+    state = load_checkpoint(checkpoint)
+    if state is None:
+        return None
+    if state["train_config"] != train_config:
+        raise EdgeSDKError(f"checkpoint {str(checkpoint)!r} was written with other settings; pass the same "
+                           "options to resume, or delete it to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
 def save_weights(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, object]) -> None:
     """Shipped weights: safetensors, with JSON-encoded metadata (config, vocabulary...). Atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)

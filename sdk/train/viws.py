@@ -31,7 +31,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.train.common import TrainProgress, atomic_torch_save, distributed, load_checkpoint, save_weights
+from edgesdk.train.common import TrainProgress, atomic_torch_save, distributed, resume, save_weights
 from edgesdk.zoo.viws import (
     PRESETS,
     WEATHERS,
@@ -174,13 +174,8 @@ def train_viws(output: Path, checkpoint_dir: Path, cfg: ViWSTrainConfig | None =
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
         perceptual = PerceptualLoss() if cfg.perceptual_weight > 0 else None
         start, history = 0, []
-        state = load_checkpoint(checkpoint)
+        state = resume(checkpoint, asdict(cfg), model, optimizer)
         if state is not None:
-            if state["train_config"] != asdict(cfg):
-                raise EdgeSDKError(f"checkpoint {str(checkpoint)!r} was written with other settings; pass the same "
-                                   "options to resume, or delete it to start over")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
             start, history = state["step"], state["history"]
             if ctx.is_main and show_progress:
                 print(f"resuming after step {start} ({checkpoint})", file=sys.stderr, flush=True)
