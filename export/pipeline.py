@@ -161,7 +161,8 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
         for target in targets:
             if target == "tensorrt":
                 info = bundle.component(spec.name)
-                session = StaticBatchSession(OnnxSession(bundle.path_of(info.files["tensorrt"]), info),
+                session = StaticBatchSession(OnnxSession(bundle.path_of(info.files["tensorrt"]), info,
+                                                             reference_kernels=True),
                                              spec.static_batch, info.inputs)
             else:
                 session = open_session(bundle, spec.name, target)

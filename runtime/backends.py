@@ -106,12 +106,17 @@ ORT_KEEP_INTEGER_WEIGHTS = {"session.disable_quant_qdq": "0"}
 
 
 def onnx_session_options(threads: int | None = None, config: dict[str, str] | None = None,
-                         lean_memory: bool = False) -> Any:
-    """The SessionOptions every edgesdk ONNX Runtime session uses (``config`` entries override, for tests)."""
+                         lean_memory: bool = False, reference_kernels: bool = False) -> Any:
+    """The SessionOptions every edgesdk ONNX Runtime session uses (``config`` entries override, for tests).
+
+    ``reference_kernels`` turns graph optimizations off, so Q/DQ pairs are not fused into ONNX Runtime's integer CPU
+    kernels: the graph's own arithmetic, which is how a TensorRT-ready graph is checked on a machine without a GPU
+    (symmetric int8 activations would otherwise meet the x86 int16 saturation of the fused u8/s8 kernels)."""
     import onnxruntime as ort  # imported here so the runtime package imports without it
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if reference_kernels
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     if lean_memory:
         # The CPU arena keeps every activation buffer it ever grew to, and the memory pattern pre-plans one block
         # for the whole graph: ~40 MB of the ZO process on the 100 M-parameter UNet, at no measurable speed cost
@@ -128,10 +133,11 @@ def onnx_session_options(threads: int | None = None, config: dict[str, str] | No
 class OnnxSession:
     """ONNX Runtime on the CPU execution provider."""
 
-    def __init__(self, path: Path, info: ComponentInfo, threads: int | None = None, lean_memory: bool = False) -> None:
+    def __init__(self, path: Path, info: ComponentInfo, threads: int | None = None, lean_memory: bool = False,
+                 reference_kernels: bool = False) -> None:
         import onnxruntime as ort
 
-        options = onnx_session_options(threads, lean_memory=lean_memory)
+        options = onnx_session_options(threads, lean_memory=lean_memory, reference_kernels=reference_kernels)
         source = model_source(path)  # a .1bit container is unpacked to the model's bytes here, at load
         self._session = ort.InferenceSession(str(source) if isinstance(source, Path) else source,
                                              sess_options=options, providers=["CPUExecutionProvider"])
