@@ -213,6 +213,27 @@ def test_bundle_restores_like_eager_on_every_backend(tiny_bundle: tuple[Path, Vi
         np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_int8_lowers_to_executorch_and_stays_close(tiny_bundle: tuple[Path, ViWSNet], tmp_path: Path):
+    # the stage-1 messengers (a linear layer over a parameter) are folded to a constant at export: quantized
+    # dynamically, XNNPACK did not take them and ExecuTorch had no kernel for the leftover quantize ops
+    from edgesdk.runtime.bundle import Bundle
+    from edgesdk.zoo.viws import MessengerEncoder
+
+    _, model = tiny_bundle
+    encoder = model.inference_copy().encoder
+    assert isinstance(encoder, MessengerEncoder) and encoder.frozen
+    torch.testing.assert_close(encoder.first_messengers(), model.encoder.first_messengers())
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(model.state_dict(), weights, {"family": "viws", "config": TINY.to_json(), "variant": "full"})
+    # w8 here; w8a8 lowers the same way and is measured in benchmarks/viws.py (suite time)
+    bundle = export_model("viws", tmp_path / "w8.edge", "executorch", weights=weights, quant="w8",
+                          log=lambda _m: None)
+    component = Bundle.open(bundle).manifest["components"]["restorer"]
+    assert component["delegation"]["executorch"]["delegated_share"] > 0.95, component["delegation"]
+    parity = component["parity"]["executorch"]["restored"]
+    assert parity["sqnr_db"] >= 15, parity
+
+
 # ------------------------------------------------------------------------------------------ shipped network
 
 

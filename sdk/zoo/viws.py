@@ -301,16 +301,31 @@ class MessengerEncoder(nn.Module):
                               MessengerShift(cfg.frames, cfg.messengers, 1 if j % 2 == 0 else -1, cfg.circular_shift))
             self.shifts.append(shifts)
             self.out_norms.append(LayerNorm(dims[i]))
+        self.frozen = False
+
+    def first_messengers(self) -> Tensor:
+        """The messengers embedded into stage 1: (1, M, dims[0]), the same for every input."""
+        if self.frozen:
+            return self.frozen_first
+        return self.msg_norms[0](self.msg_embeds[0](self.messengers))
+
+    def freeze(self) -> None:
+        # A constant folded for export: a linear layer over a parameter would be quantized dynamically on a
+        # constant input, a pattern XNNPACK does not take (ExecuTorch then has no kernel for its choose_qparams).
+        with torch.no_grad():
+            self.register_buffer("frozen_first", self.first_messengers().detach().clone())
+        self.frozen = True
 
     def forward(self, frames: Tensor) -> tuple[list[Tensor], Tensor]:  # frames (B*T, 3, H, W)
         features: list[Tensor] = []
         x = frames
-        msg = self.messengers.expand(frames.shape[0], -1, -1)
+        msg = self.first_messengers().expand(frames.shape[0], -1, -1)
         for i in range(4):
             x = self.embeds[i](x)
             height, width = x.shape[2], x.shape[3]
             pixels = self.embed_norms[i](to_tokens(x))
-            msg = self.msg_norms[i](self.msg_embeds[i](msg))
+            if i > 0:
+                msg = self.msg_norms[i](self.msg_embeds[i](msg))
             tokens = torch.cat([pixels, msg], 1)
             count = height * width
             for block, shift in zip(self.stages[i], self.shifts[i], strict=True):
@@ -540,7 +555,7 @@ class ViWSNet(nn.Module):
         clone.discriminator = None
         clone.stacked_tail = True
         for module in clone.modules():
-            if isinstance(module, (SummedKernel, TemporalTail)):
+            if isinstance(module, (SummedKernel, TemporalTail, MessengerEncoder)):
                 module.freeze()
         return clone.eval()
 
