@@ -10,7 +10,7 @@ BUILD   := build
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,diffusers]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -13,9 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesdk.export.onnx import LargeOnnx
 from edgesdk.runtime.errors import EdgeSDKError
 
 FORMAT = "edgesdk-bundle"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 FORMAT_VERSION = 1
 
 
@@ -33,6 +44,23 @@ class BundleWriter:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         self.checksums[relpath] = hashlib.sha256(data).hexdigest()
+        return relpath
+
+    def add_onnx(self, relpath: str, model: bytes | LargeOnnx) -> str:
+        """An ONNX model; one with external data moves in as the graph plus ``NAME.onnx.data`` beside it (the
+        name the graph refers to), both checksummed. The temporary folder it came from is removed."""
+        if not isinstance(model, LargeOnnx):
+            return self.add_bytes(relpath, model)
+        target = self.staging / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data_relpath = relpath + ".data"
+        if model.data_path.name != Path(data_relpath).name:
+            raise EdgeSDKError(f"internal: external data {model.data_path.name} would not match {relpath}")
+        for source, rel in ((model.path, relpath), (model.data_path, data_relpath)):
+            shutil.move(str(source), str(self.staging / rel))
+            os.chmod(self.staging / rel, 0o644)  # mkstemp made it owner-only; a bundle's files are readable
+            self.checksums[rel] = file_sha256(self.staging / rel)
+        shutil.rmtree(model.path.parent, ignore_errors=True)
         return relpath
 
     def add_array(self, relpath: str, array: np.ndarray) -> str:

@@ -14,7 +14,7 @@ import torch
 
 from edgesdk.export.bundle_writer import BundleWriter
 from edgesdk.export.capture import CapturedComponent, ComponentSpec, capture
-from edgesdk.export.onnx import lower_to_onnx, onnx_op_counts
+from edgesdk.export.onnx import LargeOnnx, OnnxModel, lower_to_onnx, onnx_op_counts
 from edgesdk.export.parity import EagerSession, compare
 from edgesdk.export.tensorrt import build_engine, build_script, tensorrt_status
 from edgesdk.quant.recipes import FP32, Recipe, check_targets
@@ -71,25 +71,29 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
             program = linear_layer_program(program, spec.max_batch if captured.dynamic else None)
         data = lower_to_onnx(program, spec.input_names, spec.output_names, spec.name)
         data = quantize_onnx(data, recipe, feeds, "onnx")
-        entry["files"]["onnx"] = add_model_file(writer, entry, "onnx", f"onnx/{spec.name}.onnx", data, recipe)
         entry["delegation"]["onnx"] = {"onnx_ops": onnx_op_counts(data), **integer_share(data)}
+        entry["files"]["onnx"] = add_model_file(writer, entry, "onnx", f"onnx/{spec.name}.onnx", data, recipe)
     if "tensorrt" in targets:
         log(f"  {spec.name}: exporting TensorRT-ready ONNX (static shapes){tag}")
         data = lower_to_onnx(captured.static, spec.input_names, spec.output_names, spec.name)
         data = quantize_onnx(data, recipe, feeds, "tensorrt")
-        entry["files"]["tensorrt"] = writer.add_bytes(f"tensorrt/{spec.name}.onnx", data)
+        entry["files"]["tensorrt"] = writer.add_onnx(f"tensorrt/{spec.name}.onnx", data)
         entry["static_shapes"]["tensorrt"] = {"batch": spec.static_batch}
         can_build, why_not = tensorrt_status()
         if can_build:
-            entry["tensorrt_engine"] = writer.add_bytes(f"tensorrt/{spec.name}.plan", build_engine(data))
+            entry["tensorrt_engine"] = writer.add_bytes(f"tensorrt/{spec.name}.plan",
+                                                        build_engine(writer.staging / entry["files"]["tensorrt"]))
         else:
             entry["tensorrt_engine"] = None
             entry["tensorrt_note"] = why_not
     return entry
 
 
-def add_model_file(writer: BundleWriter, entry: dict, target: str, relpath: str, data: bytes, recipe: Recipe) -> str:
+def add_model_file(writer: BundleWriter, entry: dict, target: str, relpath: str, data: OnnxModel,
+                   recipe: Recipe) -> str:
     """Write one model file; with 1-bit weights, as a ``.1bit`` container (runs of +-1.0f stored as bits)."""
+    if isinstance(data, LargeOnnx):
+        return writer.add_onnx(relpath, data)
     if recipe.weight_bits != 1:
         return writer.add_bytes(relpath, data)
     from edgesdk.runtime.onebit import SUFFIX, pack
@@ -130,12 +134,14 @@ def fp32_weight_bytes(program: torch.export.ExportedProgram) -> int:
     return int(sum(t.numel() * 4 for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()))
 
 
-def integer_share(data: bytes) -> dict:
+def integer_share(data: OnnxModel) -> dict:
     """How much of the matrix work ONNX Runtime will run in integer kernels (read off its session graph)."""
     import tempfile
 
     from edgesdk.runtime.memory import integer_kernel_share, session_graph
 
+    if isinstance(data, LargeOnnx):
+        return integer_kernel_share(session_graph(data.path))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         path.write_bytes(data)

@@ -4,6 +4,7 @@ an engine (.plan) only where the `tensorrt` package imports and a CUDA GPU answe
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 
 def tensorrt_status() -> tuple[bool, str]:
@@ -37,15 +38,16 @@ def build_script(onnx_files: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_engine(onnx_bytes: bytes) -> bytes:
-    """Build a serialized engine from TensorRT-ready ONNX (TensorRT 10 API). Only call where tensorrt_status() is ok."""
+def build_engine(onnx_path: Path) -> bytes:
+    """Build a serialized engine from a TensorRT-ready ONNX file (TensorRT 10 API; the file form, so external data
+    beside it is read too). Only call where tensorrt_status() is ok."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_bytes):
+    if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse the ONNX graph: {errors}")
     config = builder.create_builder_config()

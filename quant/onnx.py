@@ -24,6 +24,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from edgesdk.export.onnx import LargeOnnx, OnnxModel, as_model_file
 from edgesdk.quant.recipes import LOSSLESS, Recipe
 from edgesdk.runtime.errors import EdgeSDKError
 
@@ -42,15 +43,25 @@ class FeedsReader(CalibrationDataReader):
         return next(self._iter, None)
 
 
-def quantize_onnx(model: bytes, recipe: Recipe, calibration: Sequence[dict[str, np.ndarray]], target: str) -> bytes:
+def quantize_onnx(model: OnnxModel, recipe: Recipe, calibration: Sequence[dict[str, np.ndarray]],
+                  target: str) -> OnnxModel:
     if recipe.name in LOSSLESS:
         return model
     if recipe.weight_bits == 4:
+        if isinstance(model, LargeOnnx):
+            raise EdgeSDKError("w4 on ONNX Runtime is not supported for models over 2 GB; use --quant w8")
         return quantize_onnx_4bit(model, recipe)
+    large = isinstance(model, LargeOnnx)
     with tempfile.TemporaryDirectory() as tmp:
-        source, prepared, out = Path(tmp) / "in.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
-        source.write_bytes(model)
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        prepared, out = Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
+        if large:
+            # past 2 GB the pre-processing (shape inference over one in-memory message) cannot run; the quantizer
+            # reads and writes external data itself
+            prepared = model.path
+        else:
+            source = Path(tmp) / "in.onnx"
+            source.write_bytes(model)
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         if recipe.is_static:
             if not calibration:
                 raise EdgeSDKError(f"recipe '{recipe.name}' needs calibration data and none was given")
@@ -67,11 +78,14 @@ def quantize_onnx(model: bytes, recipe: Recipe, calibration: Sequence[dict[str, 
                 op_types_to_quantize=["Conv", "MatMul", "Gemm"],
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                                "CalibPercentile": 99.99},
+                use_external_data_format=large,
             )
         else:
             quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                             reduce_range=REDUCE_RANGE)
-        return out.read_bytes()
+                             reduce_range=REDUCE_RANGE, use_external_data_format=large)
+        if not large:
+            return out.read_bytes()
+        return as_model_file(onnx.load(str(out)), model.path.stem)
 
 
 def gemm_as_matmul(model: onnx.ModelProto) -> int:

@@ -12,6 +12,7 @@ from edgesdk.runtime.backends import (
 )
 from edgesdk.runtime.bundle import Bundle, ComponentInfo, TensorSpec, open_bundle
 from edgesdk.runtime.classify import ImageClassifier, Prediction
+from edgesdk.runtime.clip_tokenizer import ClipTokenizer
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.image import grid, save_grid
 from edgesdk.runtime.metrics import psnr_y, ssim_y
@@ -26,6 +27,7 @@ __all__ = [
     "BACKENDS",
     "SAMPLERS",
     "Bundle",
+    "ClipTokenizer",
     "ComponentInfo",
     "ComponentPipeline",
     "EdgeSDKError",

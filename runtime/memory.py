@@ -45,6 +45,11 @@ def session_graph(path: Path, config: dict[str, str] | None = None) -> onnx.Mode
         options = onnx_session_options(config=config)
         options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 3  # the "hardware specific optimizations" notice is expected here
+        # weights go to a file of their own beside the optimised graph: a model past 2 GB cannot be written as one
+        # protobuf, and one with external data would otherwise point back at files this folder does not have
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                         "optimized.onnx.data")
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         source = model_source(path)  # a .1bit container: its unpacked bytes
         ort.InferenceSession(str(source) if isinstance(source, Path) else source, sess_options=options,
                              providers=["CPUExecutionProvider"])

@@ -84,7 +84,8 @@ class TokenLoss:
                  templates: tuple[str, ...] = TEMPLATES, captions: list[str] | None = None, flip: bool = True) -> None:
         if not (token.startswith("<") and token.endswith(">")) or len(token) < 3 or " " in token:
             raise EdgeSDKError(f"token {token!r} must look like <word> (angle brackets, no spaces)")
-        if token.lower().strip("<>") in pipe.tokenizer.index:
+        # a word-level vocabulary would read <star> and star alike; CLIP bundles tell them apart by the brackets
+        if isinstance(pipe.tokenizer, Tokenizer) and token.lower().strip("<>") in pipe.tokenizer.index:
             raise EdgeSDKError(f"token {token!r} names a word the model already knows; pick a new word")
         if num_vectors < 1:
             raise EdgeSDKError(f"num_vectors must be at least 1, got {num_vectors}")

@@ -8,12 +8,15 @@ the vocabulary) are cut out first, because punctuation handling must not touch t
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
+
+if TYPE_CHECKING:
+    from edgesdk.runtime.clip_tokenizer import ClipTokenizer
 
 _PUNCTUATION = re.compile(r"[,.;:!?]")
 _PLACEHOLDER = re.compile(r"(<[^<>\s]+>)")  # capturing group: re.split keeps the placeholders
@@ -38,7 +41,14 @@ class Tokenizer:
             raise EdgeSDKError(f"vocabulary max_tokens is {self.max_tokens}; it must leave room for bos and eos")
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle) -> Tokenizer:
+    def from_bundle(cls, bundle: Bundle) -> Tokenizer | ClipTokenizer:
+        """The bundle's tokenizer: CLIP BPE when it ships a `clip_tokenizer` asset (imported Stable Diffusion),
+        else the word-level vocabulary. Both have the same API, so callers need not care which."""
+        if "clip_tokenizer" in bundle.manifest.get("assets", {}):
+            # imported here: clip_tokenizer imports this module, and word-level bundles never need it
+            from edgesdk.runtime.clip_tokenizer import ClipTokenizer
+
+            return ClipTokenizer.from_bundle(bundle)
         return cls(bundle.asset_json("vocabulary"))
 
     @property

@@ -219,6 +219,11 @@ def export_cmd(
     zo_batch: int | None = typer.Option(None, help="tiny-sd: ExecuTorch batch for on-device personalization's n+1 "
                                                    "queries in one forward (an extra method; 0: none). Default: 3 "
                                                    "for fp32 and w8 bundles, 0 for w8a8 and w4 (and onestep)."),
+    from_diffusers: Path | None = typer.Option(None, "--from-diffusers", help="A local Stable Diffusion 1.x/2.x "
+                                               "diffusers folder (model_index.json, unet/, vae/, text_encoder/, "
+                                               "tokenizer/, scheduler/); needs pip install 'edgesdk[diffusers]'."),
+    image_size: int | None = typer.Option(None, "--image-size", help="--from-diffusers: the resolution the graphs "
+                                          "are fixed at (default: the UNet's native size, 512 for SD-1.5)."),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle summary as JSON."),
 ) -> None:
     """Export a model: capture with torch.export, quantize, lower per target, write a verified bundle, check parity."""
@@ -226,6 +231,17 @@ def export_cmd(
     from edgesdk.quant.recipes import Calibration
 
     log = (lambda _msg: None) if json_out else (lambda msg: typer.echo(msg, err=True))
+    if from_diffusers is not None:
+        from edgesdk.exporting import export_diffusers
+
+        if family is not None or model is not None:
+            raise EdgeSDKError("--from-diffusers names the model itself; drop the family / --model")
+        path = export_diffusers(from_diffusers, output, target, quant=quant or "fp32", image_size=image_size,
+                                overwrite=overwrite, zo_batch=zo_batch, log=log)
+        _print_summary(path, json_out)
+        return
+    if image_size is not None:
+        raise EdgeSDKError("--image-size applies to --from-diffusers only")
     if model is not None:
         from edgesdk.user_model import export_user_model
 
@@ -359,7 +375,8 @@ def _refuse_sampler_options(**given: object) -> None:
 
 @app.command("personalize")
 def personalize_cmd(
-    bundle: Path = typer.Argument(..., help="A tiny-sd bundle directory (NAME.edge); w8 is the tested regime."),
+    bundle: Path = typer.Argument(..., help="A text-to-image bundle directory (NAME.edge): tiny-sd, or Stable "
+                                            "Diffusion from --from-diffusers; w8 is the tested regime."),
     images: Path = typer.Option(..., "--images", help="Folder of the concept's images (read in place, never copied)."),
     token: str = typer.Option(..., "--token", help="The new word, e.g. \"<mything>\"."),
     init_word: str = typer.Option(..., "--init-word", help="A vocabulary word to start from (the concept's class)."),

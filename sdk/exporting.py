@@ -6,6 +6,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from edgesdk.zoo.bnn import BNN, BNNConfig, binary_share, parameter_count
 from edgesdk.zoo.onestep import OneStep, default_onestep_path, default_onestep_w4_path, load_onestep
 from edgesdk.zoo.tiny_sd import TinySD, TinySDConfig, ddpm_schedule, load_tiny_sd
 from edgesdk.zoo.viws import ViWSNet
+
+if TYPE_CHECKING:
+    from edgesdk.zoo.diffusers_sd import DiffusersSD
 
 FAMILIES = ("tiny-sd", "onestep", "bnn", "viws")
 DEFAULT_GUIDANCE = 4.0
@@ -336,3 +340,64 @@ def export_viws(output: Path, targets: str | list[str], weights: Path | None, ov
         calibration_inputs = {"restorer": [(x,) for x in windows]}
     return export_bundle([spec], family="viws", model_meta=viws_metadata(model), assets={}, targets=target_list,
                          output=output, overwrite=overwrite, recipe=recipe, calibration=calibration_inputs, log=log)
+
+
+# ------------------------------------------------------------------------------------------------ diffusers
+
+DIFFUSERS_RECIPES = ("fp32", "w8")
+DIFFUSERS_GUIDANCE = 7.5  # the guidance scale SD-1.x/2.x pipelines default to
+
+
+def diffusers_components(model: DiffusersSD, zo_batch: int = ZO_BATCH) -> list[ComponentSpec]:
+    """The four components tiny-sd has, with the same names, inputs and outputs (the runtime tells no difference).
+    Example inputs: a real prompt through the folder's own tokenizer, mid-schedule noise."""
+    from edgesdk.runtime.clip_tokenizer import ClipTokenizer
+
+    extra = (zo_batch,) if zo_batch and zo_batch != CFG_BATCH else ()
+    tokenizer = ClipTokenizer(model.tokenizer)
+    table = model.token_embedding
+    embeddings = torch.from_numpy(np.stack([table[tokenizer.unconditional_ids()],
+                                            tokenizer.embed("a photo of a red star", table)]))
+    generator = torch.Generator().manual_seed(0)
+    shape = (model.latent_channels, model.latent_size, model.latent_size)
+    with torch.no_grad():
+        text = model.text_encoder(embeddings)
+        latent = torch.randn(CFG_BATCH, *shape, generator=generator)
+        image = torch.rand(1, 3, model.image_size, model.image_size, generator=generator) * 2 - 1
+    return [
+        ComponentSpec("text_encoder", model.text_encoder, (embeddings,), ["input_embeddings"], ["text"],
+                      static_batch=CFG_BATCH, extra_batches=extra),
+        ComponentSpec("unet", model.unet, (latent, torch.tensor([500.0, 500.0]), text), ["latent", "timestep", "text"],
+                      ["noise"], static_batch=CFG_BATCH, extra_batches=extra),
+        ComponentSpec("vae_decoder", model.vae_decoder, (latent[:1].contiguous(),), ["latent"], ["image"],
+                      static_batch=1),
+        ComponentSpec("vae_encoder", model.vae_encoder, (image,), ["image"], ["latent"], static_batch=1),
+    ]
+
+
+def export_diffusers(folder: Path, output: Path, targets: str | list[str] = "executorch,onnx", quant: str = "fp32",
+                     image_size: int | None = None, overwrite: bool = False, zo_batch: int | None = None,
+                     log: Log = print) -> Path:
+    """`edgesdk export --from-diffusers FOLDER`: a SD-1.x/2.x diffusers folder to a text-to-image bundle that
+    `edgesdk sample` and `edgesdk personalize` run as they run tiny-sd. Recipes: fp32, w8 (int8 weights, the
+    personalization regime). ``image_size``: the resolution the graphs are fixed at (default: the UNet's own)."""
+    from edgesdk.zoo.diffusers_sd import load_diffusers_sd, require_diffusers
+
+    quant = (quant or "fp32").strip().lower()
+    if quant not in DIFFUSERS_RECIPES:
+        raise EdgeSDKError(f"a diffusers import takes --quant {' | '.join(DIFFUSERS_RECIPES)}, not '{quant}' "
+                           "(static int8 needs calibration trajectories edgesdk records for tiny-sd only)")
+    recipe = recipe_from_name(quant)
+    target_list = parse_targets(targets) if targets else list(recipe.targets)
+    check_targets(recipe, target_list)
+    zo_batch = ZO_BATCH if zo_batch is None else zo_batch
+    if zo_batch < 0 or zo_batch > 8:
+        raise EdgeSDKError(f"--zo-batch must be between 0 (none) and 8, got {zo_batch}")
+    require_diffusers()
+    log(f"loading the diffusers pipeline in {folder}")
+    model = load_diffusers_sd(Path(folder), image_size)
+    assets = {"token_embedding": model.token_embedding, "clip_tokenizer": model.tokenizer,
+              "alphas_cumprod": model.alphas_cumprod}
+    return export_bundle(diffusers_components(model, zo_batch), family="stable-diffusion",
+                         model_meta=model.metadata(DIFFUSERS_GUIDANCE), assets=assets, targets=target_list,
+                         output=output, overwrite=overwrite, recipe=recipe, log=log)

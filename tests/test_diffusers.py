@@ -1,0 +1,139 @@
+"""Stable Diffusion from a local diffusers folder: a tiny random SD pipeline (built from configs, no download) is
+exported to ExecuTorch and ONNX, sampled, and personalized with 20 zeroth-order steps, through the same runtime as
+tiny-sd. The ONNX files go through the external-data path (forced by a low threshold) that >2 GB models take."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers", reason="the diffusers extra is not installed (pip install 'edgesdk[diffusers]')")
+
+from edgesdk.data.concepts import write_concept  # noqa: E402
+from edgesdk.exporting import export_diffusers  # noqa: E402
+from edgesdk.runtime import EdgeSDKError  # noqa: E402
+from edgesdk.runtime.bundle import Bundle  # noqa: E402
+from edgesdk.runtime.personalize import load_tokens, personalize  # noqa: E402
+from edgesdk.runtime.pipeline import TextToImage  # noqa: E402
+from edgesdk.runtime.zo import ZOConfig  # noqa: E402
+from edgesdk.zoo.diffusers_sd import load_diffusers_sd, schedule_from_config, write_random_pipeline  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_pipeline(tmp_path_factory.mktemp("diffusers") / "tiny-sd15", "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def sd_bundle(sd_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import edgesdk.export.onnx as onnx_stage
+
+    saved = onnx_stage.EXTERNAL_DATA_BYTES
+    onnx_stage.EXTERNAL_DATA_BYTES = 0  # every ONNX file takes the >2 GB route: graph + NAME.onnx.data
+    try:
+        return export_diffusers(sd_folder, tmp_path_factory.mktemp("sd-bundles") / "sd.edge", "executorch,onnx",
+                                log=lambda _m: None)
+    finally:
+        onnx_stage.EXTERNAL_DATA_BYTES = saved
+
+
+def test_text_encoder_over_embeddings_equals_clip_on_ids(sd_folder: Path):
+    from transformers import CLIPTextModel
+
+    from edgesdk.runtime.clip_tokenizer import ClipTokenizer
+
+    model = load_diffusers_sd(sd_folder)
+    tokenizer = ClipTokenizer(model.tokenizer)
+    ids = tokenizer.ids("a photo of a blue circle, in the style of a painting")
+    reference = CLIPTextModel.from_pretrained(sd_folder / "text_encoder").eval()
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(ids)[None]).last_hidden_state
+        got = model.text_encoder(torch.from_numpy(model.token_embedding[ids])[None])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_v_prediction_becomes_noise_prediction(tmp_path: Path):
+    folder = write_random_pipeline(tmp_path / "v", "tiny", seed=1, prediction="v_prediction")
+    model = load_diffusers_sd(folder)
+    latent, text = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 32)
+    timestep = torch.tensor([100.0, 900.0])
+    with torch.no_grad():
+        v = model.unet.unet(latent, timestep, encoder_hidden_states=text).sample
+        eps = model.unet(latent, timestep, text)
+    alpha = torch.tensor(model.alphas_cumprod[[100, 900]], dtype=torch.float32).reshape(2, 1, 1, 1)
+    torch.testing.assert_close(eps, alpha.sqrt() * v + (1 - alpha).sqrt() * latent)
+    assert model.metadata()["prediction"] == "epsilon" and model.schedule["source_prediction"] == "v_prediction"
+
+
+def test_schedules():
+    alphas, meta = schedule_from_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
+    assert len(alphas) == 1000 and meta["schedule"] == "scaled-linear"
+    assert abs(alphas[-1] - 0.0047) < 1e-3  # SD-1.5's last alpha-bar
+    with pytest.raises(EdgeSDKError, match="prediction_type 'sample'"):
+        schedule_from_config({"prediction_type": "sample"})
+
+
+def test_bundle_has_every_component_on_both_backends_with_external_data(sd_bundle: Path):
+    bundle = Bundle.open(sd_bundle)
+    assert bundle.family == "stable-diffusion" and bundle.model["image_size"] == 16
+    for name in ("text_encoder", "unet", "vae_decoder", "vae_encoder"):
+        files = bundle.component(name).files
+        assert set(files) == {"executorch", "onnx"}, files
+        assert (sd_bundle / (files["onnx"] + ".data")).exists(), f"{name}: no external data beside the graph"
+        parity = bundle.manifest["components"][name]["parity"]
+        for target in ("executorch", "onnx"):
+            assert min(v["sqnr_db"] for v in parity[target].values()) > 40, (name, target, parity)
+    assert "clip_tokenizer" in bundle.manifest["assets"]
+
+
+@pytest.mark.parametrize("backend", ["onnx", "executorch"])
+def test_sample_and_twenty_zo_steps(sd_bundle: Path, backend: str, tmp_path: Path):
+    pipe = TextToImage(sd_bundle, backend=backend)
+    images = pipe.generate(["a photo of a red star", "a blue circle"], steps=4, seed=0)
+    assert images.shape == (2, 16, 16, 3) and images.dtype == np.uint8
+    again = TextToImage(sd_bundle, backend=backend).generate(["a photo of a red star"], steps=4, seed=0)
+    np.testing.assert_array_equal(again[0], images[0])
+    concept = tmp_path / "concept"
+    write_concept("pink-star", concept, count=3)
+    out = tmp_path / "token.safetensors"
+    result = personalize(sd_bundle, concept, "<mything>", "star", out, steps=20, backend=backend,
+                         config=ZOConfig(seed=0, checkpoint_every=10))
+    assert result.steps == 20 and np.isfinite(result.final_loss)
+    token = load_tokens(out)["<mything>"]
+    assert token.shape == (1, 32)
+    start = pipe.token_table[pipe.tokenizer.index["star"]]
+    assert np.abs(token[0] - start).max() > 0, "20 ZO steps left the token where it started"
+    learned = pipe.generate(["a photo of <mything>"], steps=4, seed=0, learned={"<mything>": token})
+    assert learned.shape == (1, 16, 16, 3)
+
+
+def test_cli_export_sample_and_bad_folders(sd_folder: Path, sd_bundle: Path, tmp_path: Path):
+    done = run_cli("sample", str(sd_bundle), "-p", "a red star", "--steps", "3", "-o", str(tmp_path / "s.png"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "s.png").exists()
+    for folder, message in [(tmp_path / "nowhere", "is not a folder"), (tmp_path, "missing unet/")]:
+        done = run_cli("export", "--from-diffusers", str(folder), "-o", str(tmp_path / "x.edge"))
+        assert done.returncode != 0 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    done = run_cli("export", "--from-diffusers", str(sd_folder), "-o", str(tmp_path / "x.edge"), "--quant", "w4")
+    assert done.returncode != 0 and "takes --quant fp32 | w8" in done.stderr
+    assert not (tmp_path / "x.edge").exists()
+
+
+def test_w8_onnx_through_external_data_runs_a_zo_step(sd_folder: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    import edgesdk.export.onnx as onnx_stage
+
+    monkeypatch.setattr(onnx_stage, "EXTERNAL_DATA_BYTES", 0)
+    bundle = export_diffusers(sd_folder, tmp_path / "w8.edge", "onnx", quant="w8", log=lambda _m: None)
+    info = Bundle.open(bundle).manifest
+    assert info["quantization"]["recipe"] == "w8"
+    assert info["components"]["unet"]["delegation"]["onnx"]["onnx_ops"].get("DynamicQuantizeLinear", 0) > 0
+    concept = tmp_path / "concept"
+    write_concept("pink-star", concept, count=2)
+    result = personalize(bundle, concept, "<w8thing>", "star", tmp_path / "t.safetensors", steps=2)
+    assert np.isfinite(result.final_loss)
