@@ -36,6 +36,8 @@ def quantized_module(program: ExportedProgram, recipe: Recipe, calibration: Sequ
     if recipe.weight_bits == 4:
         return quantized_module_4bit(program, recipe)
     quantizer = XNNPACKQuantizer()
+    if not recipe.is_static:
+        quantizer.set_filter_function(not_a_graph_wide_dynamic_input)
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=not recipe.is_static)
     # Convolutions and linear layers only (where the time and the bytes are). Quantizing every element-wise
     # op as well took the tiny-sd UNet from 32 dB to 16 dB SQNR: the timestep (0..999) and one-sided
@@ -55,6 +57,20 @@ def quantized_module(program: ExportedProgram, recipe: Recipe, calibration: Sequ
         with torch.no_grad():
             prepared(*example_inputs)  # dynamic: one pass only to materialise the observers
     return convert_pt2e(prepared)
+
+
+def not_a_graph_wide_dynamic_input(node: torch.fx.Node) -> bool:
+    """False for a linear layer over a graph input that more than 3 linear layers read (a UNet's text, read by the
+    key and value projections of every cross-attention block). Quantized dynamically, they would share one
+    choose_qparams, and a partition holding it and its consumers all over the graph has a dependency cycle:
+    XNNPACK's partitioner refused the SD UNet ("Invalid partition, found dependency cycles"). Those layers stay
+    fp32 (they see the 77 text tokens only: little time, a few % of the weights)."""
+    if node.target != torch.ops.aten.linear.default or not node.args:
+        return True
+    source = node.args[0]
+    if not isinstance(source, torch.fx.Node) or source.op != "placeholder":
+        return True
+    return sum(user.target == torch.ops.aten.linear.default for user in source.users) <= 3
 
 
 def quantized_module_4bit(program: ExportedProgram, recipe: Recipe) -> torch.nn.Module:

@@ -124,16 +124,20 @@ def test_cli_export_sample_and_bad_folders(sd_folder: Path, sd_bundle: Path, tmp
     assert not (tmp_path / "x.edge").exists()
 
 
-def test_w8_onnx_through_external_data_runs_a_zo_step(sd_folder: Path, tmp_path: Path,
+def test_w8_through_external_data_runs_zo_steps_on_both_backends(sd_folder: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch):
     import edgesdk.export.onnx as onnx_stage
 
     monkeypatch.setattr(onnx_stage, "EXTERNAL_DATA_BYTES", 0)
-    bundle = export_diffusers(sd_folder, tmp_path / "w8.edge", "onnx", quant="w8", log=lambda _m: None)
+    # ExecuTorch too: dynamically quantized, the cross-attention projections of the text (a graph input every block
+    # reads) made XNNPACK's partitioner find a dependency cycle; they stay fp32 (quant/pt2e.py)
+    bundle = export_diffusers(sd_folder, tmp_path / "w8.edge", "executorch,onnx", quant="w8", log=lambda _m: None)
     info = Bundle.open(bundle).manifest
     assert info["quantization"]["recipe"] == "w8"
     assert info["components"]["unet"]["delegation"]["onnx"]["onnx_ops"].get("DynamicQuantizeLinear", 0) > 0
     concept = tmp_path / "concept"
     write_concept("pink-star", concept, count=2)
-    result = personalize(bundle, concept, "<w8thing>", "star", tmp_path / "t.safetensors", steps=2)
-    assert np.isfinite(result.final_loss)
+    for backend in ("onnx", "executorch"):
+        result = personalize(bundle, concept, "<w8thing>", "star", tmp_path / f"{backend}.safetensors", steps=2,
+                             backend=backend)
+        assert np.isfinite(result.final_loss)
