@@ -37,7 +37,8 @@ and lets the backends plan their memory). A parent watchdog kills a child whose 
 machine's available memory runs out) or that runs past --timeout; such a child, or one the OOM killer ends, is
 recorded as did not fit / failed with the reason, and the run goes on. FT at a larger size is skipped when the
 smaller size's FT peak extrapolates above the cap (static part + 4x activations per doubling of the side).
-Writes benchmarks/results/sd_memory.json after every finished size (atomically; sizes from earlier runs are kept).
+Writes benchmarks/results/sd_memory.json after every row (atomically; `complete` marks a finished size). Sizes and
+methods from earlier runs are kept: a later run replaces only the rows of the methods it runs.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ else:
     result["rss_after_load_mb"] = resident_mb()
     unet, text_encoder = model.unet, model.text_encoder
     result["unet_params"] = sum(p.numel() for p in unet.parameters())
+    result["text_params"] = sum(p.numel() for p in text_encoder.parameters())
     for module in (unet, text_encoder, model.vae_encoder, model.vae_decoder):
         module.requires_grad_(False)
     pixels = torch.from_numpy(np.concatenate([images, images[:, :, ::-1]]).astype(np.float32)).permute(0, 3, 1, 2)
@@ -329,12 +331,13 @@ def folder_bytes(path: Path) -> int:
 
 
 def ft_estimate_mb(smaller: dict, side_ratio: float) -> float | None:
-    """FT peak at a larger size from a smaller one: what does not grow with the image (weights, latents' caches, plus
-    the gradients and two AdamW moments of every UNet weight) stays, the rest (activations) grows with the pixel
-    count."""
+    """FT peak at a larger size from a smaller one. What does not grow with the image stays: the import floor, the
+    fp32 weights of the UNet and text encoder, and the gradient and two AdamW moments of every UNet weight. (Not
+    ``rss_before_steps_mb``: diffusers maps the weight files, so they only become resident when the first step
+    touches them.) The rest, activations, grows with the pixel count."""
     if smaller.get("status") != "ok" or "unet_params" not in smaller:
         return None
-    static = smaller["rss_before_steps_mb"] + 3 * smaller["unet_params"] * 4 / 2**20
+    static = smaller["after_imports_mb"] + (4 * smaller["unet_params"] + smaller.get("text_params", 0)) * 4 / 2**20
     return static + max(0.0, smaller["peak_rss_mb"] - static) * side_ratio**2
 
 
@@ -406,6 +409,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per method child")
     parser.add_argument("--export-timeout", type=float, default=2400.0, help="seconds per bundle export")
+    parser.add_argument("--retry-exports", action="store_true",
+                        help="export a backend again though it failed (an error, not a timeout) at a smaller size")
     parser.add_argument("--mem-cap-gb", type=float, default=22.0, help="a child past this RSS is killed")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "sd_memory.json")
     args = parser.parse_args()
@@ -434,21 +439,35 @@ def main() -> int:
 
     for size in sizes:
         size_start = time.perf_counter()
-        exports = {}
-        for backend in (m[3:] for m in methods if m.startswith("zo-")):
-            out = args.workdir / f"{args.architecture}-w8-{size}-{backend}.edge"
-            exports[backend] = ensure_bundle(folder, out, backend, size, args)
+        # rows of methods not run now are kept: a run of one method (say zo-executorch after a fix) adds to the rest
+        previous = results["sizes"].get(str(size), {})
+        kept = [r for r in previous.get("rows", []) if r["method"] not in methods]
+        earlier_commands = previous.get("commands") or ([previous["command"]] if "command" in previous else [])
+        exports: dict[str, dict] = dict(previous.get("exports", {}))
         rows: list[dict] = []
         for method in methods:
             row: dict = {"method": method, "size": size}
-            smaller = [r for s, entry in results["sizes"].items() if int(s) < size
-                       for r in entry["rows"] if r["method"] == "ft"]
-            estimate = ft_estimate_mb(smaller[-1], size / smaller[-1]["size"]) if smaller else None
+            if method.startswith("zo-"):  # exported just before its row: an export that fails costs the others nothing
+                out = args.workdir / f"{args.architecture}-w8-{size}-{method[3:]}.edge"
+                failed = [(s, entry["exports"][method[3:]]["status"]) for s, entry in results["sizes"].items()
+                          if int(s) < size and entry.get("exports", {}).get(method[3:], {}).get("status", "")
+                          .startswith("failed:")]
+                if failed and not args.retry_exports and not (args.reuse and (out / "manifest.json").exists()):
+                    # a lowering error is a property of the graph, not of its spatial size: do not pay for it again
+                    exports[method[3:]] = {"status": f"not attempted: the {failed[-1][0]} px export of the same graph "
+                                                     f"{failed[-1][1]} (--retry-exports tries again)"}
+                else:
+                    exports[method[3:]] = ensure_bundle(folder, out, method[3:], size, args)
+            smaller = max((r for s, entry in results["sizes"].items() if int(s) < size
+                           for r in entry["rows"] if r["method"] == "ft"), key=lambda r: r["size"], default=None)
+            estimate = ft_estimate_mb(smaller, size / smaller["size"]) if smaller else None
             if method.startswith("zo-") and exports[method[3:]]["status"] not in ("ok", "reused"):
-                row["status"] = f"not run: the {method[3:]} export {exports[method[3:]]['status']}"
+                row["status"] = f"not run: {method[3:]} export {exports[method[3:]]['status']}"
             elif method == "ft" and estimate is not None and estimate > args.mem_cap_gb * 1024:
-                row.update(status=f"skipped: {smaller[-1]['size']} px FT extrapolates to {estimate / 1024:.1f} GB "
+                row.update(status=f"skipped: {smaller['size']} px FT extrapolates to {estimate / 1024:.1f} GB "
                                   f"> the {args.mem_cap_gb:.0f} GB cap", estimated_peak_mb=estimate)
+            elif method == "ft" and smaller and smaller["status"].startswith(("did not fit", "killed", "skipped")):
+                row["status"] = f"skipped: {smaller['size']} px FT already {smaller['status']}"
             else:
                 print(f"{size} px  {method} ...", flush=True)
                 bundle = Path(exports[method[3:]]["path"]) if method.startswith("zo-") else None
@@ -461,9 +480,13 @@ def main() -> int:
                       f"(child {row['wall_s']:.0f} s)", flush=True)
             else:
                 print(f"{size} px  {method:13s} {row['status']}", flush=True)
-        results["sizes"][str(size)] = {"rows": rows, "exports": exports, "checks": checks_for(rows),
-                                       "seconds": time.perf_counter() - size_start, "command": command}
-        write_json(args.output, results)  # after every size, so a later size that dies leaves these behind
+            # after every row, so a later method that takes the whole machine down leaves these behind
+            merged = sorted(kept + rows, key=lambda r: METHODS.index(r["method"]))
+            results["sizes"][str(size)] = {"rows": merged, "exports": exports, "checks": checks_for(merged),
+                                           "complete": method == methods[-1],
+                                           "commands": [*earlier_commands, command],
+                                           "seconds": previous.get("seconds", 0.0) + time.perf_counter() - size_start}
+            write_json(args.output, results)
         print(f"wrote {args.output} ({size} px took {time.perf_counter() - size_start:.0f} s)", flush=True)
 
     print_table(results, [str(s) for s in sizes])
