@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.runtime.tokenizer import _PLACEHOLDER, _PUNCTUATION, _as_rows
+from edgesdk.runtime.tokenizer import _PLACEHOLDER, _PUNCTUATION, PromptEncoding
 
 if TYPE_CHECKING:
     import tokenizers
@@ -240,7 +240,7 @@ class _Index(Mapping[str, int]):
         return len(self._whole_words())
 
 
-class ClipTokenizer:
+class ClipTokenizer(PromptEncoding):
     """CLIP BPE with the word-level `Tokenizer`'s API: `ids`, `unconditional_ids`, `embed`, `words`, `index`."""
 
     lowercase = True  # CLIP's normalizer lower-cases, and placeholders match case-insensitively
@@ -313,28 +313,6 @@ class ClipTokenizer:
             raise EdgeSDKError(f"prompt is too long: {positions} tokens, this model takes at most {self.max_words}; "
                                "shorten it")
         return slots
-
-    def _pad(self, body: list[int]) -> np.ndarray:
-        ids = [self.bos, *body, self.eos]
-        return np.array(ids + [self.pad] * (self.max_tokens - len(ids)), dtype=np.int64)
-
-    def ids(self, prompt: str) -> np.ndarray:
-        """(max_tokens,) int64 ids `[bos, tokens..., eos, pad...]` of a user prompt (empty prompts are refused)."""
-        return self._pad([int(slot) for slot in self._slots(prompt, {})])
-
-    def unconditional_ids(self) -> np.ndarray:
-        """Ids of the empty prompt, the classifier-free guidance input."""
-        return self._pad([])
-
-    def embed(self, prompt: str, table: np.ndarray, learned: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """(max_tokens, width) float32 embeddings; each `learned` placeholder splices its (k, width) rows in."""
-        vectors = {name.lower(): _as_rows(value, table.shape[1], name) for name, value in (learned or {}).items()}
-        rows: list[np.ndarray] = [table[self.bos][None]]
-        for slot in self._slots(prompt, vectors):
-            rows.append(vectors[slot] if isinstance(slot, str) else table[slot][None])
-        rows.append(table[self.eos][None])
-        rows += [table[self.pad][None]] * (self.max_tokens - sum(len(r) for r in rows))
-        return np.concatenate(rows).astype(np.float32)
 
 
 __all__ = ["ClipTokenizer", "byte_symbols", "clip_tokenizer_asset"]

@@ -22,7 +22,48 @@ _PUNCTUATION = re.compile(r"[,.;:!?]")
 _PLACEHOLDER = re.compile(r"(<[^<>\s]+>)")  # capturing group: re.split keeps the placeholders
 
 
-class Tokenizer:
+class PromptEncoding:
+    """What every bundle tokenizer shares: a prompt becomes slots (token ids, or a learned placeholder's name), then
+    ``[bos] slots [eos] [pad]...`` as ids or as embedding rows. Subclasses give ``_slots``, the special ids,
+    ``max_tokens`` and ``lowercase``."""
+
+    bos: int
+    eos: int
+    pad: int
+    max_tokens: int
+    lowercase: bool
+
+    def _slots(self, prompt: str, learned: dict[str, np.ndarray]) -> list[int | str]:
+        raise NotImplementedError
+
+    def _pad(self, body: list[int]) -> np.ndarray:
+        ids = [self.bos, *body, self.eos]
+        return np.array(ids + [self.pad] * (self.max_tokens - len(ids)), dtype=np.int64)
+
+    def ids(self, prompt: str) -> np.ndarray:
+        """(max_tokens,) int64 ids of a user prompt (empty prompts are refused)."""
+        return self._pad([int(slot) for slot in self._slots(prompt, {})])
+
+    def unconditional_ids(self) -> np.ndarray:
+        """Ids of the empty prompt, the classifier-free guidance input."""
+        return self._pad([])
+
+    def embed(self, prompt: str, table: np.ndarray, learned: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """(max_tokens, width) float32 embeddings; each `learned` placeholder splices its (k, width) rows in."""
+        vectors = {self._key(name): _as_rows(value, table.shape[1], name) for name, value in (learned or {}).items()}
+        rows: list[np.ndarray] = [table[self.bos][None]]
+        for slot in self._slots(prompt, vectors):
+            rows.append(vectors[slot] if isinstance(slot, str) else table[slot][None])
+        rows.append(table[self.eos][None])
+        rows += [table[self.pad][None]] * (self.max_tokens - sum(len(r) for r in rows))
+        return np.concatenate(rows).astype(np.float32)
+
+    def _key(self, placeholder: str) -> str:
+        # prompts are lower-cased, so "<Me>" in the learned dict must match "<me>" in the prompt
+        return placeholder.lower() if self.lowercase else placeholder
+
+
+class Tokenizer(PromptEncoding):
     def __init__(self, vocabulary: dict[str, Any]) -> None:
         try:
             self.tokens: list[str] = [str(t) for t in vocabulary["tokens"]]
@@ -82,32 +123,6 @@ class Tokenizer:
             raise EdgeSDKError(f"prompt is too long: {positions} tokens, this model takes at most {self.max_words}; "
                                "shorten it")
         return [w if w in learned else self.index[w] for w in words]
-
-    def _pad(self, body: list[int]) -> np.ndarray:
-        ids = [self.bos, *body, self.eos]
-        return np.array(ids + [self.pad] * (self.max_tokens - len(ids)), dtype=np.int64)
-
-    def ids(self, prompt: str) -> np.ndarray:
-        """(max_tokens,) int64 ids of a user prompt (empty prompts are refused)."""
-        return self._pad([int(slot) for slot in self._slots(prompt, {})])
-
-    def unconditional_ids(self) -> np.ndarray:
-        """Ids of the empty prompt, the classifier-free guidance input."""
-        return self._pad([])
-
-    def embed(self, prompt: str, table: np.ndarray, learned: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """(max_tokens, width) float32 embeddings; each `learned` placeholder splices its (k, width) rows in."""
-        vectors = {self._key(name): _as_rows(value, table.shape[1], name) for name, value in (learned or {}).items()}
-        rows: list[np.ndarray] = [table[self.bos][None]]
-        for slot in self._slots(prompt, vectors):
-            rows.append(vectors[slot] if isinstance(slot, str) else table[slot][None])
-        rows.append(table[self.eos][None])
-        rows += [table[self.pad][None]] * (self.max_tokens - sum(len(r) for r in rows))
-        return np.concatenate(rows).astype(np.float32)
-
-    def _key(self, placeholder: str) -> str:
-        # prompts are lower-cased, so "<Me>" in the learned dict must match "<me>" in the prompt
-        return placeholder.lower() if self.lowercase else placeholder
 
 
 def _as_rows(value: np.ndarray, width: int, name: str) -> np.ndarray:
