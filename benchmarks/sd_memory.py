@@ -1,7 +1,7 @@
 """Peak memory and time of one personalization step at Stable Diffusion 1.5's size, each method in its own process.
 
     python benchmarks/sd_memory.py [--sizes 256,512] [--methods zo-onnx,zo-executorch,ti,ft]
-                                   [--workdir build/sd-memory] [--steps 2] [--reuse]
+                                   [--workdir build/sd-memory] [--steps 2] [--reuse] [--query-batch 1]
 
 Model: a diffusers folder with SD-1.5's architecture and random weights (``write_random_pipeline(.., "sd-1.5")``:
 UNet 860 M parameters, CLIP ViT-L text encoder, the SD VAE); weights do not change memory. Batch 1 (one image per
@@ -10,12 +10,16 @@ Graphs are static in spatial size, so each resolution gets its own w8 bundle, an
 ExecuTorch export that fails or times out then costs nothing on the ONNX Runtime side).
 
 Methods:
-- ``zo-onnx`` / ``zo-executorch``: one Subspace-Gradient zeroth-order step as `edgesdk personalize` runs it (lean
-  sessions, 2 threads, ``fit_config(ZOConfig(mu=default_mu(bundle)))``: n = 2, so n+1 = 3 queries as one batch-3
-  forward of the text encoder and UNet) on the int8-weight (w8) bundle, through ``TokenLoss``/``ZOTrainer``. The
-  images are encoded once by the bundle's VAE encoder before the first step and their latents cached, as the runtime
-  does. The ONNX Runtime process imports no torch; the ExecuTorch binding imports torch (a phone linking the C++
-  runtime does not: the `after imports` column shows that floor). On ExecuTorch w8 quantizes linear layers only
+- ``zo-onnx`` / ``zo-executorch``: one Subspace-Gradient zeroth-order step as `edgesdk personalize --query-batch 1`
+  runs it (lean sessions, 2 threads, ``fit_config(ZOConfig(mu=default_mu(bundle)))``: n = 2, so n+1 = 3 queries,
+  forwarded ``--query-batch`` at a time: 1 by default, the memory mode; 3 is one batch-3 forward) on the int8-weight
+  (w8) bundle, through ``TokenLoss``/``ZOTrainer``. The images are encoded once, one at a time, by the bundle's VAE
+  encoder before the first step, their latents cached and the encoder's session closed, as the runtime does. The
+  export slices attention whose fp32 scores pass 64 MB per row into one head at a time
+  (``zoo.diffusers_sd.HeadSlicedAttention``: at 512 px the first level's self-attention; nothing at 256 px).
+  With --reuse a bundle already in --workdir is used as it is: delete it after a change to the export. The ONNX
+  Runtime process imports no torch; the ExecuTorch binding imports torch (a phone linking the C++ runtime does
+  not: the `after imports` column shows that floor). On ExecuTorch w8 quantizes linear layers only
   (convolutions stay fp32, see ``quant.recipes.W8``).
 - ``ti``: one backprop Textual-Inversion step, fp32 eager torch (diffusers UNet + CLIP text encoder of the same
   folder through ``load_diffusers_sd``, so both sides compute the same loss). Only the new token's row is trained: a
@@ -63,8 +67,8 @@ RESULT_MARK = "SD_MEMORY_RESULT "  # prefix of the child's one result line, so l
 
 CHILD = r"""
 import json, statistics, sys, time
-method, folder, bundle, size, steps, threads, concept, count, token, init_word, mark = sys.argv[1:12]
-size, steps, threads, count = int(size), int(steps), int(threads), int(count)
+method, folder, bundle, size, steps, threads, concept, count, token, init_word, mark, query_batch = sys.argv[1:13]
+size, steps, threads, count, query_batch = int(size), int(steps), int(threads), int(count), int(query_batch)
 from edgesdk.runtime.bench import peak_rss_mb, resident_mb
 from edgesdk.data.concepts import concept_images
 import numpy as np
@@ -100,10 +104,11 @@ if method.startswith("zo-"):
         import executorch.runtime, torch  # noqa: F401  (the binding's own floor, before any model loads)
     result["after_imports_mb"] = resident_mb()
     pipe = TextToImage(bundle, backend=method[3:], threads=threads, lean_memory=True)  # as `edgesdk personalize`
-    problem = TokenLoss(pipe, images, token)
+    problem = TokenLoss(pipe, images, token, query_batch=query_batch)
     config, notes = fit_config(ZOConfig(mu=default_mu(pipe.bundle)), problem.dim)
     trainer = ZOTrainer(problem, config, problem.initial_vector(init_word))
-    result.update(config={"n": config.n, "mu": config.mu, "sg": config.sg, "sg_tau": config.sg_tau}, notes=notes)
+    result.update(config={"n": config.n, "mu": config.mu, "sg": config.sg, "sg_tau": config.sg_tau,
+                          "query_batch": query_batch}, notes=notes)
     result["rss_before_steps_mb"] = resident_mb()
     result["setup_peak_mb"] = peak_rss_mb()
     result["steps_peak_measured"] = reset_peak()
@@ -269,7 +274,7 @@ def failure(code: int, reason: str | None, log: Path) -> str:
 def run_method(method: str, folder: Path, bundle: Path | None, size: int, args: argparse.Namespace) -> dict:
     log = args.workdir / "logs" / f"{method}-{size}.log"
     command = [sys.executable, "-c", CHILD, method, str(folder), str(bundle or "-"), str(size), str(args.steps),
-               str(args.threads), CONCEPT, str(IMAGES), TOKEN, INIT_WORD, RESULT_MARK]
+               str(args.threads), CONCEPT, str(IMAGES), TOKEN, INIT_WORD, RESULT_MARK, str(args.query_batch)]
     start = time.perf_counter()
     code, reason, largest = watched(command, log, args.timeout, args.mem_cap_gb * 1024)
     wall = time.perf_counter() - start
@@ -407,6 +412,8 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="reuse the random folder and bundles in --workdir")
     parser.add_argument("--architecture", default="sd-1.5", help="random pipeline ('tiny' for a smoke test)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--query-batch", type=int, default=1,
+                        help="ZO methods: queries per forward (1: lowest peak; 3: the n+1 queries as one batch)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per method child")
     parser.add_argument("--export-timeout", type=float, default=2400.0, help="seconds per bundle export")
     parser.add_argument("--retry-exports", action="store_true",

@@ -1,10 +1,11 @@
 """On-device personalization: learn a new word from a few private images with forward passes only.
 
 The loss of one zeroth-order step runs through the bundle's exported text encoder (input embeddings with the
-learned vectors spliced in at the placeholder) and UNet, the n+1 queries of a step as one batch; the images are
-encoded once by the exported VAE encoder and their latents cached. The optimizer (RGE, ZO-Adam, Subspace
-Gradient, PUTS) is in ``edgesdk.runtime.zo``. numpy only: no torch here, nothing leaves the device, and the
-images are read in place and never copied anywhere.
+learned vectors spliced in at the placeholder) and UNet, the n+1 queries of a step as one batch or, to keep the
+activation peak of a large model down, in chunks of ``query_batch`` rows; the images are encoded once, one at a
+time, by the exported VAE encoder, their latents cached and the encoder's session closed. The optimizer (RGE,
+ZO-Adam, Subspace Gradient, PUTS) is in ``edgesdk.runtime.zo``. numpy only: no torch here, nothing leaves the
+device, and the images are read in place and never copied anywhere.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class TokenLoss:
     θ is the concatenation of the placeholder's ``num_vectors`` embedding rows (so every vector is trained)."""
 
     def __init__(self, pipe: TextToImage, images: np.ndarray, token: str, num_vectors: int = 1,
-                 templates: tuple[str, ...] = TEMPLATES, captions: list[str] | None = None, flip: bool = True) -> None:
+                 templates: tuple[str, ...] = TEMPLATES, captions: list[str] | None = None, flip: bool = True,
+                 query_batch: int | None = None) -> None:
         if not (token.startswith("<") and token.endswith(">")) or len(token) < 3 or " " in token:
             raise EdgeSDKError(f"token {token!r} must look like <word> (angle brackets, no spaces)")
         # a word-level vocabulary would read <star> and star alike; CLIP bundles tell them apart by the brackets
@@ -89,6 +91,10 @@ class TokenLoss:
             raise EdgeSDKError(f"token {token!r} names a word the model already knows; pick a new word")
         if num_vectors < 1:
             raise EdgeSDKError(f"num_vectors must be at least 1, got {num_vectors}")
+        if query_batch is not None and query_batch < 1:
+            raise EdgeSDKError(f"--query-batch must be at least 1 (or unset: all n+1 queries at once), "
+                               f"got {query_batch}")
+        self.query_batch = query_batch
         self.pipe, self.token, self.num_vectors, self.flip = pipe, token.lower(), num_vectors, flip
         self.width = int(pipe.token_table.shape[1])  # d comes from the embedding table, never a literal
         self.dim = num_vectors * self.width
@@ -96,8 +102,12 @@ class TokenLoss:
         self.per_image = captions is not None
         self._slots: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.captions = self._check_captions(templates, captions, len(images))
-        # every image and its mirror image encoded once: the VAE encoder never runs inside the loop
-        encoded = pipe.encode_images(np.concatenate([images, images[:, :, ::-1]]) if flip else images)
+        # every image and its mirror image encoded once: the VAE encoder never runs inside the loop. One image per
+        # call (a batch of ten 512-px images multiplies the encoder's activations tenfold), then its session is
+        # closed: the loop needs only the text encoder and the UNet in memory.
+        originals = np.concatenate([images, images[:, :, ::-1]]) if flip else images
+        encoded = np.concatenate([pipe.encode_images(image[None]) for image in originals])
+        pipe.close_component("vae_encoder")
         self.latents = encoded.astype(np.float32).reshape(2 if flip else 1, len(images), *encoded.shape[1:])
         self.count = len(images)
 
@@ -142,7 +152,13 @@ class TokenLoss:
         return self._slots[caption]
 
     def losses(self, sample: Draw, thetas: np.ndarray) -> np.ndarray:
-        """One forward per component for all rows of ``thetas`` (n+1, dim): identical z_t, t and caption."""
+        """L for every row of ``thetas`` (n+1, dim): identical z_t, t and caption; all rows in one forward per
+        component, or ``query_batch`` rows at a time (the same losses, a smaller activation peak)."""
+        chunk = self.query_batch or len(thetas)
+        return np.concatenate([self._losses(sample, thetas[start:start + chunk])
+                               for start in range(0, len(thetas), chunk)])
+
+    def _losses(self, sample: Draw, thetas: np.ndarray) -> np.ndarray:
         rows = len(thetas)
         base, slots = self.placeholder_slots(sample.caption)
         embeddings = np.repeat(base[None], rows, axis=0)
@@ -232,12 +248,13 @@ def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_
                 steps: int, backend: str = "onnx", config: ZOConfig | None = None, num_vectors: int = 1,
                 resume: bool = False, overwrite: bool = False, threads: int | None = None,
                 time_budget_s: float | None = None, on_step: Callable[[StepLog], None] | None = None,
-                session_factory: ComponentFactory | None = None) -> PersonalizeResult:
+                session_factory: ComponentFactory | None = None, query_batch: int | None = None) -> PersonalizeResult:
     """Learn ``token`` from the images in ``images_dir`` with forward passes of the bundle's exported model only.
 
     Writes exactly two files: ``output`` (the learned token, .safetensors) and its checkpoint next to it
     (``<output>.ckpt.npz``, every ``config.checkpoint_every`` steps, atomically), from which ``resume`` continues
-    bit-exactly after a kill."""
+    bit-exactly after a kill. ``query_batch``: forward the n+1 queries of a step this many at a time (default: all at
+    once); 1 gives the lowest peak memory (an SD-1.5 step on a phone), at about the same speed on a CPU."""
     output = Path(output)
     checkpoint = checkpoint_path_for(output)
     if steps < 1:
@@ -253,7 +270,7 @@ def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_
     pipe = TextToImage(bundle, backend=backend, threads=threads, session_factory=session_factory, lean_memory=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     images, used = load_concept_images(images_dir, int(pipe.bundle.model.get("image_size", 32)))
-    problem = TokenLoss(pipe, images, token, num_vectors=num_vectors)
+    problem = TokenLoss(pipe, images, token, num_vectors=num_vectors, query_batch=query_batch)
     theta0 = problem.initial_vector(init_word)
     config, notes = fit_config(config or ZOConfig(mu=default_mu(pipe.bundle)), problem.dim)
     if resume:

@@ -60,7 +60,9 @@ class ComponentPipeline:
         self.latent_channels = int(model["latent_channels"])
         self.latent_size = int(model["latent_size"])
         self.tokenizer = Tokenizer.from_bundle(self.bundle)
-        self.token_table = self.bundle.asset_array("token_embedding").astype(np.float32)
+        # mapped, not loaded: lookups touch a few rows of a table that is 152 MB for SD-1.5 (float32 as exported;
+        # asarray copies only a table of another dtype)
+        self.token_table = np.asarray(self.bundle.asset_array("token_embedding", mapped=True), dtype=np.float32)
         # per component {"seconds": total, "calls": n} for the last generate()/encode_images()
         self.timings: dict[str, dict[str, float]] = {}
 
@@ -76,6 +78,10 @@ class ComponentPipeline:
                 self._sessions[component] = open_session(self.bundle, component, self.backend, self.threads,
                                                             self.lean_memory)
         return self._sessions[component]
+
+    def close_component(self, component: str) -> None:
+        """Drop a component's session (its weights and buffers); it reopens if it is needed again."""
+        self._sessions.pop(component, None)  # sessions free their memory when the last reference goes
 
     def run_component(self, component: str, *arrays: np.ndarray) -> np.ndarray:
         """Positional inputs in the component's input order; returns its first output. Timed."""

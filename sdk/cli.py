@@ -216,8 +216,9 @@ def export_cmd(
     calibration_samples: int = typer.Option(32, help="w8a8: calibration inputs per component."),
     calibration_trajectory: str = typer.Option("sampling", help="w8a8: sampling (DDIM trajectories) | uniform-t."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
-    zo_batch: int | None = typer.Option(None, help="tiny-sd: ExecuTorch batch for on-device personalization's n+1 "
-                                                   "queries in one forward (an extra method; 0: none). Default: 3 "
+    zo_batch: int | None = typer.Option(None, help="tiny-sd, --from-diffusers: ExecuTorch batch for on-device "
+                                                   "personalization's n+1 queries in one forward (an extra method; 0: "
+                                                   "none; 1 for personalize --query-batch 1). Default: 3 "
                                                    "for fp32 and w8 bundles, 0 for w8a8 and w4 (and onestep)."),
     from_diffusers: Path | None = typer.Option(None, "--from-diffusers", help="A local Stable Diffusion 1.x/2.x "
                                                "diffusers folder (model_index.json, unet/, vae/, text_encoder/, "
@@ -397,6 +398,10 @@ def personalize_cmd(
     time_budget: float | None = typer.Option(None, help="Stop after this many seconds (checkpointed; --resume "
                                                         "goes on)."),
     threads: int | None = typer.Option(None, help="CPU threads for the backend."),
+    query_batch: int | None = typer.Option(None, "--query-batch", help="Forward the n+1 queries of a step this "
+                                           "many at a time (default: all at once). 1 keeps peak memory lowest "
+                                           "(Stable Diffusion at 512 px); on executorch, export with --zo-batch 1 "
+                                           "so that no padding row is computed."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Learn a new word from a few images on the device: forward passes of the exported model only, no torch."""
@@ -415,7 +420,8 @@ def personalize_cmd(
     with TrainProgress(f"personalize {token}", total=steps, start=start) as progress:
         result = personalize(bundle, images, token, init_word, output, steps=steps, backend=backend, config=config,
                              num_vectors=vectors, resume=resume, overwrite=overwrite, threads=threads,
-                             time_budget_s=time_budget, on_step=lambda log: progress.update(log.step, log.loss))
+                             time_budget_s=time_budget, on_step=lambda log: progress.update(log.step, log.loss),
+                             query_batch=query_batch)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
     if json_out:

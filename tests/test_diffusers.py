@@ -69,6 +69,31 @@ def test_v_prediction_becomes_noise_prediction(tmp_path: Path):
     assert model.metadata()["prediction"] == "epsilon" and model.schedule["source_prediction"] == "v_prediction"
 
 
+def test_large_attention_runs_one_head_at_a_time_with_the_same_result(sd_folder: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    import edgesdk.zoo.diffusers_sd as module
+
+    model = load_diffusers_sd(sd_folder)
+    latent, timestep, text = torch.randn(2, 4, 8, 8), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 32)
+    heads: list[int] = []  # heads per attention call (F is torch's own module: diffusers' processor counts too)
+    plain = module.F.scaled_dot_product_attention
+    monkeypatch.setattr(module.F, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: (heads.append(q.shape[1]), plain(q, k, v, **kw))[1])
+    unet = model.unet.unet
+    with torch.no_grad():
+        reference = model.unet(latent, timestep, text)  # the tiny UNet's scores are small: nothing sliced
+        assert heads and set(heads) == {4}, heads
+        heads.clear()
+        unet.set_attn_processor(module.HeadSlicedAttention(slice_bytes=0))  # every attention sliced
+        sliced = model.unet(latent, timestep, text)
+        assert heads and set(heads) == {1}, "attention did not run one head at a time"
+        unet.set_attn_processor(AttnProcessor2_0())
+        torch.testing.assert_close(sliced, model.unet(latent, timestep, text), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sliced, reference, rtol=1e-5, atol=1e-6)
+
+
 def test_schedules():
     alphas, meta = schedule_from_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
     assert len(alphas) == 1000 and meta["schedule"] == "scaled-linear"
@@ -101,7 +126,7 @@ def test_sample_and_twenty_zo_steps(sd_bundle: Path, backend: str, tmp_path: Pat
     write_concept("pink-star", concept, count=3)
     out = tmp_path / "token.safetensors"
     result = personalize(sd_bundle, concept, "<mything>", "star", out, steps=20, backend=backend,
-                         config=ZOConfig(seed=0, checkpoint_every=10))
+                         config=ZOConfig(seed=0, checkpoint_every=10), query_batch=1)  # the SD-1.5 memory mode
     assert result.steps == 20 and np.isfinite(result.final_loss)
     token = load_tokens(out)["<mything>"]
     assert token.shape == (1, 32)

@@ -57,6 +57,11 @@ def test_batched_losses_match_row_by_row_on_both_backends(shipped_bundle: Path, 
         rows = np.concatenate([problem.losses(sample, thetas[i:i + 1]) for i in range(3)])
         np.testing.assert_allclose(batched, rows, rtol=1e-5, atol=1e-7)
         assert np.array_equal(problem.losses(sample, thetas), batched)  # same input, same losses
+        problem.query_batch = 1  # --query-batch 1: the step's queries one forward each, the same losses
+        np.testing.assert_allclose(problem.losses(sample, thetas), batched, rtol=1e-5, atol=1e-7)
+        problem.query_batch = 2  # chunks of 2 and 1
+        np.testing.assert_allclose(problem.losses(sample, thetas), batched, rtol=1e-5, atol=1e-7)
+        assert "vae_encoder" not in problem.pipe._sessions, "the encoder stays loaded after the latents are cached"
         # the loss responds to the token: the perturbed rows differ from row 0
         assert np.all(batched[1:] != batched[0])
 

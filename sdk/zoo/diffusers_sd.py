@@ -121,6 +121,43 @@ class NoisePredictor(nn.Module):
         return alpha.sqrt() * out + (1 - alpha).sqrt() * latent
 
 
+# Attention whose scores (batch row x heads x queries x keys, fp32) would pass this many bytes runs one head at a
+# time. SD-1.5 at 512 px: 8 x 4096 x 4096 x 4 B = 512 MB per row in the first level's self-attention, twice that
+# with the softmax, more than the int8 UNet's weights; one head is 64 MB. At 256 px (32 MB) nothing is sliced.
+SLICE_SCORES_BYTES = 64 * 2**20
+
+
+class HeadSlicedAttention:
+    """A diffusers attention processor: plain scaled-dot-product attention, one head at a time when the scores are
+    large. The graph unrolls the head loop (the head count is static), so a runtime that frees each intermediate
+    when its last reader has run (ONNX Runtime, ExecuTorch's memory planner) holds one head's scores at a time.
+    Same result as diffusers' own processor; anything beyond the UNet's plain attention goes to that processor."""
+
+    def __init__(self, slice_bytes: int = SLICE_SCORES_BYTES) -> None:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.slice_bytes = slice_bytes
+        self.default = AttnProcessor2_0()
+
+    def __call__(self, attn: nn.Module, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
+                 attention_mask: Tensor | None = None, temb: Tensor | None = None, **kwargs: Any) -> Tensor:
+        plain = (hidden_states.ndim == 3 and attention_mask is None and attn.spatial_norm is None
+                 and attn.group_norm is None and attn.norm_q is None and attn.norm_k is None and not attn.norm_cross
+                 and not attn.residual_connection and attn.rescale_output_factor == 1.0)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        scores = attn.heads * hidden_states.shape[1] * context.shape[1] * 4
+        if not plain or scores <= self.slice_bytes:
+            return self.default(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        batch = hidden_states.shape[0]
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        width = key.shape[-1] // attn.heads
+        query, key, value = (x.reshape(batch, -1, attn.heads, width).transpose(1, 2) for x in (query, key, value))
+        heads = [F.scaled_dot_product_attention(query[:, h:h + 1], key[:, h:h + 1], value[:, h:h + 1])
+                 for h in range(attn.heads)]
+        out = torch.cat(heads, dim=1).transpose(1, 2).reshape(batch, -1, attn.heads * width)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
 class VaeDecoder(nn.Module):
     """Scaled latent -> image in [-1, 1]."""
 
@@ -233,6 +270,7 @@ def load_diffusers_sd(folder: Path, image_size: int | None = None) -> DiffusersS
     if image_size is not None and (image_size % (factor * 8) or image_size <= 0):
         raise EdgeSDKError(f"--image-size must be a positive multiple of {factor * 8}, got {image_size}")
     scaling = float(getattr(vae.config, "scaling_factor", 0.18215))
+    unet.set_attn_processor(HeadSlicedAttention())
     with torch.no_grad():
         table = text.get_input_embeddings().weight.detach().numpy().astype(np.float32)
     return DiffusersSD(
