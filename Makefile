@@ -4,8 +4,9 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-0.1.0
 BUILD   := build
+CPP     := runtime/cpp/build
 
-.PHONY: demo test bench lint setup clean
+.PHONY: demo test bench lint setup clean cpp cpp-test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +21,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -rs
+	$(MAKE) cpp-test
+
+# The C++ runtime (runtime/cpp): library, edgesdk-run and its tests, built against the executorch wheel's C++
+# package with the venv's CMake (>= 3.28, from PyPI) and Ninja.
+cpp: $(STAMP)
+	$(VENV)/bin/cmake -S runtime/cpp -B $(CPP) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \
+		-DPython_EXECUTABLE=$(abspath $(PY))
+	$(VENV)/bin/cmake --build $(CPP) -j2
+
+# ctest: unit tests, then the equivalence tests against the Python runtime (their fixture step exports the
+# bundles and writes the Python references into $(CPP)/fixtures once).
+cpp-test: cpp
+	cd $(CPP) && $(abspath $(VENV))/bin/ctest --output-on-failure
 
 bench: $(STAMP)
 	$(PY) benchmarks/sampling.py

@@ -167,7 +167,8 @@ class SubspaceGradient:
     """Subspace Gradient (§6): remove the directions along which the recent trajectory barely moved.
 
     B holds the last tau values of θ (after each update). Every tau steps a PCA of B picks the components
-    beyond the first 1 − ν of variance; their rows form P, and g ← g − (g Pᵀ) P until the next refresh.
+    beyond the first 1 − ν of variance (within the trajectory's numerical rank, see ``refresh``); their rows form
+    P, and g ← g − (g Pᵀ) P until the next refresh.
     """
 
     def __init__(self, dim: int, tau: int = 128, nu: float = 1e-3, standardize: bool = True) -> None:
@@ -210,7 +211,13 @@ class SubspaceGradient:
         cumulative = np.cumsum(variance) / variance.sum()
         # i* = smallest 0-based index with cumulative[i*] > 1 − ν; the min() only guards the last entry's rounding.
         i_star = min(int(np.searchsorted(cumulative, 1.0 - self.nu, side="right")), len(cumulative) - 1)
-        low = vt[i_star + 1:]
+        # Deviation from §6 step 4: components with a numerically zero singular value are left out of P. The centred
+        # buffer has rank <= tau - 1, so its last right singular vector is any unit vector orthogonal to the
+        # trajectory's span (d - tau + 1 candidates): which one LAPACK returns is decided by rounding, and differs
+        # between LAPACK builds and the C++ runtime's Jacobi SVD. Removing one arbitrary direction of d carries no
+        # information; leaving it out makes P a property of the trajectory alone (numpy's matrix_rank tolerance).
+        rank = int(np.count_nonzero(singular > singular[0] * max(z.shape) * np.finfo(np.float64).eps))
+        low = vt[i_star + 1:rank]
         self.P = np.ascontiguousarray(low) if len(low) else None
         return True
 

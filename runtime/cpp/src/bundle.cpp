@@ -1,0 +1,269 @@
+#include "bundle.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <system_error>
+
+#include "errors.hpp"
+#include "files.hpp"
+#include "sha256.hpp"
+#include "text.hpp"
+
+namespace edgesdk {
+namespace fs = std::filesystem;
+
+namespace {
+
+const char kFormat[] = "edgesdk-bundle";
+constexpr int64_t kKnownFormatVersion = 1;
+
+[[noreturn]] void corrupt(const std::string& message) { fail(Status::kBundleCorrupt, message); }
+
+// A manifest value in a message, as Python's repr would show it ('text', None, 2, ...).
+std::string shown(const json::Value* value) {
+  if (value == nullptr || value->is_null()) return "None";
+  if (value->is_string()) return py_repr(value->as_string());
+  if (value->is_bool()) return value->as_bool() ? "True" : "False";
+  return json::dump(*value);
+}
+
+json::Value read_manifest(const fs::path& root) {
+  fs::path path = root / "manifest.json";
+  std::error_code error;
+  if (!fs::is_regular_file(path, error)) {
+    fail(Status::kBundleNotFound, py_repr(root.string()) + " has no manifest.json, so it is not a bundle; "
+                                  "pass the NAME.edge folder that `edgesdk export` wrote");
+  }
+  std::vector<uint8_t> bytes = read_file_bytes(path.string());
+  json::Value manifest;
+  const std::string what = "manifest.json";
+  try {
+    manifest = json::parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), what);
+  } catch (const Failure& e) {
+    std::string reason = e.what();
+    if (reason.rfind(what + ": ", 0) == 0) reason = reason.substr(what.size() + 2);
+    corrupt(py_repr(path.string()) + " is not JSON (" + reason + "); re-export the bundle");
+  }
+  if (!manifest.is_object()) corrupt(py_repr(path.string()) + " must hold a JSON object; re-export the bundle");
+  return manifest;
+}
+
+// Refuse absolute paths, "..", backslashes and symlinks that point out: a bundle must not read files elsewhere.
+void check_inside(const fs::path& root, const json::Value& rel) {
+  bool escapes = !rel.is_string();
+  if (!escapes) {
+    const std::string& text = rel.as_string();
+    escapes = text.empty() || text[0] == '/' || text.find('\\') != std::string::npos;
+    for (size_t start = 0; !escapes && start <= text.size();) {
+      size_t end = text.find('/', start);
+      if (end == std::string::npos) end = text.size();
+      escapes = text.compare(start, end - start, "..") == 0 && end - start == 2;
+      start = end + 1;
+    }
+    if (!escapes) {
+      std::error_code error;
+      fs::path resolved = fs::weakly_canonical(root / text, error);
+      auto mismatch = std::mismatch(root.begin(), root.end(), resolved.begin(), resolved.end());
+      escapes = error || mismatch.first != root.end();
+    }
+  }
+  if (escapes) {
+    corrupt("bundle path " + shown(&rel) + " leaves the bundle (paths must be relative, without '..'); "
+            "the bundle is refused");
+  }
+}
+
+void check_structure(const fs::path& root, const json::Value& manifest) {
+  const json::Value* format = manifest.find("format");
+  if (format == nullptr || !format->is_string() || format->as_string() != kFormat) {
+    fail(Status::kBundleUnsupported, "manifest format is " + shown(format) + ", expected '" + kFormat +
+                                         "'; this folder was not written by `edgesdk export`");
+  }
+  const json::Value* version = manifest.find("format_version");
+  if (version == nullptr || !version->is_number() || version->as_double() != double(kKnownFormatVersion)) {
+    fail(Status::kBundleUnsupported,
+         "bundle format_version " + shown(version) + " is not supported: this runtime reads version " +
+             std::to_string(kKnownFormatVersion) + "; upgrade edgesdk or re-export the bundle with this version");
+  }
+  for (const char* key : {"components", "files"}) {
+    const json::Value* entry = manifest.find(key);
+    if (entry == nullptr || !entry->is_object()) {
+      corrupt(std::string("manifest has no '") + key + "' object; re-export the bundle");
+    }
+  }
+  const json::Value& listed = manifest.at("files");
+  for (const auto& [rel, digest] : listed.as_object()) check_inside(root, json::Value::string(rel));
+
+  std::vector<const json::Value*> referenced;
+  if (const json::Value* assets = manifest.find("assets")) {
+    if (!assets->is_object()) corrupt("manifest 'assets' is not an object; re-export the bundle");
+    for (const auto& [name, rel] : assets->as_object()) referenced.push_back(&rel);
+  }
+  for (const auto& [name, entry] : manifest.at("components").as_object()) {
+    const json::Value* files = entry.find("files");
+    if (!entry.is_object() || (files != nullptr && !files->is_object())) {
+      corrupt("manifest component " + py_repr(name) + " is malformed; re-export the bundle");
+    }
+    if (files != nullptr) {
+      for (const auto& [backend, rel] : files->as_object()) referenced.push_back(&rel);
+    }
+  }
+  for (const json::Value* rel : referenced) {
+    check_inside(root, *rel);
+    if (!listed.contains(rel->as_string())) {
+      corrupt("bundle file " + shown(rel) + " is not listed in the manifest's 'files' checksums; "
+              "re-export the bundle");
+    }
+  }
+  for (const auto& [rel, digest] : listed.as_object()) {
+    std::error_code error;
+    if (!fs::is_regular_file(root / rel, error)) {
+      corrupt("bundle file " + py_repr(rel) + " is missing from " + py_repr(root.string()) +
+              "; copy the whole bundle folder or re-export it");
+    }
+  }
+}
+
+void verify_checksums(const fs::path& root, const json::Value& manifest) {
+  for (const auto& [rel, expected] : manifest.at("files").as_object()) {
+    std::string want = expected.is_string() ? expected.as_string() : json::dump(expected);
+    std::transform(want.begin(), want.end(), want.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (sha256_file_hex((root / rel).string()) != want) {
+      corrupt("bundle file " + py_repr(rel) + ": checksum mismatch: the file was changed or corrupted; "
+              "re-export the bundle");
+    }
+  }
+}
+
+std::vector<TensorSpec> parse_specs(const json::Value* entries, const std::string& component) {
+  std::vector<TensorSpec> specs;
+  if (entries == nullptr) return specs;
+  auto malformed = [&](const json::Value& entry) {
+    corrupt("manifest component " + py_repr(component) + " has a malformed input/output entry " +
+            json::dump(entry) + "; re-export the bundle");
+  };
+  if (!entries->is_array()) malformed(*entries);
+  for (const json::Value& entry : entries->as_array()) {
+    const json::Value* name = entry.find("name");
+    if (name == nullptr) malformed(entry);
+    TensorSpec spec;
+    spec.name = name->is_string() ? name->as_string() : json::dump(*name);
+    const json::Value* dtype = entry.find("dtype");
+    spec.dtype = dtype == nullptr ? "float32" : dtype->is_string() ? dtype->as_string() : json::dump(*dtype);
+    if (const json::Value* shape = entry.find("shape")) {
+      if (!shape->is_array()) malformed(entry);
+      for (const json::Value& dim : shape->as_array()) {
+        if (dim.is_string()) {
+          spec.shape.push_back(-1);
+          spec.dim_names.push_back(dim.as_string());
+        } else if (dim.is_number() && dim.is_integer() && dim.as_int() >= 0) {
+          spec.shape.push_back(dim.as_int());
+          spec.dim_names.emplace_back();
+        } else {
+          malformed(entry);
+        }
+      }
+    }
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
+ComponentInfo parse_component(const std::string& name, const json::Value& entry) {
+  ComponentInfo info;
+  info.name = name;
+  info.inputs = parse_specs(entry.find("inputs"), name);
+  info.outputs = parse_specs(entry.find("outputs"), name);
+  if (const json::Value* files = entry.find("files")) {
+    for (const auto& [backend, rel] : files->as_object()) info.files[backend] = rel.as_string();
+  }
+  for (auto [key, target] : {std::pair{"static_shapes", &info.static_shapes}, {"dynamic_dims", &info.dynamic_dims}}) {
+    if (const json::Value* value = entry.find(key)) {
+      if (!value->is_object()) corrupt("manifest component " + py_repr(name) + " has a malformed " + key +
+                                       "; re-export the bundle");
+      *target = *value;
+    }
+  }
+  return info;
+}
+
+std::string folder_name(const std::string& root) { return fs::path(root).filename().string(); }
+
+std::vector<std::string> sorted_keys(const json::Value* object) {
+  std::vector<std::string> keys;
+  if (object != nullptr && object->is_object()) {
+    for (const auto& [key, value] : object->as_object()) keys.push_back(key);
+  }
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+}  // namespace
+
+Bundle Bundle::open(const std::string& dir, bool verify) {
+  std::error_code error;
+  if (!fs::is_directory(dir, error)) {
+    std::string problem = fs::exists(dir, error) ? "is not a directory" : "does not exist";
+    fail(Status::kBundleNotFound, "bundle directory " + py_repr(dir) + " " + problem +
+                                      "; pass the NAME.edge folder that `edgesdk export` wrote");
+  }
+  fs::path root = fs::canonical(dir, error);
+  if (error) fail(Status::kIoError, "cannot open bundle directory " + py_repr(dir) + ": " + error.message());
+  json::Value manifest = read_manifest(root);
+  check_structure(root, manifest);
+  if (verify) verify_checksums(root, manifest);
+
+  Bundle bundle;
+  bundle.root_ = root.string();
+  bundle.manifest_ = manifest;
+  const json::Value* model = manifest.find("model");
+  bundle.model_ = model != nullptr && model->is_object() ? *model : json::Value::object();
+  for (const auto& [name, entry] : manifest.at("components").as_object()) {
+    bundle.components_[name] = parse_component(name, entry);
+  }
+  return bundle;
+}
+
+std::string Bundle::family() const {
+  const json::Value* family = manifest_.find("family");
+  if (family == nullptr) return "";
+  return family->is_string() ? family->as_string() : json::dump(*family);
+}
+
+const ComponentInfo& Bundle::component(const std::string& name) const {
+  auto found = components_.find(name);
+  if (found == components_.end()) {
+    std::vector<std::string> names;
+    for (const auto& [have, info] : components_) names.push_back(have);
+    fail(Status::kBundleUnsupported, "bundle " + py_repr(folder_name(root_)) + " has no component " +
+                                         py_repr(name) + "; it has: " + join(names));
+  }
+  return found->second;
+}
+
+bool Bundle::has_asset(const std::string& name) const {
+  const json::Value* assets = manifest_.find("assets");
+  return assets != nullptr && assets->contains(name);
+}
+
+std::string Bundle::asset_path(const std::string& name) const {
+  const json::Value* assets = manifest_.find("assets");
+  if (!has_asset(name)) {
+    std::vector<std::string> names = sorted_keys(assets);
+    fail(Status::kBundleUnsupported, "bundle " + py_repr(folder_name(root_)) + " has no asset " + py_repr(name) +
+                                         "; it has: " + (names.empty() ? "none" : join(names)));
+  }
+  return path_of(assets->at(name).as_string());
+}
+
+NpyArray Bundle::asset_array(const std::string& name) const { return read_npy(asset_path(name)); }
+
+json::Value Bundle::asset_json(const std::string& name) const {
+  std::string path = asset_path(name);
+  std::vector<uint8_t> bytes = read_file_bytes(path);
+  return json::parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                     folder_name(root_) + "/" + manifest_.at("assets").at(name).as_string());
+}
+
+}  // namespace edgesdk

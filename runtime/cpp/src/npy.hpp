@@ -1,0 +1,34 @@
+// NumPy .npy files (format versions 1-3): the bundle's array assets and the test fixtures. Parsing the header
+// never evaluates anything (numpy's own reader uses ast.literal_eval; this reads the three keys by hand).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace edgesdk {
+
+struct NpyArray {
+  std::string dtype;  // "<f4", "<f8", "<i8", "<i4", "|u1" or "<u4" (little-endian, as numpy writes on every phone)
+  std::vector<int64_t> shape;  // empty for a 0-d array
+  std::vector<uint8_t> bytes;  // C order, count() * itemsize bytes
+
+  int64_t count() const;  // number of elements (1 for a 0-d array)
+  // The values converted (as numpy's astype would): every supported dtype converts to each of these.
+  std::vector<float> to_float32() const;
+  std::vector<double> to_float64() const;
+  std::vector<int64_t> to_int64() const;
+};
+
+// Bytes per element of a supported dtype; throws Failure(kInvalidArgument) for another.
+size_t npy_itemsize(const std::string& dtype);
+
+// Throws Failure(kBundleCorrupt) for a malformed file, Fortran order, big-endian data, or a dtype not listed
+// above (object arrays included: nothing is unpickled); Failure(kIoError) when the file cannot be read.
+NpyArray read_npy(const std::string& path);
+
+// Writes format version 1 (2 when the header needs it), atomically. Throws Failure(kInvalidArgument) when
+// bytes does not hold shape's count of dtype, Failure(kIoError) when the file cannot be written.
+void write_npy(const std::string& path, const NpyArray& array);
+
+}  // namespace edgesdk

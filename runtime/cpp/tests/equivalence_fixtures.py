@@ -1,0 +1,103 @@
+"""References for the C++ runtime's equivalence test (tests/test_equivalence.cpp): the Python runtime's outputs on
+ExecuTorch bundles, for the same bundles, prompts, images and seeds the C++ test uses.
+
+    python tests/equivalence_fixtures.py FIXTURES_DIR
+
+Writes FIXTURES_DIR/equivalence/ (skips what exists; `done` marks a complete run): the onestep bundle (tiny-sd's
+and bnn's come from cpp_fixtures.py, under FIXTURES_DIR/bundles/), the concept images, and
+- sample_ddim.npy / sample_dpmpp.npy: TextToImage(tiny-sd).generate(..., return_float=True) on ExecuTorch;
+- onestep.npy: OneStepTextToImage(onestep).generate(..., return_float=True);
+- token.safetensors: personalize(tiny-sd, concept, "<pinkstar>", "star", 50 steps, ExecuTorch, seed 0);
+- classify.json: ImageClassifier(bnn).classify(PNGs, top_k=3) probabilities.
+The requests are in requests.json, so both sides read the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+VERSION = "1"
+REQUESTS = {
+    "sample": {"prompts": ["a large red star on a blue background", "a small green circle"], "steps": 8, "seed": 3},
+    "onestep": {"prompts": ["a large red star on a blue background", "a small yellow square"], "seed": 5},
+    "personalize": {"token": "<pinkstar>", "init_word": "star", "steps": 50, "seed": 0, "checkpoint_every": 25,
+                    "images": 3},
+    "classify": {"top_k": 3, "count": 6},
+}
+
+
+def export(family: str, out: Path) -> None:
+    if (out / "manifest.json").exists():
+        return
+    edgesdk = Path(sys.executable).with_name("edgesdk")
+    subprocess.run([str(edgesdk), "export", family, "--target", "executorch", "-o", str(out), "--overwrite"],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def main(root: Path) -> None:
+    from edgesdk.data.concepts import write_concept
+    from edgesdk.runtime.classify import ImageClassifier
+    from edgesdk.runtime.onestep import OneStepTextToImage
+    from edgesdk.runtime.personalize import personalize
+    from edgesdk.runtime.pipeline import TextToImage
+    from edgesdk.runtime.zo import ZOConfig
+
+    out = root / "equivalence"
+    if (out / "done").exists() and (out / "done").read_text() == VERSION:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tiny_sd, bnn = root / "bundles/tiny-sd/tiny-sd.edge", root / "bundles/bnn/bnn.edge"
+    for bundle in (tiny_sd, bnn):
+        if not (bundle / "manifest.json").exists():
+            raise SystemExit(f"{bundle} is missing: run tests/cpp_fixtures.py first")
+    export("onestep", out / "onestep.edge")
+    (out / "requests.json").write_text(json.dumps(REQUESTS, indent=1))
+
+    pipe = TextToImage(tiny_sd, backend="executorch")
+    sample = REQUESTS["sample"]
+    for sampler, name in (("ddim", "sample_ddim.npy"), ("dpmpp-2m", "sample_dpmpp.npy")):
+        images = pipe.generate(sample["prompts"], steps=sample["steps"], seed=sample["seed"], sampler=sampler,
+                               return_float=True)
+        np.save(out / name, images.astype(np.float32))
+    one = REQUESTS["onestep"]
+    images = OneStepTextToImage(out / "onestep.edge", backend="executorch").generate(one["prompts"], seed=one["seed"],
+                                                                                     return_float=True)
+    np.save(out / "onestep.npy", images.astype(np.float32))
+
+    zo = REQUESTS["personalize"]
+    concept = out / "concept"
+    if not concept.exists():
+        write_concept("pink-star", concept, count=zo["images"])
+    np.save(out / "token_start.npy", pipe.token_table[pipe.tokenizer.index[zo["init_word"]]][None])
+    token = out / "token.safetensors"
+    personalize(tiny_sd, concept, zo["token"], zo["init_word"], token, steps=zo["steps"], backend="executorch",
+                config=ZOConfig(seed=zo["seed"], checkpoint_every=zo["checkpoint_every"], steps=zo["steps"]),
+                overwrite=True)
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pictures = out / "digits"
+    pictures.mkdir(exist_ok=True)
+    files = []
+    for i in range(REQUESTS["classify"]["count"]):
+        path = pictures / f"digit-{i}-{digits.target[i]}.png"
+        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8)).save(path)  # 8x8, resized by both
+        files.append(path)
+    predictions = ImageClassifier(bnn, backend="executorch").classify(files, top_k=3)
+    (out / "classify.json").write_text(json.dumps(
+        [{"source": p.source, "top": [[name, probability] for name, probability in p.top], "notes": p.notes}
+         for p in predictions], indent=1))
+    (out / "done").write_text(VERSION)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    main(Path(sys.argv[1]))
