@@ -7,14 +7,6 @@
 #include "errors.hpp"
 #include "json.hpp"
 
-// Bit-exactness needs every product and sum rounded on its own: no fused multiply-add (ARM64 compilers would
-// otherwise fuse the ziggurat's wedge test into one FMA and round differently from numpy's x86-64 build).
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-
 namespace edgesdk {
 namespace {
 

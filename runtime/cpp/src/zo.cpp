@@ -16,13 +16,6 @@
 #include "json.hpp"
 #include "safetensors.hpp"
 
-// Every product and sum rounded on its own, as numpy does on x86-64: no fused multiply-add.
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-
 namespace edgesdk {
 namespace {
 
