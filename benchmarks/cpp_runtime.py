@@ -3,9 +3,10 @@ RSS of sampling and of zeroth-order personalization steps, each measurement in i
 
     make cpp && python benchmarks/cpp_runtime.py [--bundle B.edge] [--steps 25] [--zo-steps 20] [--repeats 3]
 
-Bundle: the tiny-sd ExecuTorch fp32 bundle the C++ tests use (runtime/cpp/build/fixtures/bundles/tiny-sd/tiny-sd.edge), exported
-to build/cpp-bench/ if absent. Sampling: one prompt, DDIM, --steps steps, guidance from the bundle (a batch-2 UNet
-call per step). Personalization: the shipped concept images, n = 2 (batch-3 queries), --zo-steps steps.
+Bundle: the tiny-sd ExecuTorch fp32 bundle the C++ tests use
+(runtime/cpp/build/fixtures/bundles/tiny-sd/tiny-sd.edge), exported to build/cpp-bench/ if absent. Sampling: one
+prompt, DDIM, --steps steps, guidance from the bundle (a batch-2 UNet call per step). Personalization: the
+shipped concept images, n = 2 (batch-3 queries), --zo-steps steps.
 Per-step time: the median gap between consecutive steps (sampler steps or optimizer steps), over --repeats
 processes (median of their medians). Peak RSS: the process's VmHWM at the end (the Python side imports torch for
 the ExecuTorch binding; its after-imports floor is reported separately). Writes benchmarks/results/cpp_runtime.json.

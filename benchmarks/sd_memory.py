@@ -209,12 +209,12 @@ write_random_pipeline(Path(sys.argv[1]), sys.argv[2], seed=0)
 EXPORT_CHILD = r"""
 import json, sys, time
 from pathlib import Path
-folder, output, target, size, result_path = sys.argv[1:6]
+folder, output, target, size, result_path, zo_batch = sys.argv[1:7]
 from edgesdk.exporting import export_diffusers
 from edgesdk.runtime.bench import peak_rss_mb
 start = time.perf_counter()
 export_diffusers(Path(folder), Path(output), targets=target, quant="w8", image_size=int(size), overwrite=True,
-                 log=lambda m: print(f"[{time.perf_counter() - start:7.0f} s] {m}", flush=True))
+                 zo_batch=int(zo_batch), log=lambda m: print(f"[{time.perf_counter() - start:7.0f} s] {m}", flush=True))
 Path(result_path).write_text(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}))
 """
 
@@ -314,7 +314,9 @@ def ensure_bundle(folder: Path, out: Path, backend: str, size: int, args: argpar
     result_file = args.workdir / "logs" / f"export-{size}-{backend}.json"
     result_file.unlink(missing_ok=True)
     print(f"exporting {out.name} (w8, {backend}, {size} px; log: {log}) ...", flush=True)
-    command = [sys.executable, "-c", EXPORT_CHILD, str(folder), str(out), backend, str(size), str(result_file)]
+    # the ExecuTorch method for the ZO queries at the batch they are forwarded in (ONNX takes any batch)
+    command = [sys.executable, "-c", EXPORT_CHILD, str(folder), str(out), backend, str(size), str(result_file),
+               str(args.query_batch if args.query_batch < 3 else 3)]
     start = time.perf_counter()
     code, reason, largest = watched(command, log, args.export_timeout, args.mem_cap_gb * 1024)
     seconds = time.perf_counter() - start

@@ -111,17 +111,22 @@ def executorch_programs(captured: CapturedComponent, recipe: Recipe,
     come from the dynamic-batch capture, quantized once and captured at each batch, so every method carries the
     same quantization parameters (observers see the same calibration values either way)."""
     from edgesdk.export.capture import inputs_at_batch
+    from edgesdk.quant.matmul_form import linear_layer_program
     from edgesdk.quant.pt2e import quantize_program, quantized_module
 
     spec = captured.spec
-    programs = {"forward": quantize_program(captured.static, recipe, calibration, spec.example_inputs)}
+    static, dynamic = captured.static, captured.dynamic
     extra = [b for b in spec.extra_batches if b != spec.static_batch]
+    if recipe.convolutions_as_linear:
+        static = linear_layer_program(static)
+        dynamic = linear_layer_program(dynamic, spec.max_batch) if dynamic is not None and extra else dynamic
+    programs = {"forward": quantize_program(static, recipe, calibration, spec.example_inputs)}
     if extra:
-        if captured.dynamic is None:
+        if dynamic is None:
             raise EdgeSDKError(f"component '{spec.name}' asks for ExecuTorch batches {extra} but its batch cannot be "
                                f"made dynamic ({captured.why_static})")
-        examples = tuple(captured.dynamic.example_inputs[0])
-        module = quantized_module(captured.dynamic, recipe, calibration, examples)
+        examples = tuple(dynamic.example_inputs[0])
+        module = quantized_module(dynamic, recipe, calibration, examples)
         with torch.no_grad():
             for batch in extra:
                 programs[f"forward_b{batch}"] = torch.export.export(module, inputs_at_batch(spec.example_inputs, batch))

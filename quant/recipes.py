@@ -40,6 +40,10 @@ class Recipe:
     why_not: dict[str, str] = field(default_factory=dict)  # target -> why this recipe is refused there
     weight_bits: int = 8
     group_size: int | None = None  # weights share one scale per this many input features (None: per channel)
+    # ExecuTorch: rewrite convolutions as im2col + linear before quantizing (``edgesdk.quant.matmul_form``), so a
+    # dynamic-activation recipe quantizes them too (XNNPACK's dynamically quantized convolution fails in ExecuTorch
+    # 1.5.1). Set for Stable Diffusion UNets, whose weights are three quarters convolution.
+    convolutions_as_linear: bool = False
 
     @property
     def is_static(self) -> bool:
@@ -66,7 +70,8 @@ def W8() -> Recipe:  # noqa: N802
     """int8 weights, activations quantized on the fly (dynamic): no calibration needed.
 
     On ExecuTorch this covers linear layers only: XNNPACK's dynamically quantized convolution failed to execute
-    in ExecuTorch 1.5.1 (error 0x1), so convolution weights stay fp32 there. ONNX Runtime takes both."""
+    in ExecuTorch 1.5.1 (error 0x1), so convolution weights stay fp32 there, unless ``convolutions_as_linear``
+    turns them into linear layers first (the Stable Diffusion import does). ONNX Runtime takes both."""
     return Recipe("w8", sqnr_floor_db=20.0, targets=("executorch", "onnx"), why_not={
         "tensorrt": "TensorRT's explicit quantization needs static activation scales; use w8a8"})
 

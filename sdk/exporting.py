@@ -388,6 +388,8 @@ def export_diffusers(folder: Path, output: Path, targets: str | list[str] = "exe
         raise EdgeSDKError(f"a diffusers import takes --quant {' | '.join(DIFFUSERS_RECIPES)}, not '{quant}' "
                            "(static int8 needs calibration trajectories edgesdk records for tiny-sd only)")
     recipe = recipe_from_name(quant)
+    if recipe.name == "w8":  # int8 convolutions on ExecuTorch too: they are three quarters of a SD UNet's weights
+        recipe = dataclasses.replace(recipe, convolutions_as_linear=True)
     target_list = parse_targets(targets) if targets else list(recipe.targets)
     check_targets(recipe, target_list)
     zo_batch = ZO_BATCH if zo_batch is None else zo_batch

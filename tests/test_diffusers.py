@@ -158,8 +158,11 @@ def test_w8_through_external_data_runs_zo_steps_on_both_backends(sd_folder: Path
     # reads) made XNNPACK's partitioner find a dependency cycle; they stay fp32 (quant/pt2e.py)
     bundle = export_diffusers(sd_folder, tmp_path / "w8.edge", "executorch,onnx", quant="w8", log=lambda _m: None)
     info = Bundle.open(bundle).manifest
-    assert info["quantization"]["recipe"] == "w8"
+    assert info["quantization"]["recipe"] == "w8" and info["quantization"]["convolutions_as_linear"]
     assert info["components"]["unet"]["delegation"]["onnx"]["onnx_ops"].get("DynamicQuantizeLinear", 0) > 0
+    # the UNet's convolutions are int8 on ExecuTorch too (as im2col + linear): its program is far below fp32's
+    unet_pte = (bundle / info["components"]["unet"]["files"]["executorch"]).stat().st_size
+    assert unet_pte < 0.45 * info["components"]["unet"]["fp32_weight_bytes"], unet_pte
     concept = tmp_path / "concept"
     write_concept("pink-star", concept, count=2)
     for backend in ("onnx", "executorch"):
