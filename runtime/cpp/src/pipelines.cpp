@@ -182,7 +182,6 @@ Tensor TextToImage::generate(const SampleRequest& request, const StepCallback& o
   Tensor text;
   if (use_cfg) {
     // the unconditional prompt encoded once, in the same call, then repeated for every conditional row
-    const int64_t row = int64_t(tokenizer_->max_tokens()) * width_;
     Tensor both;
     both.shape = {count + 1, tokenizer_->max_tokens(), width_};
     for (int64_t id : tokenizer_->unconditional_ids())
@@ -195,7 +194,6 @@ Tensor TextToImage::generate(const SampleRequest& request, const StepCallback& o
     for (int i = 0; i < count; ++i)
       text.data.insert(text.data.end(), encoded.data.begin(), encoded.data.begin() + encoded_row);
     text.data.insert(text.data.end(), encoded.data.begin() + encoded_row, encoded.data.end());
-    (void)row;
   } else {
     text = run("text_encoder", {cond});
   }
@@ -238,6 +236,7 @@ Tensor TextToImage::generate(const SampleRequest& request, const StepCallback& o
       const double abar_next = i + 1 < ts.size() ? abar_of[ts[i + 1]] : 1.0;  // final step: to clean data
       const std::vector<double> eps = denoise(x, ts[i]);
       const double root = std::sqrt(1.0 - abar), scale = std::sqrt(abar);
+      // eta = 0: sigma = 0, so sqrt(max(1 - abar_next - sigma^2, 0)) is sqrt(1 - abar_next)
       const double keep = std::sqrt(abar_next), noise_scale = std::sqrt(std::max(1.0 - abar_next - 0.0, 0.0));
       for (size_t j = 0; j < x.size(); ++j) {
         const double x0 = (x[j] - root * eps[j]) / scale;
