@@ -88,5 +88,16 @@ inline int run_all() {
     }                                                                                              \
     if (!check_thrown_) check::report(__FILE__, __LINE__, std::string(#expr " did not throw"));  \
   } while (0)
+// Expects `expr` to throw edgesdk::Failure with `expected` status and a message containing `text`.
+#define CHECK_FAILS(expr, expected, text)                                                                 \
+  do {                                                                                                    \
+    bool thrown_ = false;                                                                                 \
+    try { (void)(expr); } catch (const edgesdk::Failure& e_) {                                            \
+      thrown_ = true;                                                                                     \
+      if (e_.status() != (expected) || std::string(e_.what()).find(text) == std::string::npos)            \
+        check::report(__FILE__, __LINE__, std::string(#expr ": ") + e_.what());                           \
+    }                                                                                                     \
+    if (!thrown_) check::report(__FILE__, __LINE__, #expr " did not throw");                              \
+  } while (0)
 #define TEST_MAIN() \
   int main() { return check::run_all(); }

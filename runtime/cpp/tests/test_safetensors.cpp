@@ -57,18 +57,6 @@ SafeTensorsFile sample_file() {
 
 }  // namespace
 
-// Expects `expr` to throw edgesdk::Failure with `expected` status and a message containing `text`. (check.hpp's
-// CHECK_THROWS_STATUS cannot be used: its parameter named `status` also replaces the `.status()` call inside it.)
-#define CHECK_FAILS(expr, expected, text)                                                                 \
-  do {                                                                                                    \
-    bool thrown_ = false;                                                                                 \
-    try { (void)(expr); } catch (const edgesdk::Failure& e_) {                                            \
-      thrown_ = true;                                                                                     \
-      if (e_.status() != (expected) || std::string(e_.what()).find(text) == std::string::npos)            \
-        check::report(__FILE__, __LINE__, std::string(#expr ": ") + e_.what());                           \
-    }                                                                                                     \
-    if (!thrown_) check::report(__FILE__, __LINE__, #expr " did not throw");                              \
-  } while (0)
 
 TEST_CASE("reads a file written by Python's safetensors.numpy") {
   const SafeTensorsFile file = edgesdk::read_safetensors(zo_fixtures() + "/python.safetensors");

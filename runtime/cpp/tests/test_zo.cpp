@@ -29,14 +29,8 @@ namespace json = edgesdk::json;
 
 namespace {
 
+using zo_reference::load_json;
 using zo_reference::zo_fixtures;
-
-json::Value load_json(const std::string& path) {
-  std::ifstream stream(path);
-  std::stringstream text;
-  text << stream.rdbuf();
-  return json::parse(text.str(), path);
-}
 
 double hex_double(const json::Value& value) { return std::strtod(value.as_string().c_str(), nullptr); }
 
@@ -242,18 +236,6 @@ std::vector<double> row(const std::vector<double>& matrix, int r, int d) {
 
 }  // namespace
 
-// Expects `expr` to throw edgesdk::Failure with `expected` status and a message containing `text`. (check.hpp's
-// CHECK_THROWS_STATUS cannot be used: its parameter named `status` also replaces the `.status()` call inside it.)
-#define CHECK_FAILS(expr, expected, text)                                                                 \
-  do {                                                                                                    \
-    bool thrown_ = false;                                                                                 \
-    try { (void)(expr); } catch (const edgesdk::Failure& e_) {                                            \
-      thrown_ = true;                                                                                     \
-      if (e_.status() != (expected) || std::string(e_.what()).find(text) == std::string::npos)            \
-        check::report(__FILE__, __LINE__, std::string(#expr ": ") + e_.what());                           \
-    }                                                                                                     \
-    if (!thrown_) check::report(__FILE__, __LINE__, #expr " did not throw");                              \
-  } while (0)
 
 // ---- config ----
 

@@ -5,7 +5,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <string>
+
+#include "json.hpp"
 
 #include "check.hpp"
 
@@ -33,6 +36,14 @@ inline std::string zo_fixtures() {
     }
   }
   return folder;
+}
+
+// A JSON file of the reference data.
+inline edgesdk::json::Value load_json(const std::string& path) {
+  std::ifstream stream(path);
+  std::stringstream text;
+  text << stream.rdbuf();
+  return edgesdk::json::parse(text.str(), path);
 }
 
 }  // namespace zo_reference
