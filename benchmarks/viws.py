@@ -43,7 +43,13 @@ from edgesdk.zoo.viws import WEATHERS, default_viws_path, load_viws  # noqa: E40
 VARIANTS = ("single-frame", "no-discriminator", "full")
 
 
-def ablation_weights(workdir: Path, steps: int, log: bool) -> dict[str, Path]:
+def ablation_weights(workdir: Path, steps: int, log: bool, given: Path | None = None) -> dict[str, Path]:
+    if given is not None:  # trained elsewhere, e.g. by benchmarks/viws_train.py on a GPU
+        paths = {variant: given / f"{variant}.safetensors" for variant in VARIANTS}
+        missing = [str(p) for p in paths.values() if not p.is_file()]
+        if missing:
+            sys.exit(f"error: --ablation-weights lacks {', '.join(missing)}")
+        return paths
     paths = {}
     for variant in VARIANTS:
         cfg = variant_config(ViWSTrainConfig(steps=steps, batch=1), variant)
@@ -55,15 +61,23 @@ def ablation_weights(workdir: Path, steps: int, log: bool) -> dict[str, Path]:
     return paths
 
 
-def quality(clips: list, workdir: Path, steps: int, log: bool) -> dict:
+def trained_steps(info: dict) -> int | None:
+    """Steps behind a weights file: the sum over its training stages when it records them."""
+    if info.get("stages"):
+        return sum(int(stage["steps"]) for stage in info["stages"])
+    return (info.get("train_config") or {}).get("steps")
+
+
+def quality(clips: list, workdir: Path, steps: int, log: bool, given: Path | None = None) -> dict:
     rows = {"input": score_restoration(None, clips).to_dict()}
-    for variant, path in ablation_weights(workdir, steps, log).items():
+    for variant, path in ablation_weights(workdir, steps, log, given).items():
         model = load_viws(path)
-        rows[f"{variant} ({steps} steps)"] = score_restoration(
+        done = trained_steps(model.info) if given is not None else steps
+        rows[f"{variant} ({done} steps)"] = score_restoration(
             eager_restorer(model, single_frame=variant == "single-frame"), clips).to_dict()
     shipped = load_viws()
-    steps_shipped = (shipped.info.get("train_config") or {}).get("steps")
-    rows[f"full, shipped ({steps_shipped} steps)"] = score_restoration(eager_restorer(shipped), clips).to_dict()
+    rows[f"full, shipped ({trained_steps(shipped.info)} steps)"] = score_restoration(
+        eager_restorer(shipped), clips).to_dict()
     return rows
 
 
@@ -131,6 +145,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=10, help="Held-out clips per weather (9 frames each).")
     parser.add_argument("--recipes", default="fp32,w8,w8a8")
     parser.add_argument("--frames", type=int, default=60, help="Frames streamed for the frames/s figure.")
+    parser.add_argument("--ablation-weights", type=Path, default=None,
+                        help="Score DIR/{full,no-discriminator,single-frame}.safetensors instead of training the "
+                             "ablations here (benchmarks/viws_train.py writes such a folder).")
     parser.add_argument("--skip-ablations", action="store_true")
     parser.add_argument("--skip-deployment", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="Reuse bundles already exported in --workdir.")
@@ -148,8 +165,12 @@ def main() -> None:
         previous = json.loads(args.output.read_text())
         results.update({k: v for k, v in previous.items() if k in ("quality", "deployment")})
     if not args.skip_ablations:
-        results["quality"] = quality(clips, args.workdir, args.ablation_steps, not args.quiet)
-        results["ablation_steps"] = args.ablation_steps
+        results["quality"] = quality(clips, args.workdir, args.ablation_steps, not args.quiet, args.ablation_weights)
+        if args.ablation_weights is not None:
+            results.pop("ablation_steps", None)
+            results["ablation_training"] = ablation_record(args.ablation_weights)
+        else:
+            results["ablation_steps"] = args.ablation_steps
         write_results(args.output, results)  # a long run keeps each finished half
     if not args.skip_deployment:
         results["deployment"] = deployment(clips[:: max(1, args.clips // 4)], args.workdir,
@@ -160,6 +181,18 @@ def main() -> None:
     if "deployment" in results:
         print_deployment(results["deployment"])
     print(f"\nwrote {args.output}")
+
+
+def ablation_record(folder: Path) -> dict:
+    """How the given ablation networks were trained, from their metadata (and the trainer's summary, if there)."""
+    from edgesdk.train.common import load_weights
+
+    record: dict = {"folder": str(folder)}
+    for variant in VARIANTS:
+        info = load_weights(folder / f"{variant}.safetensors")[1]
+        record[variant] = {"steps": trained_steps(info), "train_config": info.get("train_config"),
+                           "device": info.get("device")}
+    return record
 
 
 def write_results(path: Path, results: dict) -> None:

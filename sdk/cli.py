@@ -160,6 +160,12 @@ def train_viws_cmd(
     preset: str = typer.Option("default", help="Network size: default (shipped) | tiny (tests)."),
     checkpoint_every: int = typer.Option(100, min=1),
     seed: int = typer.Option(19),
+    init: Path | None = typer.Option(None, "--init", help="Start from these viws weights (a second stage) instead of "
+                                                          "random initialisation."),
+    device: str = typer.Option("auto", help="auto (a GPU when torch sees one) | cpu | cuda."),
+    workers: int = typer.Option(1, min=1, help="Processes that render the training clips."),
+    pool_cache: Path | None = typer.Option(None, help="Keep the rendered clip pool in this folder (default: "
+                                                      "CHECKPOINT_DIR/pools); reruns and ablations reuse it."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train ViWS-Net on synthetic rain / haze / snow clips. Under torchrun, runs DDP across the processes."""
@@ -167,8 +173,10 @@ def train_viws_cmd(
 
     cfg = ViWSTrainConfig(steps=steps, batch=batch, lr=lr, clips_per_weather=clips_per_weather, size=size,
                           discriminator=not no_discriminator, single_frame=single_frame, refiner=not no_refiner,
-                          checkpoint_every=checkpoint_every, seed=seed, preset=preset)
-    result = train_viws(output, checkpoint_dir, cfg, show_progress=not quiet)
+                          checkpoint_every=checkpoint_every, seed=seed, preset=preset,
+                          init=str(init) if init else None)
+    result = train_viws(output, checkpoint_dir, cfg, show_progress=not quiet, device=device, workers=workers,
+                        pool_cache=pool_cache or checkpoint_dir / "pools")
     last = result["history"][-1] if result["history"] else {}
     typer.echo(f"wrote {output}; {result['variant']}, {result['inference_parameters']:,} parameters at inference, "
                f"last reconstruction loss {last.get('reconstruction', float('nan')):.4f}")

@@ -13,13 +13,17 @@ import pytest
 import torch
 
 from edgesdk.exporting import export_model
+from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.train.common import TrainProgress, load_weights, save_weights
 from edgesdk.train.viws import (
     ViWSTrainConfig,
+    augment,
+    clip_pool,
     eager_restorer,
     evaluation_clips,
     score_restoration,
     train_viws,
+    training_device,
 )
 from edgesdk.zoo.viws import (
     PRESETS,
@@ -143,6 +147,70 @@ def test_training_resumes_bit_exactly(tmp_path: Path, monkeypatch: pytest.Monkey
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["history"] == straight["history"] and meta["variant"] == "full"
     assert 0 < straight["history"][-1]["reconstruction"] < 1 and "weather_accuracy" in straight["history"][-1]
+
+
+def test_augment_flips_each_clip_as_drawn():
+    frames = torch.rand(6, 3, 3, 8, 8)
+    target = torch.rand(6, 3, 8, 8)
+    x, y = augment(frames, target, torch.Generator().manual_seed(5))
+    flips = torch.rand(6, 3, generator=torch.Generator().manual_seed(5)) < 0.5
+    assert 0 < int(flips.sum()) < flips.numel(), "the seed must draw both outcomes for the check to mean anything"
+    for i in range(6):  # the per-clip definition, one flip at a time
+        want_x, want_y = frames[i], target[i]
+        for column, dims in enumerate(((-2,), (-1,), (-2, -1))):
+            if flips[i, column]:
+                want_x, want_y = want_x.flip(dims), want_y.flip(dims)
+        assert torch.equal(x[i], want_x) and torch.equal(y[i], want_y)
+
+
+def test_clip_pool_same_with_workers_and_cached(tmp_path: Path):
+    cfg = tiny_config(clips_per_weather=2)
+    serial = clip_pool(cfg)
+    parallel = clip_pool(cfg, workers=2, cache_dir=tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
+    cached = list(tmp_path.glob("pool-*.pt"))
+    assert len(cached) == 1
+    degraded = serial[0].clone()
+    torch.save({"degraded": degraded + 1, "centre": serial[1], "labels": serial[2]}, cached[0])
+    assert torch.equal(clip_pool(cfg, cache_dir=tmp_path)[0], degraded + 1), "the cache is what a rerun reads"
+    cached[0].write_bytes(b"not a pool")
+    assert torch.equal(clip_pool(cfg, cache_dir=tmp_path)[0], degraded), "a damaged cache is rebuilt"
+
+
+def test_training_device_choice():
+    assert training_device("cpu") == torch.device("cpu")
+    with pytest.raises(EdgeSDKError, match="unknown device 'tpu'"):
+        training_device("tpu")
+    if torch.cuda.is_available():
+        assert training_device("auto").type == "cuda"
+    else:
+        assert training_device("auto") == torch.device("cpu")
+        with pytest.raises(EdgeSDKError, match="torch sees no GPU"):
+            training_device("cuda")
+    done = run_cli("train", "viws", "--device", "tpu", "--steps", "1", "--quiet")
+    assert done.returncode == 2 and done.stderr.strip() == "error: unknown device 'tpu'; choose auto, cpu or cuda"
+
+
+def test_second_stage_starts_from_given_weights_and_records_its_lineage(tmp_path: Path):
+    first = tmp_path / "first.safetensors"
+    train_viws(first, tmp_path / "ck1", tiny_config(steps=2), show_progress=False)
+    second = tmp_path / "second.safetensors"
+    train_viws(second, tmp_path / "ck2", tiny_config(steps=3, lr=1e-9, init=str(first)), show_progress=False)
+    a, _ = load_weights(first)
+    b, meta = load_weights(second)
+    # a learning rate of 1e-9 barely moves a parameter: the second stage began at the first one's weights
+    parameters = [name for name, _ in ViWSNet(tiny_config().model_config()).named_parameters()]
+    assert max(float((a[k] - b[k]).abs().max()) for k in parameters) < 1e-5
+    assert [stage["steps"] for stage in meta["stages"]] == [2, 3]
+    third = tmp_path / "third.safetensors"
+    train_viws(third, tmp_path / "ck3", tiny_config(steps=1, init=str(second)), show_progress=False)
+    assert [stage["steps"] for stage in load_weights(third)[1]["stages"]] == [2, 3, 1]
+    with pytest.raises(EdgeSDKError, match="another network configuration"):
+        train_viws(tmp_path / "x.safetensors", tmp_path / "ck4", tiny_config(steps=1, size=64, init=str(first)),
+                   show_progress=False)
+    with pytest.raises(EdgeSDKError, match="does not exist"):
+        train_viws(tmp_path / "x.safetensors", tmp_path / "ck5", tiny_config(init=str(tmp_path / "none")),
+                   show_progress=False)
 
 
 def test_ablation_variants_train(tmp_path: Path):

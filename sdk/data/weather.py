@@ -115,10 +115,13 @@ def make_clip(
 
 
 def make_clip_set(
-    split: str, count_per_weather: int, frames: int = 5, size: int = 64, seed: int = 0
+    split: str, count_per_weather: int, frames: int = 5, size: int = 64, seed: int = 0, workers: int = 1
 ) -> list[WeatherClip]:
     """Balanced set: count_per_weather clips of each weather, sources cycled over the split's sources; train and test
-    seeds disjoint (e.g. test seeds offset by 10**6). Ordered so that consecutive triples are (rain, haze, snow)."""
+    seeds disjoint (e.g. test seeds offset by 10**6). Ordered so that consecutive triples are (rain, haze, snow).
+
+    ``workers`` > 1 renders the clips in that many processes; every clip depends only on its own (source, seed), so
+    the set is the same for any number of workers."""
     sources = source_names(split)
     if isinstance(count_per_weather, bool) or not isinstance(count_per_weather, int) or count_per_weather < 0:
         raise EdgeSDKError(f"count_per_weather must be a non-negative integer, got {count_per_weather!r}")
@@ -126,13 +129,21 @@ def make_clip_set(
         raise EdgeSDKError(f"seed must be a non-negative integer, got {seed!r}")
     # Clip seeds: train uses [seed*10**7, seed*10**7 + 3*count), test the same range + 10**6, so the two never
     # share a seed for count_per_weather < 333,333 (and their sources differ anyway).
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise EdgeSDKError(f"workers must be a positive integer, got {workers!r}")
     base = seed * 10**7 + (10**6 if split == "test" else 0)
-    clips = []
+    jobs = []
     for index in range(count_per_weather):
         for label in range(len(WEATHERS)):
             position = 3 * index + label  # consecutive clips use different sources, so a triple mixes scenes
-            clips.append(make_clip(sources[position % len(sources)], label, base + position, frames, size))
-    return clips
+            jobs.append((sources[position % len(sources)], label, base + position, frames, size))
+    if workers == 1 or len(jobs) < 2 * workers:
+        return [make_clip(*job) for job in jobs]
+    import multiprocessing
+
+    # spawn, not fork: the caller may hold torch / CUDA state that a forked child must not inherit
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return pool.starmap(make_clip, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
 
 
 # ----------------------------------------------------------------------------------------------------- validation

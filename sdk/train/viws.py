@@ -20,6 +20,7 @@ Single process: ``edgesdk train viws``; several: ``torchrun --nproc_per_node 2 -
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -59,6 +60,7 @@ class ViWSTrainConfig:
     checkpoint_every: int = 100
     seed: int = 19
     preset: str = "default"  # edgesdk.zoo.viws.PRESETS ("tiny": tests)
+    init: str | None = None  # weights to start from (a second stage, fine-tuning) instead of random initialisation
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.clips_per_weather < 1:
@@ -109,15 +111,33 @@ class PerceptualLoss(nn.Module):
         return total / len(self.stages)
 
 
-def clip_pool(cfg: ViWSTrainConfig) -> tuple[Tensor, Tensor, Tensor]:
+POOL_VERSION = 1  # bump when edgesdk.data.weather renders clips differently: cached pools are then rebuilt
+
+
+def clip_pool(cfg: ViWSTrainConfig, workers: int = 1,
+              cache_dir: Path | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The training pool as tensors: degraded (N, T, 3, H, W), clean centre frames (N, 3, H, W), labels (N,);
-    ordered in (rain, haze, snow) triples."""
+    ordered in (rain, haze, snow) triples. With ``cache_dir``, the pool is kept there (one file per clip count,
+    frames, size and seed), so ablations, resumed runs and a time probe render it once."""
+    cached = None
+    if cache_dir is not None:
+        cached = cache_dir / (f"pool-v{POOL_VERSION}-c{cfg.clips_per_weather}-t{cfg.frames}-s{cfg.size}"
+                              f"-seed{cfg.seed}.pt")
+        if cached.exists():
+            try:
+                pool = torch.load(cached, map_location="cpu", weights_only=True)
+                return pool["degraded"], pool["centre"], pool["labels"]
+            except Exception:  # a damaged cache file is rebuilt, never trusted
+                pass
     from edgesdk.data.weather import make_clip_set
 
-    clips = make_clip_set("train", cfg.clips_per_weather, frames=cfg.frames, size=cfg.size, seed=cfg.seed)
+    clips = make_clip_set("train", cfg.clips_per_weather, frames=cfg.frames, size=cfg.size, seed=cfg.seed,
+                          workers=workers)
     degraded = torch.from_numpy(np.stack([c.degraded for c in clips])).permute(0, 1, 4, 2, 3).contiguous()
     centre = torch.from_numpy(np.stack([c.clean[cfg.frames // 2] for c in clips])).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([c.label for c in clips], dtype=torch.long)
+    if cached is not None:
+        atomic_torch_save({"degraded": degraded, "centre": centre, "labels": labels}, cached)
     return degraded, centre, labels
 
 
@@ -125,18 +145,13 @@ def augment(frames: Tensor, target: Tensor, generator: torch.Generator) -> tuple
     """Per clip: vertical flip, horizontal mirror, 180-degree rotation, each with p = 0.5 (same on input and target).
     frames (N, T, 3, H, W), target (N, 3, H, W)."""
     flips = torch.rand(frames.shape[0], 3, generator=generator) < 0.5
-    out_x, out_y = [], []
-    for i in range(frames.shape[0]):
-        x, y = frames[i], target[i]
-        if flips[i, 0]:
-            x, y = x.flip(-2), y.flip(-2)
-        if flips[i, 1]:
-            x, y = x.flip(-1), y.flip(-1)
-        if flips[i, 2]:
-            x, y = x.flip(-2, -1), y.flip(-2, -1)
-        out_x.append(x)
-        out_y.append(y)
-    return torch.stack(out_x), torch.stack(out_y)
+    x, y = frames, target
+    # whole-batch selects instead of a loop over clips: the same result, three operations per flip on any device
+    for column, dims in enumerate(((-2,), (-1,), (-2, -1))):
+        chosen = flips[:, column].to(x.device)
+        x = torch.where(chosen.view(-1, 1, 1, 1, 1), x.flip(dims), x)
+        y = torch.where(chosen.view(-1, 1, 1, 1), y.flip(dims), y)
+    return x, y
 
 
 def as_single_frame(frames: Tensor) -> Tensor:
@@ -158,21 +173,65 @@ class TrainStep(nn.Module):
         return self.model(frames), None
 
 
+def training_device(requested: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (a GPU when torch sees one, else the CPU), ``cpu`` or ``cuda``; under torchrun each rank takes the
+    GPU of its local rank."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise EdgeSDKError(f"unknown device '{requested}'; choose auto, cpu or cuda")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise EdgeSDKError("--device cuda: torch sees no GPU here (CPU-only torch, or no driver); use --device cpu")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    # TF32 matrix products (cuDNN's convolutions already use it): fp32 training at tensor-core speed
+    torch.backends.cuda.matmul.allow_tf32 = True
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def initial_weights(model: ViWSNet, path: Path) -> None:
+    """Load ``path`` (a viws weights file of the same configuration, discriminator included) into ``model``."""
+    from edgesdk.train.common import load_weights
+
+    if not path.is_file():
+        raise EdgeSDKError(f"--init {str(path)!r} does not exist")
+    tensors, metadata = load_weights(path)
+    if metadata.get("family") != "viws":
+        raise EdgeSDKError(f"--init {str(path)!r} holds '{metadata.get('family')}' weights, not a viws network")
+    if metadata.get("config") != model.config.to_json():
+        raise EdgeSDKError(f"--init {str(path)!r} was trained with another network configuration (preset, size, "
+                           "frames or refiner); pass the same options")
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise EdgeSDKError(f"--init {str(path)!r} does not fit this network (missing {len(missing)}, unexpected "
+                           f"{len(unexpected)} tensors)")
+
+
 def train_viws(output: Path, checkpoint_dir: Path, cfg: ViWSTrainConfig | None = None,
-               show_progress: bool = True) -> dict:
+               show_progress: bool = True, device: str = "cpu", workers: int = 1,
+               pool_cache: Path | None = None) -> dict:
     """Run (or resume) training; write the weights (config, training settings and held-out figures as metadata)
-    to ``output``. Returns the final record."""
+    to ``output``. Returns the final record.
+
+    ``device``: see `training_device`. The clip pool and every random draw stay on the CPU (so the steps taken do
+    not depend on the device); each step's batch is moved to the device. On the CPU a resumed run is bit-exact; on a
+    GPU it takes the same steps, but cuDNN's kernels need not sum in the same order. ``workers``: processes that
+    render the clip pool; ``pool_cache``: a folder where the rendered pool is kept (see `clip_pool`)."""
     cfg = cfg or ViWSTrainConfig()
     checkpoint = checkpoint_dir / f"viws-{cfg.variant}-s{cfg.seed}.pt"
     with distributed() as ctx:
+        target = training_device(device, int(os.environ.get("LOCAL_RANK", "0")))
         torch.manual_seed(cfg.seed)
         model = ViWSNet(cfg.model_config())
+        if cfg.init is not None:
+            initial_weights(model, Path(cfg.init))
+        model = model.to(target)
         step_module = TrainStep(model, cfg.discriminator)
         net: nn.Module = step_module
         if ctx.enabled:
-            net = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=not cfg.discriminator)
+            net = nn.parallel.DistributedDataParallel(
+                step_module, device_ids=[target.index] if target.type == "cuda" else None,
+                find_unused_parameters=not cfg.discriminator)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-        perceptual = PerceptualLoss() if cfg.perceptual_weight > 0 else None
+        perceptual = PerceptualLoss().to(target) if cfg.perceptual_weight > 0 else None
         start, history = 0, []
         state = resume(checkpoint, asdict(cfg), model, optimizer)
         if state is not None:
@@ -182,11 +241,14 @@ def train_viws(output: Path, checkpoint_dir: Path, cfg: ViWSTrainConfig | None =
         if start < cfg.steps:
             if ctx.is_main and show_progress:
                 print(f"generating {3 * cfg.clips_per_weather} training clips", file=sys.stderr, flush=True)
-            degraded, centre, labels = clip_pool(cfg)
+            degraded, centre, labels = clip_pool(cfg, workers, pool_cache)
         items = cfg.clips_per_weather
         t0, sums = time.perf_counter(), {"loss": 0.0, "reconstruction": 0.0, "weather_accuracy": 0.0}
         with TrainProgress(f"viws {cfg.variant}", cfg.steps, start, enabled=show_progress and ctx.is_main) as bar:
+            warm_step, warm_time = None, 0.0  # the step rate after warm-up (first steps, allocator, cuDNN search)
             for step in range(start, cfg.steps):
+                if step == start + min(5, (cfg.steps - start) // 2):
+                    warm_step, warm_time = step, time.perf_counter()
                 # every random draw of a step derives from (seed, step): a resumed run takes the same steps
                 generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
                 torch.manual_seed(cfg.seed * 1_000_003 + step + 7)
@@ -195,6 +257,7 @@ def train_viws(output: Path, checkpoint_dir: Path, cfg: ViWSTrainConfig | None =
                 x, y = augment(degraded[index], centre[index], generator)
                 if cfg.single_frame:
                     x = as_single_frame(x)
+                x, y, batch_labels = x.to(target), y.to(target), labels[index].to(target)
                 alpha = dann_alpha(step / max(1, cfg.steps - 1))
                 lr = learning_rate(cfg, step)
                 for group in optimizer.param_groups:
@@ -206,8 +269,8 @@ def train_viws(output: Path, checkpoint_dir: Path, cfg: ViWSTrainConfig | None =
                 if perceptual is not None:
                     loss = loss + cfg.perceptual_weight * perceptual(restored, y)
                 if logits is not None:
-                    loss = loss + cfg.weather_weight * F.cross_entropy(logits, labels[index])
-                    sums["weather_accuracy"] += float((logits.argmax(1) == labels[index]).float().mean())
+                    loss = loss + cfg.weather_weight * F.cross_entropy(logits, batch_labels)
+                    sums["weather_accuracy"] += float((logits.argmax(1) == batch_labels).float().mean())
                 if not torch.isfinite(loss):
                     raise EdgeSDKError(f"loss is not finite at step {step + 1}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
@@ -230,13 +293,31 @@ def train_viws(output: Path, checkpoint_dir: Path, cfg: ViWSTrainConfig | None =
                                            "train_config": asdict(cfg)}, checkpoint)
         result = {"variant": cfg.variant, "history": history, "parameters": parameter_count(model),
                   "inference_parameters": inference_parameter_count(model),
-                  "train_seconds_this_run": round(time.perf_counter() - t0, 1)}
+                  "train_seconds_this_run": round(time.perf_counter() - t0, 1), "device": str(target),
+                  "steps_this_run": cfg.steps - start}
+        if start < cfg.steps and warm_step is not None:
+            result["seconds_per_step_after_warmup"] = (time.perf_counter() - warm_time) / (cfg.steps - warm_step)
         if ctx.is_main:
-            save_weights(model.state_dict(), output, {
-                "family": "viws", "config": model.config.to_json(), "variant": cfg.variant,
-                "train_config": asdict(cfg), "weathers": list(WEATHERS), **result})
+            metadata = {"family": "viws", "config": model.config.to_json(), "variant": cfg.variant,
+                        "train_config": asdict(cfg), "weathers": list(WEATHERS), **result}
+            if cfg.init is not None:
+                metadata["stages"] = training_stages(Path(cfg.init), metadata)
+            save_weights(model.state_dict(), output, metadata)
         ctx.barrier()
     return result
+
+
+def training_stages(init: Path, this_run: dict) -> list[dict]:
+    """The lineage of weights trained from ``init``: init's stages (or init itself as the first), then this run."""
+    from edgesdk.train.common import load_weights
+
+    def stage(info: dict) -> dict:
+        cfg = info.get("train_config") or {}
+        return {"train_config": cfg, "steps": cfg.get("steps"), "history": info.get("history"),
+                "device": info.get("device"), "train_seconds": info.get("train_seconds_this_run")}
+
+    earlier = load_weights(init)[1]
+    return [*(earlier.get("stages") or [stage(earlier)]), stage(this_run)]
 
 
 # ------------------------------------------------------------------------------------------ evaluation

@@ -395,7 +395,7 @@ class MessengerDecoderBlock(nn.Module):
     def forward(self, pixels: Tensor, msg: Tensor, height: int, width: int) -> Tensor:
         batch, count, dim = pixels.shape
         messengers = msg.shape[1]
-        index = torch.tensor([i * messengers // count for i in range(count)], dtype=torch.long)
+        index = torch.tensor([i * messengers // count for i in range(count)], dtype=torch.long, device=msg.device)
         queries = torch.index_select(self.norm_q(msg), 1, index)
         context = self.norm_kv(pixels)
         out = attend(split_heads(self.q(queries), self.heads), split_heads(self.k(context), self.heads),
