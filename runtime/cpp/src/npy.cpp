@@ -1,5 +1,11 @@
 #include "npy.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "errors.hpp"
@@ -189,24 +195,27 @@ size_t npy_itemsize(const std::string& dtype) {
   return info->itemsize;
 }
 
-NpyArray read_npy(const std::string& path) {
-  std::vector<uint8_t> file = read_file_bytes(path);
+namespace {
+
+// Reads the header of the .npy bytes file[0, size): fills array.dtype / shape, and where the data starts and its
+// length. Throws Failure(kBundleCorrupt) for everything read_npy refuses.
+void parse_file(const uint8_t* file, size_t size, const std::string& path, NpyArray& array, size_t& data_start,
+                size_t& data_size) {
   auto bad = [&](const std::string& reason) {
     fail(Status::kBundleCorrupt, path + " is not a readable .npy file: " + reason);
   };
-  if (file.size() < kMagicSize + 4 || std::memcmp(file.data(), kMagic, kMagicSize) != 0) {
+  if (size < kMagicSize + 4 || std::memcmp(file, kMagic, kMagicSize) != 0) {
     bad("it does not start with the .npy magic");
   }
   int major = file[6];
   size_t length_size = major == 1 ? 2 : (major == 2 || major == 3) ? 4 : 0;
   if (length_size == 0) bad("format version " + std::to_string(major) + " is unknown");
   size_t prefix = kMagicSize + 2 + length_size;
-  if (file.size() < prefix) bad("the header is truncated");
+  if (size < prefix) bad("the header is truncated");
   size_t header_length = length_size == 2 ? load<uint16_t>(&file[8]) : load<uint32_t>(&file[8]);
-  if (file.size() - prefix < header_length) bad("the header is truncated");
+  if (size - prefix < header_length) bad("the header is truncated");
   std::string header(reinterpret_cast<const char*>(&file[prefix]), header_length);
 
-  NpyArray array;
   bool fortran_order = false;
   HeaderReader(header, path).read(array, fortran_order);
   if (fortran_order) bad("it is in Fortran order; save it with np.ascontiguousarray (C order)");
@@ -223,15 +232,56 @@ NpyArray read_npy(const std::string& path) {
     if (dim != 0 && count > SIZE_MAX / static_cast<size_t>(dim) / info->itemsize) bad("the shape is too large");
     count *= static_cast<size_t>(dim);
   }
-  size_t data_size = count * info->itemsize;
-  size_t data_start = prefix + header_length;
-  if (file.size() - data_start < data_size) {
-    bad("data is truncated (" + std::to_string(file.size() - data_start) + " of " + std::to_string(data_size) +
-        " bytes)");
+  data_size = count * info->itemsize;
+  data_start = prefix + header_length;
+  if (size - data_start < data_size) {
+    bad("data is truncated (" + std::to_string(size - data_start) + " of " + std::to_string(data_size) + " bytes)");
   }
+}
+
+}  // namespace
+
+NpyArray read_npy(const std::string& path) {
+  std::vector<uint8_t> file = read_file_bytes(path);
+  NpyArray array;
+  size_t data_start = 0, data_size = 0;
+  parse_file(file.data(), file.size(), path, array, data_start, data_size);
   array.bytes.assign(file.begin() + static_cast<std::ptrdiff_t>(data_start),
                      file.begin() + static_cast<std::ptrdiff_t>(data_start + data_size));
   return array;
+}
+
+std::unique_ptr<MappedFloat32Npy> MappedFloat32Npy::open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(Status::kIoError, "cannot open " + path + ": " + std::strerror(errno));
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    const int error = errno;
+    ::close(fd);
+    fail(Status::kIoError, "cannot read " + path + ": " + std::strerror(error));
+  }
+  std::unique_ptr<MappedFloat32Npy> mapped(new MappedFloat32Npy());
+  mapped->size_ = static_cast<size_t>(info.st_size);
+  if (mapped->size_ == 0) {
+    ::close(fd);
+    fail(Status::kBundleCorrupt, path + " is not a readable .npy file: it does not start with the .npy magic");
+  }
+  void* base = ::mmap(nullptr, mapped->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int error = errno;
+  ::close(fd);  // the mapping keeps the file
+  if (base == MAP_FAILED) fail(Status::kIoError, "cannot map " + path + ": " + std::strerror(error));
+  mapped->base_ = base;
+  NpyArray header;
+  size_t data_start = 0, data_size = 0;
+  parse_file(static_cast<const uint8_t*>(base), mapped->size_, path, header, data_start, data_size);
+  if (header.dtype != "<f4" || data_start % alignof(float) != 0) return nullptr;  // the destructor unmaps
+  mapped->data_ = reinterpret_cast<const float*>(static_cast<const uint8_t*>(base) + data_start);
+  mapped->shape_ = header.shape;
+  return mapped;
+}
+
+MappedFloat32Npy::~MappedFloat32Npy() {
+  if (base_ != nullptr) ::munmap(base_, size_);
 }
 
 void write_npy(const std::string& path, const NpyArray& array) {

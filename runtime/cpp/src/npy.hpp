@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,30 @@ size_t npy_itemsize(const std::string& dtype);
 // Throws Failure(kBundleCorrupt) for a malformed file, Fortran order, big-endian data, or a dtype not listed
 // above (object arrays included: nothing is unpickled); Failure(kIoError) when the file cannot be read.
 NpyArray read_npy(const std::string& path);
+
+// A read-only memory map of an .npy file's float32 data: pages are read when touched, so looking up a few rows of a
+// large table (SD-1.5's 49408 x 768 token embedding, 152 MB) keeps only those rows resident, as the Python runtime's
+// Bundle.asset_array(name, mapped=True) does.
+class MappedFloat32Npy {
+ public:
+  // The mapping, or nullptr when the file is a valid .npy that cannot be used in place (another dtype than "<f4",
+  // data not 4-byte aligned in the file): read it with read_npy then. Throws read_npy's Failures for a malformed
+  // file, Failure(kIoError) when it cannot be opened or mapped.
+  static std::unique_ptr<MappedFloat32Npy> open(const std::string& path);
+  ~MappedFloat32Npy();
+  MappedFloat32Npy(const MappedFloat32Npy&) = delete;
+  MappedFloat32Npy& operator=(const MappedFloat32Npy&) = delete;
+
+  const float* data() const { return data_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+
+ private:
+  MappedFloat32Npy() = default;
+  void* base_ = nullptr;
+  size_t size_ = 0;
+  const float* data_ = nullptr;
+  std::vector<int64_t> shape_;
+};
 
 // Writes format version 1 (2 when the header needs it), atomically. Throws Failure(kInvalidArgument) when
 // bytes does not hold shape's count of dtype, Failure(kIoError) when the file cannot be written.

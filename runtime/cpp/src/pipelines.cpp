@@ -50,12 +50,6 @@ int model_int(const json::Value& model, const char* key, int fallback) {
   return value == nullptr ? fallback : int(value->as_int());
 }
 
-std::string lower_ascii(std::string text) {
-  for (char& c : text)
-    if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
-  return text;
-}
-
 void check_prompts(const std::vector<std::string>& prompts) {
   if (prompts.empty()) fail(Status::kInvalidArgument, "no prompts given; pass at least one prompt");
 }
@@ -133,11 +127,22 @@ ComponentPipeline::ComponentPipeline(const std::string& bundle_dir, const Sessio
   latent_size_ = model_int(model, "latent_size", 0);
   image_size_ = model_int(model, "image_size", 32);
   tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_bundle(bundle_));
-  NpyArray table = bundle_.asset_array("token_embedding");
-  if (table.shape.size() != 2) fail(Status::kBundleCorrupt, "token_embedding asset is not a 2-D table; re-export");
-  vocab_ = table.shape[0];
-  width_ = table.shape[1];
-  token_table_ = table.to_float32();
+  // mapped, not loaded: a prompt reads a few rows of a table that is 152 MB for SD-1.5 (runtime/pipeline.py too)
+  const std::string table_path = bundle_.asset_path("token_embedding");
+  std::vector<int64_t> shape;
+  token_map_ = MappedFloat32Npy::open(table_path);
+  if (token_map_ != nullptr) {
+    shape = token_map_->shape();
+    token_table_ = token_map_->data();
+  } else {
+    NpyArray table = read_npy(table_path);
+    shape = table.shape;
+    token_storage_ = table.to_float32();
+    token_table_ = token_storage_.data();
+  }
+  if (shape.size() != 2) fail(Status::kBundleCorrupt, "token_embedding asset is not a 2-D table; re-export");
+  vocab_ = shape[0];
+  width_ = shape[1];
 }
 
 Tensor ComponentPipeline::run(const std::string& component, const std::vector<Tensor>& inputs) {
@@ -150,7 +155,7 @@ Tensor ComponentPipeline::embed_prompts(const std::vector<std::string>& prompts,
   Tensor out;
   out.shape = {int64_t(prompts.size()), tokenizer_->max_tokens(), width_};
   for (const std::string& prompt : prompts) {
-    std::vector<float> rows = tokenizer_->embed(prompt, token_table_.data(), vocab_, width_, learned);
+    std::vector<float> rows = tokenizer_->embed(prompt, token_table_, vocab_, width_, learned);
     out.data.insert(out.data.end(), rows.begin(), rows.end());
   }
   return out;
@@ -185,7 +190,7 @@ Tensor TextToImage::generate(const SampleRequest& request, const StepCallback& o
     Tensor both;
     both.shape = {count + 1, tokenizer_->max_tokens(), width_};
     for (int64_t id : tokenizer_->unconditional_ids())
-      both.data.insert(both.data.end(), token_table_.begin() + id * width_, token_table_.begin() + (id + 1) * width_);
+      both.data.insert(both.data.end(), token_table_ + id * width_, token_table_ + (id + 1) * width_);
     both.data.insert(both.data.end(), cond.data.begin(), cond.data.end());
     Tensor encoded = run("text_encoder", {both});
     const int64_t encoded_row = encoded.data.size() / (count + 1);
@@ -363,8 +368,9 @@ class TokenLoss : public ZOProblem {
     const bool bracketed = token.size() >= 3 && token.front() == '<' && token.back() == '>';
     if (!bracketed || token.find(' ') != std::string::npos)
       fail(Status::kInvalidArgument, "token " + py_repr(token) + " must look like <word> (angle brackets, no spaces)");
-    token_ = lower_ascii(token);
-    if (pipe.tokenizer().index_of(token_.substr(1, token_.size() - 2)) >= 0)
+    token_ = pipe.tokenizer().lower(token);
+    // a word-level vocabulary would read <star> and star alike; CLIP bundles tell them apart by the brackets
+    if (!pipe.tokenizer().is_clip() && pipe.tokenizer().index_of(token_.substr(1, token_.size() - 2)) >= 0)
       fail(Status::kInvalidArgument, "token " + py_repr(token) + " names a word the model already knows; pick a new word");
     if (num_vectors < 1) fail(Status::kInvalidArgument, "num_vectors must be at least 1, got " + std::to_string(num_vectors));
     if (query_batch < 0)
@@ -377,7 +383,7 @@ class TokenLoss : public ZOProblem {
       const std::vector<std::string> words = pipe.tokenizer().words(text);
       if (std::find(words.begin(), words.end(), token_) == words.end())
         fail(Status::kInvalidArgument, "caption " + py_repr(text) + " does not contain the placeholder " + token_);
-      pipe.tokenizer().embed(text, pipe.token_table().data(), pipe.vocab(), width_, {{token_, probe}});
+      pipe.tokenizer().embed(text, pipe.token_table(), pipe.vocab(), width_, {{token_, probe}});
     }
     // every image and its mirror image encoded once, one per call; then the encoder's session is closed
     count_ = int(images.size());
@@ -403,10 +409,10 @@ class TokenLoss : public ZOProblem {
   int num_timesteps() const override { return int(pipe_.alphas_cumprod().size()); }
 
   std::vector<double> initial_vector(const std::string& init_word) const {
-    std::string word = lower_ascii(init_word);
-    const size_t first = word.find_first_not_of(" \t\n\r"), last = word.find_last_not_of(" \t\n\r");
-    word = first == std::string::npos ? "" : word.substr(first, last - first + 1);
-    const int64_t index = pipe_.tokenizer().index_of(word);
+    const int64_t index = pipe_.tokenizer().index_of(pipe_.tokenizer().lookup_key(init_word));
+    if (index >= pipe_.vocab())
+      fail(Status::kBundleCorrupt, "token_embedding has " + std::to_string(pipe_.vocab()) + " rows, but the "
+                                   "vocabulary uses id " + std::to_string(index) + "; re-export the bundle");
     if (index < 0)
       fail(Status::kInvalidArgument, "--init-word " + py_repr(init_word) + " is not in the model's vocabulary; "
                                      "`edgesdk inspect BUNDLE` lists it");
@@ -446,7 +452,7 @@ class TokenLoss : public ZOProblem {
     if (found != slots_.end()) return found->second;
     const std::vector<float> marker(size_t(num_vectors_ * width_), std::numeric_limits<float>::quiet_NaN());
     std::vector<float> spliced =
-        pipe_.tokenizer().embed(caption, pipe_.token_table().data(), pipe_.vocab(), width_, {{token_, marker}});
+        pipe_.tokenizer().embed(caption, pipe_.token_table(), pipe_.vocab(), width_, {{token_, marker}});
     std::vector<int64_t> rows;
     for (int64_t r = 0; r < int64_t(spliced.size()) / width_; ++r)
       if (std::isnan(spliced[size_t(r * width_)])) rows.push_back(r);
@@ -564,7 +570,7 @@ PersonalizeResult personalize(const std::string& bundle_dir, const PersonalizeRe
     }
     return true;
   }, request.time_budget_s);
-  result.token = lower_ascii(request.token);
+  result.token = pipe.tokenizer().lower(request.token);
   result.vectors = trainer->token();
   result.num_vectors = request.num_vectors;
   result.steps = trainer->step_count();

@@ -43,7 +43,9 @@ class ComponentPipeline {
   ComponentPipeline(const std::string& bundle_dir, const SessionOptions& options, bool verify_checksums = true);
   const Bundle& bundle() const { return bundle_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
-  const std::vector<float>& token_table() const { return token_table_; }
+  // (vocab, width) float32 rows, row-major: memory-mapped from the bundle (only the rows a prompt reads become
+  // resident), or loaded when the asset is not float32.
+  const float* token_table() const { return token_table_; }
   int64_t vocab() const { return vocab_; }
   int64_t width() const { return width_; }
   int latent_channels() const { return latent_channels_; }
@@ -60,7 +62,9 @@ class ComponentPipeline {
   Bundle bundle_;
   SessionOptions options_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::vector<float> token_table_;
+  std::unique_ptr<MappedFloat32Npy> token_map_;
+  std::vector<float> token_storage_;  // when the table is not mappable
+  const float* token_table_ = nullptr;
   int64_t vocab_ = 0, width_ = 0;
   int latent_channels_ = 0, latent_size_ = 0, image_size_ = 0;
   std::map<std::string, std::unique_ptr<Session>> sessions_;

@@ -36,4 +36,26 @@ std::string join(const std::vector<std::string>& items, const std::string& separ
   return out;
 }
 
+size_t space_length(const std::string& text, size_t pos) {
+  auto byte = [&](size_t i) { return pos + i < text.size() ? static_cast<unsigned char>(text[pos + i]) : 0u; };
+  unsigned c = byte(0);
+  if ((c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20)) return 1;
+  if (c == 0xC2 && (byte(1) == 0x85 || byte(1) == 0xA0)) return 2;  // U+0085, U+00A0
+  if (c == 0xE1 && byte(1) == 0x9A && byte(2) == 0x80) return 3;    // U+1680
+  if (c == 0xE2 && byte(1) == 0x80) {
+    unsigned c2 = byte(2);
+    if ((c2 >= 0x80 && c2 <= 0x8A) || c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF) return 3;  // U+2000-200A, 2028/9, 202F
+  }
+  if (c == 0xE2 && byte(1) == 0x81 && byte(2) == 0x9F) return 3;  // U+205F
+  if (c == 0xE3 && byte(1) == 0x80 && byte(2) == 0x80) return 3;  // U+3000
+  return 0;
+}
+
+size_t placeholder_end(const std::string& text, size_t pos) {
+  if (text[pos] != '<') return 0;
+  size_t i = pos + 1;
+  while (i < text.size() && text[i] != '<' && text[i] != '>' && space_length(text, i) == 0) ++i;
+  return (i > pos + 1 && i < text.size() && text[i] == '>') ? i + 1 : 0;
+}
+
 }  // namespace edgesdk

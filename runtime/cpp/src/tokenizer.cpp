@@ -4,36 +4,12 @@
 #include <cstring>
 
 #include "bundle.hpp"
+#include "clip_tokenizer.hpp"
 #include "errors.hpp"
 #include "text.hpp"
 
 namespace edgesdk {
 namespace {
-
-// Byte length of the white-space character at text[pos], 0 when it is not one. The set is Python's
-// str.isspace(), which both str.split() and the regex \s of runtime/tokenizer.py use.
-size_t space_length(const std::string& text, size_t pos) {
-  auto byte = [&](size_t i) { return pos + i < text.size() ? static_cast<unsigned char>(text[pos + i]) : 0u; };
-  unsigned c = byte(0);
-  if ((c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20)) return 1;
-  if (c == 0xC2 && (byte(1) == 0x85 || byte(1) == 0xA0)) return 2;  // U+0085, U+00A0
-  if (c == 0xE1 && byte(1) == 0x9A && byte(2) == 0x80) return 3;    // U+1680
-  if (c == 0xE2 && byte(1) == 0x80) {
-    unsigned c2 = byte(2);
-    if ((c2 >= 0x80 && c2 <= 0x8A) || c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF) return 3;  // U+2000-200A, 2028/9, 202F
-  }
-  if (c == 0xE2 && byte(1) == 0x81 && byte(2) == 0x9F) return 3;  // U+205F
-  if (c == 0xE3 && byte(1) == 0x80 && byte(2) == 0x80) return 3;  // U+3000
-  return 0;
-}
-
-// End (one past '>') of a placeholder `<[^<>\s]+>` starting at text[pos], 0 when none starts there.
-size_t placeholder_end(const std::string& text, size_t pos) {
-  if (text[pos] != '<') return 0;
-  size_t i = pos + 1;
-  while (i < text.size() && text[i] != '<' && text[i] != '>' && space_length(text, i) == 0) ++i;
-  return (i > pos + 1 && i < text.size() && text[i] == '>') ? i + 1 : 0;
-}
 
 bool is_placeholder(const std::string& name) { return !name.empty() && placeholder_end(name, 0) == name.size(); }
 
@@ -124,26 +100,46 @@ Tokenizer::Tokenizer(const json::Value& vocabulary) {
 }
 
 Tokenizer Tokenizer::from_bundle(const Bundle& bundle) {
-  if (bundle.has_asset("clip_tokenizer")) {
-    fail(Status::kBundleUnsupported, "bundle " + py_repr(bundle.root()) + " uses a CLIP BPE tokenizer, which is "
-                                     "not in the C++ runtime yet; use the Python runtime for imported Stable "
-                                     "Diffusion bundles");
-  }
+  if (bundle.has_asset("clip_tokenizer")) return from_clip_asset(bundle.asset_json("clip_tokenizer"));
   return Tokenizer(bundle.asset_json("vocabulary"));
 }
 
+Tokenizer Tokenizer::from_clip_asset(const json::Value& asset) {
+  Tokenizer tokenizer;
+  auto clip = std::make_shared<const ClipTokenizer>(asset);
+  tokenizer.max_tokens_ = clip->max_tokens();
+  tokenizer.bos_ = clip->bos();
+  tokenizer.eos_ = clip->eos();
+  tokenizer.pad_ = clip->pad();
+  tokenizer.lowercase_ = true;  // CLIP's normalizer lower-cases, and placeholders match case-insensitively
+  tokenizer.clip_ = std::move(clip);
+  return tokenizer;
+}
+
 int64_t Tokenizer::index_of(const std::string& word) const {
+  if (clip_) return clip_->index_of(word);
   auto found = index_.find(word);
   return found == index_.end() ? -1 : found->second;
 }
 
+std::string Tokenizer::lower(const std::string& text) const {
+  return clip_ ? ClipTokenizer::lower(text) : ascii_lower(text);
+}
+
+std::string Tokenizer::lookup_key(const std::string& word) const {
+  if (clip_) return ClipTokenizer::lower(ClipTokenizer::strip(word));
+  const size_t first = word.find_first_not_of(" \t\n\r"), last = word.find_last_not_of(" \t\n\r");
+  return ascii_lower(first == std::string::npos ? "" : word.substr(first, last - first + 1));
+}
+
 std::string Tokenizer::key(const std::string& placeholder) const {
   // prompts are lower-cased, so "<Me>" in the learned map must match "<me>" in the prompt
+  if (clip_) return ClipTokenizer::lower(placeholder);
   return lowercase_ ? ascii_lower(placeholder) : placeholder;
 }
 
 std::vector<std::string> Tokenizer::words(const std::string& prompt) const {
-  std::string text = lowercase_ ? ascii_lower(prompt) : prompt;
+  std::string text = clip_ ? ClipTokenizer::lower(prompt) : lowercase_ ? ascii_lower(prompt) : prompt;
   std::vector<std::string> words;
   size_t piece_start = 0;
   for (size_t i = 0; i < text.size(); ++i) {
@@ -160,6 +156,12 @@ std::vector<std::string> Tokenizer::words(const std::string& prompt) const {
 
 std::vector<Tokenizer::Slot> Tokenizer::slots(const std::string& prompt,
                                               const std::map<std::string, int64_t>& learned_rows) const {
+  if (clip_) {
+    std::vector<Slot> result;
+    for (ClipTokenizer::Slot& slot : clip_->slots(prompt, learned_rows))
+      result.push_back({slot.id, std::move(slot.placeholder)});
+    return result;
+  }
   std::vector<std::string> words = this->words(prompt);
   if (words.empty()) {
     fail(Status::kInvalidArgument, "empty prompt: describe the image in a few words (the empty prompt is only "

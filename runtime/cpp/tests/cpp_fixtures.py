@@ -12,6 +12,8 @@ bundles in BUNDLES (a few minutes); later runs take seconds.
     OUT_DIR/image/        PIL's convert / resize / center_crop results, runtime.image.grid
     OUT_DIR/bundles/      exported bundles + small synthetic bad ones
     OUT_DIR/tokenizer/    the Python Tokenizer's words, ids, embeddings and errors per prompt
+    OUT_DIR/clip_tokenizer/  the Python ClipTokenizer's ids, errors, words, embeddings per prompt and asset, and
+                          tokenizers' / Python's Unicode answers on every code point (clip_fixtures.py)
     OUT_DIR/onebit/       runtime.onebit containers
     OUT_DIR/session/      inputs and outputs of the Python ExecuTorch session per bundle, component and batch
 """
@@ -29,6 +31,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import clip_fixtures
 import numpy as np
 from PIL import Image
 
@@ -547,6 +550,7 @@ def main() -> None:
     tiny_sd = out / "bundles" / "tiny-sd" / "tiny-sd.edge"
     step(out, "bundles/bad", lambda d: build_bad_bundles(d, tiny_sd))
     step(out, "tokenizer", lambda d: build_tokenizer(d, tiny_sd))
+    step(out, "clip_tokenizer", lambda d: clip_fixtures.build(d, write_bundle))
     step(out, "session", lambda d: build_session(d, out))
 
 

@@ -8,7 +8,10 @@ and bnn's come from cpp_fixtures.py, under FIXTURES_DIR/bundles/), the concept i
 - sample_ddim.npy / sample_dpmpp.npy: TextToImage(tiny-sd).generate(..., return_float=True) on ExecuTorch;
 - onestep.npy: OneStepTextToImage(onestep).generate(..., return_float=True);
 - token.safetensors: personalize(tiny-sd, concept, "<pinkstar>", "star", 50 steps, ExecuTorch, seed 0);
-- classify.json: ImageClassifier(bnn).classify(PNGs, top_k=3) probabilities.
+- classify.json: ImageClassifier(bnn).classify(PNGs, top_k=3) probabilities;
+- sd.edge: a tiny random Stable Diffusion pipeline (diffusers folder, no download) imported with export_diffusers,
+  so its prompts go through the CLIP BPE tokenizer: sd_ddim.npy (DDIM images) and sd_token.safetensors (zeroth-
+  order personalization) from the Python runtime.
 The requests are in requests.json, so both sides read the same settings.
 """
 
@@ -21,13 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = "1"
+VERSION = "2"
 REQUESTS = {
     "sample": {"prompts": ["a large red star on a blue background", "a small green circle"], "steps": 8, "seed": 3},
     "onestep": {"prompts": ["a large red star on a blue background", "a small yellow square"], "seed": 5},
     "personalize": {"token": "<pinkstar>", "init_word": "star", "steps": 50, "seed": 0, "checkpoint_every": 25,
                     "images": 3},
     "classify": {"top_k": 3, "count": 6},
+    # imported SD: upper case, punctuation, an accent, an emoji and an unlearned <placeholder> spelled by the BPE
+    "sd_sample": {"prompts": ["a photo of a red dog", "A Painting of the CAT, <Van-Gogh> style! café 🙂"],
+                  "steps": 4, "seed": 3},
+    "sd_personalize": {"token": "<pinkstar>", "init_word": "Star", "steps": 12, "seed": 0, "checkpoint_every": 6},
 }
 
 
@@ -37,6 +44,20 @@ def export(family: str, out: Path) -> None:
     edgesdk = Path(sys.executable).with_name("edgesdk")
     subprocess.run([str(edgesdk), "export", family, "--target", "executorch", "-o", str(out), "--overwrite"],
                    check=True, stdout=subprocess.DEVNULL)
+
+
+def export_sd(out: Path) -> None:
+    """A tiny random SD pipeline written as a diffusers folder, imported as `edgesdk export --from-diffusers` does."""
+    if (out / "sd.edge" / "manifest.json").exists():
+        return
+    import shutil
+
+    from edgesdk.exporting import export_diffusers
+    from edgesdk.zoo.diffusers_sd import write_random_pipeline
+
+    folder = write_random_pipeline(out / "sd-diffusers", "tiny", seed=0)
+    export_diffusers(folder, out / "sd.edge", "executorch", overwrite=True, log=lambda _message: None)
+    shutil.rmtree(folder)
 
 
 def main(root: Path) -> None:
@@ -94,6 +115,21 @@ def main(root: Path) -> None:
     (out / "classify.json").write_text(json.dumps(
         [{"source": p.source, "top": [[name, probability] for name, probability in p.top], "notes": p.notes}
          for p in predictions], indent=1))
+
+    export_sd(out)
+    sd = out / "sd.edge"
+    sd_pipe = TextToImage(sd, backend="executorch")
+    assert type(sd_pipe.tokenizer).__name__ == "ClipTokenizer"
+    request = REQUESTS["sd_sample"]
+    images = sd_pipe.generate(request["prompts"], steps=request["steps"], seed=request["seed"], sampler="ddim",
+                              return_float=True)
+    np.save(out / "sd_ddim.npy", images.astype(np.float32))
+    zo = REQUESTS["sd_personalize"]
+    np.save(out / "sd_token_start.npy",
+            sd_pipe.token_table[sd_pipe.tokenizer.index[zo["init_word"].lower()]][None])
+    personalize(sd, concept, zo["token"], zo["init_word"], out / "sd_token.safetensors", steps=zo["steps"],
+                backend="executorch", config=ZOConfig(seed=zo["seed"], checkpoint_every=zo["checkpoint_every"],
+                                                      steps=zo["steps"]), overwrite=True)
     (out / "done").write_text(VERSION)
 
 

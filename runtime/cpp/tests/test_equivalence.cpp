@@ -1,10 +1,13 @@
 // The C++ runtime against the Python runtime on the same ExecuTorch bundles and seeds (references written by
 // tests/equivalence_fixtures.py): the same images within float tolerance, the same learned token after 50
-// zeroth-order steps within 1e-4, the same classifications. Everything goes through the app-facing API.
+// zeroth-order steps within 1e-4, the same classifications; and on a Stable Diffusion bundle imported from a
+// diffusers folder (CLIP BPE tokenizer) the same images and learned token, from the API and from edgesdk-run.
+// Everything goes through the app-facing API.
 #include <unistd.h>
 
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <filesystem>
@@ -133,6 +136,99 @@ TEST_CASE("50 zeroth-order steps learn the python runtime's token") {
   CHECK_EQ(summary.steps, 50);
   const std::vector<float> resumed = edgesdk::f32_values(edgesdk::read_safetensors(options.output).tensors.at(options.token));
   CHECK(max_abs_difference(resumed, a) == 0.0);
+  fs::remove_all(work);
+}
+
+TEST_CASE("an imported Stable Diffusion bundle (CLIP BPE tokenizer) gives the python runtime's images and token") {
+  const std::string sd = dir() + "/sd.edge";
+  const edgesdk::json::Value sample = requests().at("sd_sample");
+  edgesdk::GenerateRequest request;
+  request.prompts = strings(sample.at("prompts"));
+  request.steps = int(sample.at("steps").as_int());
+  request.seed = uint64_t(sample.at("seed").as_int());
+  check_images(sd, request, "sd_ddim.npy");
+
+  const edgesdk::json::Value zo = requests().at("sd_personalize");
+  const std::string work = fs::temp_directory_path() / ("edgesdk-sd-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  fs::create_directories(work);
+  edgesdk::PersonalizeOptions options;
+  options.images_dir = dir() + "/concept";
+  options.token = zo.at("token").as_string();
+  options.init_word = zo.at("init_word").as_string();  // "Star": looked up lower-cased, as one CLIP token
+  options.steps = zo.at("steps").as_int();
+  options.seed = uint64_t(zo.at("seed").as_int());
+  options.checkpoint_every = zo.at("checkpoint_every").as_int();
+  options.output = work + "/token.safetensors";
+  edgesdk::PersonalizeSummary summary;
+  edgesdk::Result done = edgesdk::personalize(sd, options, {}, &summary);
+  CHECK(done.ok());
+  if (!done.ok()) std::fprintf(stderr, "  %s\n", done.message.c_str());
+  CHECK_EQ(summary.steps, options.steps);
+  const auto expected = edgesdk::read_safetensors(dir() + "/sd_token.safetensors").tensors.at(options.token);
+  const auto got = edgesdk::read_safetensors(options.output).tensors.at(options.token);
+  CHECK(got.shape == expected.shape);
+  const std::vector<float> a = edgesdk::f32_values(got);
+  const double difference = max_abs_difference(a, edgesdk::f32_values(expected));
+  std::fprintf(stderr, "  sd token after %lld steps: max |C++ - Python| = %.3g (width %zu)\n",
+               (long long)summary.steps, difference, a.size());
+  CHECK(difference <= 1e-4);
+  CHECK(max_abs_difference(a, edgesdk::read_npy(dir() + "/sd_token_start.npy").to_float32()) > 1e-3);
+  // the learned token in a prompt: spliced where the placeholder is, the rest BPE
+  std::unique_ptr<edgesdk::Generator> generator;
+  CHECK(edgesdk::Generator::open(sd, {}, &generator).ok());
+  std::vector<edgesdk::Image> images;
+  request.prompts = {"a photo of <pinkstar> on a blue background"};
+  request.steps = 2;
+  request.embedding_path = options.output;
+  CHECK(generator->generate(request, &images).ok());
+  CHECK_EQ(images.size(), size_t(1));
+  // user errors keep their status codes: empty and too long (counted in BPE tokens)
+  request.embedding_path.clear();
+  request.prompts = {"  \t "};
+  CHECK(generator->generate(request, &images).status == edgesdk::Status::kInvalidArgument);
+  std::string long_prompt;
+  for (int i = 0; i < 76; ++i) long_prompt += "red ";
+  request.prompts = {long_prompt};
+  edgesdk::Result too_long = generator->generate(request, &images);
+  CHECK(too_long.status == edgesdk::Status::kInvalidArgument);
+  CHECK(too_long.message.find("76 tokens") != std::string::npos);
+  fs::remove_all(work);
+}
+
+static std::string shell_quote(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+TEST_CASE("edgesdk-run samples the imported Stable Diffusion bundle") {
+  const char* run = std::getenv("EDGESDK_RUN");
+  CHECK(run != nullptr && *run != '\0');
+  if (run == nullptr || *run == '\0') return;
+  const edgesdk::json::Value sample = requests().at("sd_sample");
+  const std::string work = fs::temp_directory_path() / ("edgesdk-run-sd-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  fs::create_directories(work);
+  std::string command = shell_quote(run) + " sample " + shell_quote(dir() + "/sd.edge");
+  for (const std::string& prompt : strings(sample.at("prompts"))) command += " -p " + shell_quote(prompt);
+  command += " --steps " + std::to_string(sample.at("steps").as_int()) + " --seed " +
+             std::to_string(sample.at("seed").as_int()) + " --raw " + shell_quote(work + "/raw.npy") + " -o " +
+             shell_quote(work + "/grid.png") + " > " + shell_quote(work + "/log.txt") + " 2>&1";
+  const int status = std::system(command.c_str());
+  CHECK_EQ(status, 0);
+  if (status != 0) {
+    std::ifstream log(work + "/log.txt");
+    std::fprintf(stderr, "  %s\n", std::string(std::istreambuf_iterator<char>(log), {}).c_str());
+    return;
+  }
+  const double difference = max_abs_difference(edgesdk::read_npy(work + "/raw.npy").to_float32(),
+                                               edgesdk::read_npy(dir() + "/sd_ddim.npy").to_float32());
+  std::fprintf(stderr, "  edgesdk-run sample: max |C++ - Python| = %.3g\n", difference);
+  CHECK(difference <= 1e-4);
+  edgesdk::Image grid;
+  CHECK(edgesdk::read_png(work + "/grid.png", &grid).ok());
+  CHECK(grid.width > 0 && grid.height > 0);
   fs::remove_all(work);
 }
 
