@@ -1,6 +1,6 @@
 """Peak memory and time of one personalization step at Stable Diffusion 1.5's size, each method in its own process.
 
-    python benchmarks/sd_memory.py [--sizes 256,512] [--methods zo-onnx,zo-executorch,ti,ft]
+    python benchmarks/sd_memory.py [--sizes 256,512] [--methods zo-onnx,zo-executorch,zo-cpp,ti,ft]
                                    [--workdir build/sd-memory] [--steps 2] [--reuse] [--query-batch 1]
 
 Model: a diffusers folder with SD-1.5's architecture and random weights (``write_random_pipeline(.., "sd-1.5")``:
@@ -21,6 +21,10 @@ Methods:
   Runtime process imports no torch; the ExecuTorch binding imports torch (a phone linking the C++ runtime does
   not: the `after imports` column shows that floor). On ExecuTorch w8 quantizes linear layers only
   (convolutions stay fp32, see ``quant.recipes.W8``).
+- ``zo-cpp``: the same step on the same ExecuTorch bundle through the C++ runtime, as an app without Python runs it:
+  ``edgesdk-run personalize BUNDLE --images DIR --query-batch Q --threads T --json`` (build it with ``make cpp``),
+  the concept images written as PNG at the size first. Its peak is the process's own VmHWM; the steps-only peak and
+  the import floor do not apply (nothing is imported; the C++ runtime reports no mid-run reset).
 - ``ti``: one backprop Textual-Inversion step, fp32 eager torch (diffusers UNet + CLIP text encoder of the same
   folder through ``load_diffusers_sd``, so both sides compute the same loss). Only the new token's row is trained: a
   separate (1, 768) parameter spliced into the caption's input embeddings, autograd through the frozen text encoder
@@ -59,8 +63,12 @@ from pathlib import Path
 
 from edgesdk.reporting import write_json
 
-METHODS = ("zo-onnx", "zo-executorch", "ti", "ft")
+METHODS = ("zo-onnx", "zo-executorch", "zo-cpp", "ti", "ft")
+ZO_METHODS = ("zo-onnx", "zo-executorch", "zo-cpp")
+BACKEND = {"zo-onnx": "onnx", "zo-executorch": "executorch", "zo-cpp": "executorch"}  # the bundle each one runs
+EDGESDK_RUN = Path(__file__).resolve().parent.parent / "runtime" / "cpp" / "build" / "edgesdk-run"
 NAMES = {"zo-onnx": "ZO, int8, ONNX Runtime", "zo-executorch": "ZO, int8, ExecuTorch",
+         "zo-cpp": "ZO, int8, ExecuTorch, C++",
          "ti": "backprop TI, fp32", "ft": "full UNet fine-tune, fp32"}
 TOKEN, INIT_WORD, CONCEPT, IMAGES = "<c>", "star", "pink-star", 5
 RESULT_MARK = "SD_MEMORY_RESULT "  # prefix of the child's one result line, so library prints cannot be mistaken for it
@@ -271,7 +279,52 @@ def failure(code: int, reason: str | None, log: Path) -> str:
     return f"failed: {lines[-1].strip() if lines else f'exit status {code}, no output'}"  # a traceback ends with it
 
 
+def concept_folder(workdir: Path, size: int) -> Path:
+    """The benchmark's concept images at ``size`` as PNG (lossless: the C++ runtime reads the pixels the Python
+    child resizes to), written once."""
+    import numpy as np
+    from PIL import Image
+
+    from edgesdk.data.concepts import concept_images
+
+    folder = workdir / f"concept-{CONCEPT}-{size}"
+    if not (folder / f"{IMAGES - 1}.png").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(concept_images(CONCEPT, IMAGES)):
+            resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+            Image.fromarray(resized).save(folder / f"{i}.tmp.png")
+            (folder / f"{i}.tmp.png").replace(folder / f"{i}.png")
+    return folder
+
+
+def run_cpp(bundle: Path, size: int, args: argparse.Namespace) -> dict:
+    """One edgesdk-run personalize process: 1 warm-up + --steps steps; the median of the timed ones."""
+    log = args.workdir / "logs" / f"zo-cpp-{size}.log"
+    if not EDGESDK_RUN.exists():
+        return {"status": f"not run: {EDGESDK_RUN} is not built (make cpp)"}
+    token = args.workdir / f"cpp-token-{size}.safetensors"
+    command = [str(EDGESDK_RUN), "personalize", str(bundle), "--images", str(concept_folder(args.workdir, size)),
+               "--token", TOKEN, "--init-word", INIT_WORD, "-o", str(token), "--steps", str(args.steps + 1),
+               "--query-batch", str(args.query_batch), "--threads", str(args.threads), "--checkpoint-every",
+               str(10**6), "--overwrite", "--json"]
+    start = time.perf_counter()
+    code, reason, largest = watched(command, log, args.timeout, args.mem_cap_gb * 1024)
+    wall = time.perf_counter() - start
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith('{"output"')]
+    if code != 0 or reason is not None or not lines:
+        return {"status": failure(code, reason, log), "wall_s": wall, "largest_rss_seen_mb": largest, "log": str(log)}
+    out = json.loads(lines[-1])
+    timed_steps = out["step_s"][1:] or out["step_s"]
+    return {"status": "ok", "wall_s": wall, "peak_rss_mb": out["peak_rss_mb"], "steps_peak_mb": None,
+            "after_imports_mb": None, "step_s": sorted(timed_steps)[len(timed_steps) // 2],
+            "step_s_all": timed_steps, "final_loss": out["final_loss"], "torch_imported": False,
+            "config": {"query_batch": args.query_batch}, "command": shlex.join(command)}
+
+
 def run_method(method: str, folder: Path, bundle: Path | None, size: int, args: argparse.Namespace) -> dict:
+    if method == "zo-cpp":
+        assert bundle is not None
+        return run_cpp(bundle, size, args)
     log = args.workdir / "logs" / f"{method}-{size}.log"
     command = [sys.executable, "-c", CHILD, method, str(folder), str(bundle or "-"), str(size), str(args.steps),
                str(args.threads), CONCEPT, str(IMAGES), TOKEN, INIT_WORD, RESULT_MARK, str(args.query_batch)]
@@ -352,11 +405,15 @@ def checks_for(rows: list[dict]) -> list[dict]:
     """The targets, on the whole-process peak and on the steps-only peak, for every ZO backend that ran."""
     peaks = {r["method"]: r for r in rows if r["status"] == "ok"}
     checks = []
-    for zo in (m for m in ("zo-onnx", "zo-executorch") if m in peaks):
+    for zo in (m for m in ZO_METHODS if m in peaks):
         for baseline, target in (("ti", 3.0), ("ft", 10.0)):
             for field in ("peak_rss_mb", "steps_peak_mb"):
                 name = f"{NAMES[zo]} >= {target:.0f}x below {NAMES[baseline]} ({field.replace('_mb', '')})"
-                if baseline not in peaks or not peaks[zo].get(field) or not peaks[baseline].get(field):
+                if not peaks[zo].get(field):
+                    checks.append({"name": name, "value": None, "target": target, "met": None,
+                                   "why": f"{NAMES[zo]} reports the whole-process peak only"})
+                    continue
+                if baseline not in peaks or not peaks[baseline].get(field):
                     baseline_row = next((r for r in rows if r["method"] == baseline), None)
                     why = baseline_row["status"] if baseline_row else "not run"
                     checks.append({"name": name, "value": None, "target": target, "met": None, "why": why})
@@ -378,8 +435,9 @@ def print_table(results: dict, sizes: list[str]) -> None:
                 continue
             steps_only = f"{r['steps_peak_mb']:13.0f}" if r.get("steps_peak_mb") else f"{'-':>13s}"
             ratio = f"{r['peak_rss_mb'] / zo['peak_rss_mb']:9.2f}x" if zo else f"{'-':>10s}"
+            floor = f"{r['after_imports_mb']:13.0f}" if r.get("after_imports_mb") else f"{'-':>13s}"
             print(f"{size:>5s} {NAMES[r['method']]:27s} {r['peak_rss_mb']:11.0f} {steps_only} "
-                  f"{r['after_imports_mb']:13.0f} {r['step_s']:9.1f} {ratio}")
+                  f"{floor} {r['step_s']:9.1f} {ratio}")
     print()
     for size in sizes:
         for c in results["sizes"][size]["checks"]:
@@ -454,24 +512,29 @@ def main() -> int:
         earlier_commands = previous.get("commands") or ([previous["command"]] if "command" in previous else [])
         exports: dict[str, dict] = dict(previous.get("exports", {}))
         rows: list[dict] = []
+        exported_now: set[str] = set()
         for method in methods:
             row: dict = {"method": method, "size": size}
             if method.startswith("zo-"):  # exported just before its row: an export that fails costs the others nothing
-                out = args.workdir / f"{args.architecture}-w8-{size}-{method[3:]}.edge"
-                failed = [(s, entry["exports"][method[3:]]["status"]) for s, entry in results["sizes"].items()
-                          if int(s) < size and entry.get("exports", {}).get(method[3:], {}).get("status", "")
+                out = args.workdir / f"{args.architecture}-w8-{size}-{BACKEND[method]}.edge"
+                failed = [(s, entry["exports"][BACKEND[method]]["status"]) for s, entry in results["sizes"].items()
+                          if int(s) < size and entry.get("exports", {}).get(BACKEND[method], {}).get("status", "")
                           .startswith("failed:")]
-                if failed and not args.retry_exports and not (args.reuse and (out / "manifest.json").exists()):
+                backend = BACKEND[method]
+                if backend in exported_now:
+                    pass  # zo-executorch and zo-cpp run the same bundle: exported (or found) once per run
+                elif failed and not args.retry_exports and not (args.reuse and (out / "manifest.json").exists()):
                     # a lowering error is a property of the graph, not of its spatial size: do not pay for it again
-                    exports[method[3:]] = {"status": f"not attempted: the {failed[-1][0]} px export of the same graph "
-                                                     f"{failed[-1][1]} (--retry-exports tries again)"}
+                    exports[backend] = {"status": f"not attempted: the {failed[-1][0]} px export of the same graph "
+                                                  f"{failed[-1][1]} (--retry-exports tries again)"}
                 else:
-                    exports[method[3:]] = ensure_bundle(folder, out, method[3:], size, args)
+                    exports[backend] = ensure_bundle(folder, out, backend, size, args)
+                exported_now.add(backend)
             smaller = max((r for s, entry in results["sizes"].items() if int(s) < size
                            for r in entry["rows"] if r["method"] == "ft"), key=lambda r: r["size"], default=None)
             estimate = ft_estimate_mb(smaller, size / smaller["size"]) if smaller else None
-            if method.startswith("zo-") and exports[method[3:]]["status"] not in ("ok", "reused"):
-                row["status"] = f"not run: {method[3:]} export {exports[method[3:]]['status']}"
+            if method.startswith("zo-") and exports[BACKEND[method]]["status"] not in ("ok", "reused"):
+                row["status"] = f"not run: {BACKEND[method]} export {exports[BACKEND[method]]['status']}"
             elif method == "ft" and estimate is not None and estimate > args.mem_cap_gb * 1024:
                 row.update(status=f"skipped: {smaller['size']} px FT extrapolates to {estimate / 1024:.1f} GB "
                                   f"> the {args.mem_cap_gb:.0f} GB cap", estimated_peak_mb=estimate)
@@ -479,7 +542,7 @@ def main() -> int:
                 row["status"] = f"skipped: {smaller['size']} px FT already {smaller['status']}"
             else:
                 print(f"{size} px  {method} ...", flush=True)
-                bundle = Path(exports[method[3:]]["path"]) if method.startswith("zo-") else None
+                bundle = Path(exports[BACKEND[method]]["path"]) if method.startswith("zo-") else None
                 row.update(run_method(method, folder, bundle, size, args))
                 if estimate is not None:
                     row["estimated_peak_mb"] = estimate

@@ -10,6 +10,7 @@
 
 #include "bundle.hpp"
 #include "check.hpp"
+#include "tokenizer_checks.hpp"
 #include "clip_tokenizer.hpp"
 #include "errors.hpp"
 #include "files.hpp"
@@ -25,6 +26,10 @@ namespace unicode = edgesdk::unicode;
 
 namespace {
 
+using tokenizer_checks::error_of;
+using tokenizer_checks::integers;
+using tokenizer_checks::strings;
+
 json::Value load(const std::string& relative) {
   std::vector<uint8_t> text = edgesdk::read_file_bytes(check::fixture("clip_tokenizer/" + relative));
   return json::parse(std::string(text.begin(), text.end()), relative);
@@ -33,30 +38,6 @@ json::Value load(const std::string& relative) {
 const json::Value& cases() {
   static const json::Value value = load("cases.json");
   return value;
-}
-
-std::vector<int64_t> integers(const json::Value& array) {
-  std::vector<int64_t> out;
-  for (const json::Value& item : array.as_array()) out.push_back(item.as_int());
-  return out;
-}
-
-std::vector<std::string> strings(const json::Value& array) {
-  std::vector<std::string> out;
-  for (const json::Value& item : array.as_array()) out.push_back(item.as_string());
-  return out;
-}
-
-// The Failure message of `call`, "" when it succeeds; a Failure of another status is reported.
-template <typename Call>
-std::string error_of(Call call, Status expected = Status::kInvalidArgument) {
-  try {
-    call();
-  } catch (const edgesdk::Failure& e) {
-    if (e.status() != expected) check::report(__FILE__, __LINE__, std::string("other status: ") + e.what());
-    return e.what();
-  }
-  return "";
 }
 
 std::string hex(const std::u32string& text) {

@@ -6,6 +6,7 @@
 
 #include "bundle.hpp"
 #include "check.hpp"
+#include "tokenizer_checks.hpp"
 #include "errors.hpp"
 #include "files.hpp"
 #include "json.hpp"
@@ -18,35 +19,15 @@ namespace json = edgesdk::json;
 
 namespace {
 
+using tokenizer_checks::error_of;
+using tokenizer_checks::integers;
+using tokenizer_checks::strings;
+
 const std::string kTinySd = "bundles/tiny-sd/tiny-sd.edge";
 
 json::Value cases() {
   std::vector<uint8_t> text = edgesdk::read_file_bytes(check::fixture("tokenizer/cases.json"));
   return json::parse(std::string(text.begin(), text.end()), "cases.json");
-}
-
-std::vector<std::string> strings(const json::Value& array) {
-  std::vector<std::string> out;
-  for (const json::Value& item : array.as_array()) out.push_back(item.as_string());
-  return out;
-}
-
-std::vector<int64_t> integers(const json::Value& array) {
-  std::vector<int64_t> out;
-  for (const json::Value& item : array.as_array()) out.push_back(item.as_int());
-  return out;
-}
-
-// The Failure message of `call`, "" when it succeeds; a Failure of another status is reported.
-template <typename Call>
-std::string error_of(Call call, Status expected = Status::kInvalidArgument) {
-  try {
-    call();
-  } catch (const edgesdk::Failure& e) {
-    if (e.status() != expected) check::report(__FILE__, __LINE__, std::string("other status: ") + e.what());
-    return e.what();
-  }
-  return "";
 }
 
 struct Fixture {
