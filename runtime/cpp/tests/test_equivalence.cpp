@@ -232,6 +232,35 @@ TEST_CASE("edgesdk-run samples the imported Stable Diffusion bundle") {
   fs::remove_all(work);
 }
 
+static std::string read_text(const std::string& path) {
+  std::ifstream file(path);
+  return std::string(std::istreambuf_iterator<char>(file), {});
+}
+
+TEST_CASE("edgesdk-run shows ExecuTorch's info log only with --verbose; verify --json") {
+  const char* run = std::getenv("EDGESDK_RUN");
+  CHECK(run != nullptr && *run != '\0');
+  if (run == nullptr || *run == '\0') return;
+  const std::string work = fs::temp_directory_path() / ("edgesdk-run-log-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  fs::create_directories(work);
+  const std::string sample = shell_quote(run) + " sample " + shell_quote(dir() + "/sd.edge") +
+                             " -p 'a photo' --steps 1 -o " + shell_quote(work + "/one.png");
+  CHECK_EQ(std::system((sample + " > " + shell_quote(work + "/quiet.txt") + " 2>&1").c_str()), 0);
+  CHECK_EQ(std::system((sample + " --verbose > " + shell_quote(work + "/verbose.txt") + " 2>&1").c_str()), 0);
+  const std::string quiet = read_text(work + "/quiet.txt"), verbose = read_text(work + "/verbose.txt");
+  CHECK(quiet.rfind("wrote ", 0) == 0);                          // the result line is all there is
+  CHECK(quiet.find("executorch I") == std::string::npos);
+  CHECK(verbose.find("executorch I") != std::string::npos);     // the hook sees the messages it drops
+  const std::string verify = shell_quote(run) + " verify " + shell_quote(dir() + "/sd.edge") + " --json > " +
+                             shell_quote(work + "/verify.json") + " 2>&1";
+  CHECK_EQ(std::system(verify.c_str()), 0);
+  const edgesdk::json::Value report = edgesdk::json::parse(read_text(work + "/verify.json"), "verify.json");
+  CHECK(report.at("ok").as_bool());
+  CHECK(report.at("components").as_array().size() == 4);
+  fs::remove_all(work);
+}
+
 TEST_CASE("binary-network classifications equal the python runtime's") {
   const edgesdk::json::Value expected = [] {
     std::ifstream file(dir() + "/classify.json");

@@ -17,6 +17,8 @@
 #include "image.hpp"
 #include "json.hpp"
 #include "npy.hpp"
+#include <executorch/runtime/platform/platform.h>
+
 #include "pipelines.hpp"
 
 namespace {
@@ -34,7 +36,18 @@ const char* const kUsage =
     "         [--checkpoint-every 50] [--query-batch 0] [--time-budget S] [--resume] [--overwrite]\n"
     "  classify BUNDLE IMAGE.png [IMAGE.png ...] [--top-k 3]\n"
     "  verify BUNDLE\n"
-    "common: [--threads N] [--json] [--no-verify]\n";
+    "common: [--threads N] [--json] [--no-verify] [--verbose (ExecuTorch's info log too)]\n";
+
+// ExecuTorch logs at info level (CPU detection, thread pools) to stderr; a command-line tool shows its errors only,
+// unless --verbose. Registered as ExecuTorch's platform log hook before any session opens.
+bool g_verbose = false;
+
+void emit_backend_log(et_timestamp_t, et_pal_log_level_t level, const char* filename, const char*, size_t line,
+                      const char* message, size_t length) {
+  if (!g_verbose && level != kError && level != kFatal) return;
+  std::fprintf(stderr, "executorch %c %s:%zu] %.*s\n", static_cast<char>(level), filename, line,
+               static_cast<int>(length), message);
+}
 
 int report(const Result& result) {
   std::fprintf(stderr, "error: %s [%s]\n", result.message.c_str(), edgesdk::status_name(result.status));
@@ -68,7 +81,8 @@ struct Args {
   }
 };
 
-const std::vector<std::string> kFlags = {"--json", "--no-verify", "--no-sg", "--no-puts", "--resume", "--overwrite"};
+const std::vector<std::string> kFlags = {"--json", "--no-verify", "--no-sg", "--no-puts", "--resume", "--overwrite",
+                                         "--verbose"};
 
 bool parse(int argc, char** argv, Args* args, std::string* error) {
   for (int i = 1; i < argc; ++i) {
@@ -275,6 +289,13 @@ int verify(const Args& args) {
   Result result = edgesdk::verify_bundle(args.bundle, &summary);
   if (!result.ok()) return report(result);
   std::string components;
+  if (args.flag("--json")) {
+    for (const std::string& name : summary.components)
+      components += (components.empty() ? "" : ", ") + json_string(name);
+    std::printf("{\"ok\": true, \"family\": %s, \"recipe\": %s, \"components\": [%s]}\n",
+                json_string(summary.family).c_str(), json_string(summary.recipe).c_str(), components.c_str());
+    return 0;
+  }
   for (const std::string& name : summary.components) components += (components.empty() ? "" : ", ") + name;
   std::printf("ok: %s bundle (%s), recipe %s, every checksum matches\n", summary.family.c_str(), components.c_str(),
               summary.recipe.c_str());
@@ -291,6 +312,8 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!parse(argc, argv, &args, &error)) return usage_error(error);
+  g_verbose = args.flag("--verbose");
+  executorch::runtime::register_pal(executorch::runtime::PalImpl::create(emit_backend_log, __FILE__));
   if (args.bundle.empty()) return usage_error("give the bundle folder after the command");
   edgesdk::Options options;
   if (!number(args, "--threads", &options.threads, &error)) return usage_error(error);
