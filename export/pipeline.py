@@ -24,6 +24,20 @@ TARGETS = ("executorch", "onnx", "tensorrt")
 Log = Callable[[str], None]
 
 
+def release_memory() -> None:
+    """Hand freed memory back to the system between stages. Lowering a large model (SD-1.5's UNet) leaves
+    gigabytes that Python has freed but glibc keeps in its arenas; the parity stage then loads the programs on top.
+    malloc_trim returns those pages; where there is no glibc (macOS, musl) only the collection runs."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def parse_targets(text: str | list[str]) -> list[str]:
     names = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
     unknown = [t for t in names if t not in TARGETS]
@@ -176,7 +190,8 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
                                                              reference_kernels=True),
                                              spec.static_batch, info.inputs)
             else:
-                session = open_session(bundle, spec.name, target)
+                # lean: the program file is mapped, not copied (SD-1.5's UNet program is ~1 GB)
+                session = open_session(bundle, spec.name, target, lean_memory=True)
             try:
                 got = session.run(feeds)
             except EdgeSDKError:
@@ -193,6 +208,8 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
                 raise EdgeSDKError(f"{spec.name} on {target}: SQNR {sqnr:.1f} dB vs eager fp32 is below the recipe's "
                                    f"floor of {sqnr_floor_db:.0f} dB; nothing was written (try more calibration "
                                    "samples or a milder recipe)")
+            del session, got  # one runtime session at a time
+            release_memory()
     return results
 
 
@@ -214,6 +231,8 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
             captured = capture(spec, dynamic_batch="onnx" in targets or bool(spec.extra_batches))
             components[spec.name] = lower_component(captured, targets, writer, log, recipe,
                                                     (calibration or {}).get(spec.name))
+            del captured  # the captured and lowered programs are written: free them before the next component
+            release_memory()
         asset_paths: dict[str, str] = {}
         for name, value in assets.items():
             if isinstance(value, np.ndarray):
@@ -227,6 +246,7 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
                     "quantization": {"recipe": recipe.name, **recipe.to_dict()}, "model": model_meta,
                     "assets": asset_paths, "components": components}
         writer.write_manifest(manifest)
+        release_memory()
         log("checking parity against eager PyTorch")
         for name, figures in run_parity(writer.staging, specs, targets, log, recipe.sqnr_floor_db).items():
             components[name]["parity"] = figures
