@@ -93,11 +93,17 @@ TEST_CASE("one-step images equal the python runtime's") {
   check_images(dir() + "/onestep.edge", request, "onestep.npy");
 }
 
-TEST_CASE("50 zeroth-order steps learn the python runtime's token") {
-  const edgesdk::json::Value zo = requests().at("personalize");
-  const std::string work = fs::temp_directory_path() / ("edgesdk-equivalence-" + std::to_string(::getpid()));
+// A fresh, empty folder for one test's outputs (per process, so parallel ctest runs do not meet).
+static std::string scratch_dir(const std::string& prefix) {
+  const std::string work = fs::temp_directory_path() / (prefix + std::to_string(::getpid()));
   fs::remove_all(work);
   fs::create_directories(work);
+  return work;
+}
+
+TEST_CASE("50 zeroth-order steps learn the python runtime's token") {
+  const edgesdk::json::Value zo = requests().at("personalize");
+  const std::string work = scratch_dir("edgesdk-equivalence-");
   edgesdk::PersonalizeOptions options;
   options.images_dir = dir() + "/concept";
   options.token = zo.at("token").as_string();
@@ -149,9 +155,7 @@ TEST_CASE("an imported Stable Diffusion bundle (CLIP BPE tokenizer) gives the py
   check_images(sd, request, "sd_ddim.npy");
 
   const edgesdk::json::Value zo = requests().at("sd_personalize");
-  const std::string work = fs::temp_directory_path() / ("edgesdk-sd-" + std::to_string(::getpid()));
-  fs::remove_all(work);
-  fs::create_directories(work);
+  const std::string work = scratch_dir("edgesdk-sd-");
   edgesdk::PersonalizeOptions options;
   options.images_dir = dir() + "/concept";
   options.token = zo.at("token").as_string();
@@ -207,9 +211,7 @@ TEST_CASE("edgesdk-run samples the imported Stable Diffusion bundle") {
   CHECK(run != nullptr && *run != '\0');
   if (run == nullptr || *run == '\0') return;
   const edgesdk::json::Value sample = requests().at("sd_sample");
-  const std::string work = fs::temp_directory_path() / ("edgesdk-run-sd-" + std::to_string(::getpid()));
-  fs::remove_all(work);
-  fs::create_directories(work);
+  const std::string work = scratch_dir("edgesdk-run-sd-");
   std::string command = shell_quote(run) + " sample " + shell_quote(dir() + "/sd.edge");
   for (const std::string& prompt : strings(sample.at("prompts"))) command += " -p " + shell_quote(prompt);
   command += " --steps " + std::to_string(sample.at("steps").as_int()) + " --seed " +
@@ -241,9 +243,7 @@ TEST_CASE("edgesdk-run shows ExecuTorch's info log only with --verbose; verify -
   const char* run = std::getenv("EDGESDK_RUN");
   CHECK(run != nullptr && *run != '\0');
   if (run == nullptr || *run == '\0') return;
-  const std::string work = fs::temp_directory_path() / ("edgesdk-run-log-" + std::to_string(::getpid()));
-  fs::remove_all(work);
-  fs::create_directories(work);
+  const std::string work = scratch_dir("edgesdk-run-log-");
   const std::string sample = shell_quote(run) + " sample " + shell_quote(dir() + "/sd.edge") +
                              " -p 'a photo' --steps 1 -o " + shell_quote(work + "/one.png");
   CHECK_EQ(std::system((sample + " > " + shell_quote(work + "/quiet.txt") + " 2>&1").c_str()), 0);
