@@ -15,12 +15,13 @@ Methods:
   forwarded ``--query-batch`` at a time: 1 by default, the memory mode; 3 is one batch-3 forward) on the int8-weight
   (w8) bundle, through ``TokenLoss``/``ZOTrainer``. The images are encoded once, one at a time, by the bundle's VAE
   encoder before the first step, their latents cached and the encoder's session closed, as the runtime does. The
-  export slices attention whose fp32 scores pass 64 MB per row into one head at a time
-  (``zoo.diffusers_sd.HeadSlicedAttention``: at 512 px the first level's self-attention; nothing at 256 px).
+  export computes attention as bmm + softmax, one head at a time where the fp32 scores pass 64 MB per row
+  (``zoo.diffusers_sd.ExportAttention``: at 512 px the first level's self-attention; nothing at 256 px), and keeps
+  convolutions whose im2col patches would pass 64 MB as convolutions.
   With --reuse a bundle already in --workdir is used as it is: delete it after a change to the export. The ONNX
   Runtime process imports no torch; the ExecuTorch binding imports torch (a phone linking the C++ runtime does
-  not: the `after imports` column shows that floor). On ExecuTorch w8 quantizes linear layers only
-  (convolutions stay fp32, see ``quant.recipes.W8``).
+  not: the `after imports` column shows that floor). On ExecuTorch the diffusers import's w8 rewrites convolutions
+  as im2col + linear to quantize them (``Recipe.convolutions_as_linear``), within that 64 MB patch budget.
 - ``zo-cpp``: the same step on the same ExecuTorch bundle through the C++ runtime, as an app without Python runs it:
   ``edgesdk-run personalize BUNDLE --images DIR --query-batch Q --threads T --json`` (build it with ``make cpp``),
   the concept images written as PNG at the size first. Its peak is the process's own VmHWM; the steps-only peak and

@@ -72,11 +72,28 @@ def _constant(graph_module: fx.GraphModule, node: object) -> Tensor | None:
     return None
 
 
-def as_linear_layers(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, dict[str, int]]:
+def patch_bytes(node: fx.Node, kernel: tuple[int, int], stride: list[int], padding: list[int]) -> int | None:
+    """Bytes of the fp32 im2col patches ``ConvAsLinear`` builds for one batch row of this convolution (None when
+    the captured graph does not record the input's shape)."""
+    value = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+    if value is None or value.dim() != 4 or any(not isinstance(d, int) for d in value.shape[1:]):
+        return None
+    channels, height, width = (int(d) for d in value.shape[1:])
+    out_h = (height + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    return out_h * out_w * channels * kernel[0] * kernel[1] * 4
+
+
+def as_linear_layers(graph_module: fx.GraphModule,
+                     max_patch_bytes: int | None = None) -> tuple[fx.GraphModule, dict[str, int]]:
     """Replace aten conv2d / linear calls with constant weights by ``ConvAsLinear`` / ``nn.Linear`` submodules.
 
-    Returns the rewritten module and how many of each were rewritten (convolutions with groups or dilation are
-    left as they are and counted as ``conv_kept``)."""
+    ``max_patch_bytes``: a convolution whose im2col patches (per batch row) would be larger stays a convolution.
+    The patches are k*k copies of the input, all live at once inside the backend: SD's VAE at 512 px would build
+    1.2 GB for each of its full-resolution 3x3 convolutions, whose weights are among the smallest anyway.
+
+    Returns the rewritten module and how many of each were rewritten (convolutions with groups or dilation, or
+    over the patch budget, are left as they are and counted as ``conv_kept``)."""
     counts = {"conv": 0, "linear": 0, "conv_kept": 0}
     graph = graph_module.graph
     for node in list(graph.nodes):
@@ -97,6 +114,11 @@ def as_linear_layers(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, dict
             stride, padding = args[3] or [1, 1], args[4] or [0, 0]
             dilation, groups = args[5] or [1, 1], args[6] or 1
             if isinstance(padding, str) or list(dilation) != [1, 1] or groups != 1:
+                counts["conv_kept"] += 1
+                continue
+            kernel = (int(weight.shape[2]), int(weight.shape[3]))
+            patches = patch_bytes(node, kernel, list(stride), list(padding)) if kernel != (1, 1) else None
+            if max_patch_bytes is not None and patches is not None and patches > max_patch_bytes:
                 counts["conv_kept"] += 1
                 continue
             module = ConvAsLinear(weight, bias, tuple(stride), tuple(padding))
@@ -125,7 +147,8 @@ def recapture(module: nn.Module, program: ExportedProgram, max_batch: int | None
         return torch.export.export(module, tuple(args), dynamic_shapes=shapes)
 
 
-def linear_layer_program(program: ExportedProgram, max_batch: int | None = None) -> ExportedProgram:
+def linear_layer_program(program: ExportedProgram, max_batch: int | None = None,
+                         max_patch_bytes: int | None = None) -> ExportedProgram:
     """``program`` re-captured in matrix-product form (see ``as_linear_layers``)."""
-    module, _ = as_linear_layers(program.module())
+    module, _ = as_linear_layers(program.module(), max_patch_bytes)
     return recapture(module, program, max_batch)

@@ -44,6 +44,9 @@ class Recipe:
     # dynamic-activation recipe quantizes them too (XNNPACK's dynamically quantized convolution fails in ExecuTorch
     # 1.5.1). Set for Stable Diffusion UNets, whose weights are three quarters convolution.
     convolutions_as_linear: bool = False
+    # With convolutions_as_linear: a convolution whose im2col patches would pass this many bytes per batch row
+    # stays a convolution (fp32 weights on ExecuTorch), bounding what one layer holds at run time. None: no bound.
+    im2col_limit_bytes: int | None = None
 
     @property
     def is_static(self) -> bool:

@@ -381,7 +381,7 @@ def export_diffusers(folder: Path, output: Path, targets: str | list[str] = "exe
     """`edgesdk export --from-diffusers FOLDER`: a SD-1.x/2.x diffusers folder to a text-to-image bundle that
     `edgesdk sample` and `edgesdk personalize` run as they run tiny-sd. Recipes: fp32, w8 (int8 weights, the
     personalization regime). ``image_size``: the resolution the graphs are fixed at (default: the UNet's own)."""
-    from edgesdk.zoo.diffusers_sd import load_diffusers_sd, require_diffusers
+    from edgesdk.zoo.diffusers_sd import PIECE_BYTES, load_diffusers_sd, require_diffusers
 
     quant = (quant or "fp32").strip().lower()
     if quant not in DIFFUSERS_RECIPES:
@@ -389,7 +389,9 @@ def export_diffusers(folder: Path, output: Path, targets: str | list[str] = "exe
                            "(static int8 needs calibration trajectories edgesdk records for tiny-sd only)")
     recipe = recipe_from_name(quant)
     if recipe.name == "w8":  # int8 convolutions on ExecuTorch too: they are three quarters of a SD UNet's weights
-        recipe = dataclasses.replace(recipe, convolutions_as_linear=True)
+        # (except the few high-resolution ones whose im2col would dwarf their weights: the VAE's, at 512 px the
+        # UNet's widest first-level ones)
+        recipe = dataclasses.replace(recipe, convolutions_as_linear=True, im2col_limit_bytes=PIECE_BYTES)
     target_list = parse_targets(targets) if targets else list(recipe.targets)
     check_targets(recipe, target_list)
     zo_batch = ZO_BATCH if zo_batch is None else zo_batch

@@ -69,29 +69,72 @@ def test_v_prediction_becomes_noise_prediction(tmp_path: Path):
     assert model.metadata()["prediction"] == "epsilon" and model.schedule["source_prediction"] == "v_prediction"
 
 
-def test_large_attention_runs_one_head_at_a_time_with_the_same_result(sd_folder: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize("piece_bytes", [None, 0, 4 * 64 * 4])
+def test_export_attention_computes_what_diffusers_computes(sd_folder: Path, piece_bytes: int | None):
+    """Whole (None: the default budget), one head at a time (0: every query row its own piece), and one head in
+    query chunks of 4 rows (the tiny UNet's 64-token self-attention): UNet and VAE alike equal AttnProcessor2_0."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     import edgesdk.zoo.diffusers_sd as module
 
     model = load_diffusers_sd(sd_folder)
-    latent, timestep, text = torch.randn(2, 4, 8, 8), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 32)
-    heads: list[int] = []  # heads per attention call (F is torch's own module: diffusers' processor counts too)
-    plain = module.F.scaled_dot_product_attention
-    monkeypatch.setattr(module.F, "scaled_dot_product_attention",
-                        lambda q, k, v, **kw: (heads.append(q.shape[1]), plain(q, k, v, **kw))[1])
-    unet = model.unet.unet
+    processor = module.ExportAttention() if piece_bytes is None else module.ExportAttention(piece_bytes)
+    unet, vae = model.unet.unet, model.vae_encoder.vae
+    latent, timestep, text = torch.randn(2, 4, 8, 8), torch.tensor([500.0, 900.0]), torch.randn(2, 77, 32)
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    products: list[tuple[int, ...]] = []  # the score shapes of every q k^T
+    plain = torch.bmm
     with torch.no_grad():
-        reference = model.unet(latent, timestep, text)  # the tiny UNet's scores are small: nothing sliced
-        assert heads and set(heads) == {4}, heads
-        heads.clear()
-        unet.set_attn_processor(module.HeadSlicedAttention(slice_bytes=0))  # every attention sliced
-        sliced = model.unet(latent, timestep, text)
-        assert heads and set(heads) == {1}, "attention did not run one head at a time"
+        unet.set_attn_processor(processor)
+        vae.set_attn_processor(processor)
+        try:
+            torch.bmm = lambda a, b: (products.append(tuple(a.shape[:2]) + (b.shape[-1],)), plain(a, b))[1]
+            got_noise, got_latent = model.unet(latent, timestep, text), model.vae_encoder(image)
+        finally:
+            torch.bmm = plain
         unet.set_attn_processor(AttnProcessor2_0())
-        torch.testing.assert_close(sliced, model.unet(latent, timestep, text), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(sliced, reference, rtol=1e-5, atol=1e-6)
+        vae.set_attn_processor(AttnProcessor2_0())
+        want_noise, want_latent = model.unet(latent, timestep, text), model.vae_encoder(image)
+    torch.testing.assert_close(got_noise, want_noise, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_latent, want_latent, rtol=1e-5, atol=1e-5)
+    scores = [shape for shape in products if shape[-1] != 8]  # (scores @ v has the head width 8 as last dim)
+    if piece_bytes is None:
+        assert any(batch_heads > 2 for batch_heads, _, _ in scores)  # heads batched together
+    else:
+        assert all(batch_heads <= 2 for batch_heads, _, _ in scores)  # one head (of batch 2) at a time
+        over = [shape for shape in scores if shape[1] * shape[2] * 4 > max(piece_bytes, shape[2] * 4)]
+        assert not over, f"pieces over the {piece_bytes} B budget (one query row is the least): {over}"
+
+
+@pytest.mark.parametrize("piece_bytes", [None, 16384])
+def test_attention_and_convolutions_lower_whole_to_xnnpack(sd_folder: Path, piece_bytes: int | None):
+    """The exported attention is plain bmm/softmax that XNNPACK takes (SDPA's safe softmax would leave any/where
+    ops, and their score tensors, between delegates), whole (None) or in pieces (16 KB: the tiny UNet's heads one
+    at a time, its cross-attention heads in query chunks), and a convolution whose im2col patches pass the budget
+    stays a convolution."""
+    from edgesdk.export.executorch import lower_to_executorch
+    from edgesdk.quant.matmul_form import as_linear_layers
+    from edgesdk.zoo.diffusers_sd import ExportAttention
+
+    model = load_diffusers_sd(sd_folder)
+    if piece_bytes is not None:
+        model.unet.unet.set_attn_processor(ExportAttention(piece_bytes))
+    latent, timestep, text = torch.randn(1, 4, 8, 8), torch.tensor([500.0]), torch.randn(1, 77, 32)
+    with torch.no_grad():
+        program = torch.export.export(model.unet, (latent, timestep, text))
+    report = lower_to_executorch(program, "unet").delegation.not_delegated
+    leftovers = {op for op in report if any(word in op for word in ("any", "where", "eq.", "logical_not", "bmm",
+                                                                     "softmax", "mul"))}
+    assert not leftovers, f"attention ops left outside XNNPACK: {report}"
+    assert report.get("aten.expand_copy.default", 0) <= 1, report  # the timestep's broadcast to the batch only
+    image = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        graph = torch.export.export(model.vae_encoder, (image,)).module()
+    # the tiny VAE's 3x3 convolutions at 16x16 (16 channels: 147 KB of patches) and 8x8 (32 ch: 74 KB; stride 2)
+    _, counts = as_linear_layers(graph, max_patch_bytes=100_000)
+    assert counts["conv"] > 0 and counts["conv_kept"] > 0, counts
+    _, everything = as_linear_layers(torch.export.export(model.vae_encoder, (image,)).module())
+    assert everything["conv_kept"] == 0 and everything["conv"] == counts["conv"] + counts["conv_kept"]
 
 
 def test_schedules():

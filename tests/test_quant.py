@@ -193,6 +193,34 @@ def test_convolutions_as_linear_layers_compute_the_same_function():
     torch.testing.assert_close(module(x), model(x), atol=1e-5, rtol=1e-5)
 
 
+def test_im2col_budget_keeps_large_convolutions_and_the_same_function():
+    from edgesdk.quant.matmul_form import as_linear_layers
+
+    torch.manual_seed(0)
+    model, x = ConvNet().eval(), torch.randn(2, 3, 16, 16)
+    module, counts = as_linear_layers(torch.export.export(model, (x,)).module(), max_patch_bytes=1)
+    # the 1x1 convolution holds no patches (its input is its rows): it is always rewritten
+    assert counts["conv_kept"] >= 1 and counts["conv"] + counts["conv_kept"] == 3, counts
+    kept = [n for n in module.graph.nodes if n.op == "call_function" and n.target == torch.ops.aten.conv2d.default]
+    assert len(kept) == counts["conv_kept"]
+    torch.testing.assert_close(module(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_release_memory_drops_the_modules_quantization_cached():
+    """PT2E quantization hands every module it prepares to a functools.cache (torch.ao's): without release_memory
+    those modules and their weights live as long as the process (most of SD-1.5's 18.6 GB after lowering)."""
+    from torch.ao.quantization.fx.utils import assert_and_get_unique_device
+
+    from edgesdk.export.pipeline import release_memory
+    from edgesdk.quant.pt2e import quantize_program
+
+    x = torch.randn(1, 3, 16, 16)
+    quantize_program(torch.export.export(ConvNet().eval(), (x,)), W8(), None, (x,))
+    assert assert_and_get_unique_device.cache_info().currsize > 0  # what the export used to keep
+    release_memory()
+    assert assert_and_get_unique_device.cache_info().currsize == 0
+
+
 def test_w4_exports_every_weight_in_4_bits(tmp_path: Path):
     torch.manual_seed(0)
     spec = ComponentSpec("net", ConvNet(), (torch.randn(1, 3, 32, 32),), ["x"], ["logits"])

@@ -121,41 +121,76 @@ class NoisePredictor(nn.Module):
         return alpha.sqrt() * out + (1 - alpha).sqrt() * latent
 
 
-# Attention whose scores (batch row x heads x queries x keys, fp32) would pass this many bytes runs one head at a
-# time. SD-1.5 at 512 px: 8 x 4096 x 4096 x 4 B = 512 MB per row in the first level's self-attention, twice that
-# with the softmax, more than the int8 UNet's weights; one head is 64 MB. At 256 px (32 MB) nothing is sliced.
-SLICE_SCORES_BYTES = 64 * 2**20
+# No temporary of one attention or one im2col convolution may pass this many bytes per batch row. SD-1.5 at 512 px:
+# the first level's self-attention scores are 8 heads x 4096 x 4096 x 4 B = 512 MB, twice that with the softmax,
+# more than the int8 UNet's weights; one head is 64 MB. At 256 px (32 MB) attention runs whole.
+PIECE_BYTES = 64 * 2**20
 
 
-class HeadSlicedAttention:
-    """A diffusers attention processor: plain scaled-dot-product attention, one head at a time when the scores are
-    large. The graph unrolls the head loop (the head count is static), so a runtime that frees each intermediate
-    when its last reader has run (ONNX Runtime, ExecuTorch's memory planner) holds one head's scores at a time.
-    Same result as diffusers' own processor; anything beyond the UNet's plain attention goes to that processor."""
+def attention_in_pieces(query: Tensor, key: Tensor, value: Tensor, heads: int, scale: float,
+                        piece_bytes: int = PIECE_BYTES) -> Tensor:
+    """softmax(q k^T scale) v over (B, T, heads*width) projections, as 3-D batched matrix products.
 
-    def __init__(self, slice_bytes: int = SLICE_SCORES_BYTES) -> None:
+    The form is chosen for ExecuTorch. ``F.scaled_dot_product_attention`` decomposes into a "safe" softmax (masking
+    rows that are all -inf) whose any/where/eq ops XNNPACK does not take, and 4-D matmuls become expand copies it
+    does not take either: the graph splits there, every head's scores become tensors between delegates, and the
+    partitioner merges the heads' independent products into one delegate whose outputs are all heads' scores at
+    once (1.2 GB planned for one 512-px attention). As bmm + softmax, the whole attention is one delegate and
+    XNNPACK reuses each piece's memory for the next (measured: 1.76 GB -> 0.12 GB for that attention).
+
+    Scores larger than ``piece_bytes`` per batch row are computed one head at a time (and a head in query chunks
+    if it alone is larger); the graph unrolls the loop, the shapes being static."""
+    batch, queries, inner = query.shape
+    keys, width = key.shape[1], inner // heads
+    if heads * queries * keys * 4 <= piece_bytes:
+        q, k, v = (x.reshape(batch, -1, heads, width).transpose(1, 2).reshape(-1, x.shape[1], width)
+                   for x in (query, key, value))
+        out = torch.bmm(torch.softmax(torch.bmm(q * scale, k.transpose(1, 2)), dim=-1), v)
+        return out.reshape(batch, heads, queries, width).transpose(1, 2).reshape(batch, queries, inner)
+    rows = max(1, piece_bytes // (keys * 4))  # query rows per piece of one head
+    pieces = []
+    for h in range(heads):
+        columns = slice(h * width, (h + 1) * width)
+        q, k_t, v = query[:, :, columns] * scale, key[:, :, columns].transpose(1, 2), value[:, :, columns]
+        chunks = [torch.bmm(torch.softmax(torch.bmm(q[:, r:r + rows], k_t), dim=-1), v)
+                  for r in range(0, queries, rows)]
+        pieces.append(torch.cat(chunks, dim=1) if len(chunks) > 1 else chunks[0])
+    return torch.cat(pieces, dim=-1)  # head h's columns are h*width.., as the (B, T, heads*width) layout has them
+
+
+class ExportAttention:
+    """A diffusers attention processor computing what ``AttnProcessor2_0`` computes (the UNet's self- and
+    cross-attention, the VAE's mid-block attention) through ``attention_in_pieces``. Attention with a mask or
+    extra normalisations (not in SD-1.x/2.x) goes to ``AttnProcessor2_0``."""
+
+    def __init__(self, piece_bytes: int = PIECE_BYTES) -> None:
         from diffusers.models.attention_processor import AttnProcessor2_0
 
-        self.slice_bytes = slice_bytes
+        self.piece_bytes = piece_bytes
         self.default = AttnProcessor2_0()
 
     def __call__(self, attn: nn.Module, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
                  attention_mask: Tensor | None = None, temb: Tensor | None = None, **kwargs: Any) -> Tensor:
-        plain = (hidden_states.ndim == 3 and attention_mask is None and attn.spatial_norm is None
-                 and attn.group_norm is None and attn.norm_q is None and attn.norm_k is None and not attn.norm_cross
-                 and not attn.residual_connection and attn.rescale_output_factor == 1.0)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        scores = attn.heads * hidden_states.shape[1] * context.shape[1] * 4
-        if not plain or scores <= self.slice_bytes:
+        if (attention_mask is not None or attn.spatial_norm is not None or attn.norm_q is not None
+                or attn.norm_k is not None or attn.norm_cross or hidden_states.ndim not in (3, 4)):
             return self.default(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        batch = hidden_states.shape[0]
-        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
-        width = key.shape[-1] // attn.heads
-        query, key, value = (x.reshape(batch, -1, attn.heads, width).transpose(1, 2) for x in (query, key, value))
-        heads = [F.scaled_dot_product_attention(query[:, h:h + 1], key[:, h:h + 1], value[:, h:h + 1])
-                 for h in range(attn.heads)]
-        out = torch.cat(heads, dim=1).transpose(1, 2).reshape(batch, -1, attn.heads * width)
-        return attn.to_out[1](attn.to_out[0](out))
+        residual, image_shape = hidden_states, None
+        if hidden_states.ndim == 4:  # (B, C, H, W) -> (B, H*W, C) tokens
+            image_shape = hidden_states.shape
+            hidden_states = hidden_states.flatten(2).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        out = attention_in_pieces(attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context), attn.heads,
+                                  attn.scale, self.piece_bytes)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if image_shape is not None:
+            out = out.transpose(1, 2).reshape(image_shape)
+        if attn.residual_connection:
+            out = out + residual
+        if attn.rescale_output_factor != 1.0:  # a division by 1 would still be a graph op
+            out = out / attn.rescale_output_factor
+        return out
 
 
 class VaeDecoder(nn.Module):
@@ -270,7 +305,8 @@ def load_diffusers_sd(folder: Path, image_size: int | None = None) -> DiffusersS
     if image_size is not None and (image_size % (factor * 8) or image_size <= 0):
         raise EdgeSDKError(f"--image-size must be a positive multiple of {factor * 8}, got {image_size}")
     scaling = float(getattr(vae.config, "scaling_factor", 0.18215))
-    unet.set_attn_processor(HeadSlicedAttention())
+    unet.set_attn_processor(ExportAttention())
+    vae.set_attn_processor(ExportAttention())
     with torch.no_grad():
         table = text.get_input_embeddings().weight.detach().numpy().astype(np.float32)
     return DiffusersSD(
