@@ -20,6 +20,13 @@ from torch.export import Dim, ExportedProgram
 aten = torch.ops.aten
 
 
+def conv_output_size(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
+                     padding: tuple[int, int]) -> tuple[int, int]:
+    """(out_h, out_w) of a 2-D convolution without dilation."""
+    return ((height + 2 * padding[0] - kernel[0]) // stride[0] + 1,
+            (width + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+
+
 class ConvAsLinear(nn.Module):
     """A 2-D convolution (groups 1, dilation 1) computed as im2col followed by one linear layer."""
 
@@ -36,8 +43,7 @@ class ConvAsLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        out_h = (x.shape[2] + 2 * ph - kh) // sh + 1
-        out_w = (x.shape[3] + 2 * pw - kw) // sw + 1
+        out_h, out_w = conv_output_size(x.shape[2], x.shape[3], self.kernel, self.stride, self.padding)
         if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
             patches = x  # a 1x1 convolution is already a linear layer over channels
         else:
@@ -72,15 +78,15 @@ def _constant(graph_module: fx.GraphModule, node: object) -> Tensor | None:
     return None
 
 
-def patch_bytes(node: fx.Node, kernel: tuple[int, int], stride: list[int], padding: list[int]) -> int | None:
+def patch_bytes(node: fx.Node, kernel: tuple[int, int], stride: tuple[int, int],
+                padding: tuple[int, int]) -> int | None:
     """Bytes of the fp32 im2col patches ``ConvAsLinear`` builds for one batch row of this convolution (None when
     the captured graph does not record the input's shape)."""
     value = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
     if value is None or value.dim() != 4 or any(not isinstance(d, int) for d in value.shape[1:]):
         return None
     channels, height, width = (int(d) for d in value.shape[1:])
-    out_h = (height + 2 * padding[0] - kernel[0]) // stride[0] + 1
-    out_w = (width + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    out_h, out_w = conv_output_size(height, width, kernel, stride, padding)
     return out_h * out_w * channels * kernel[0] * kernel[1] * 4
 
 
@@ -117,10 +123,11 @@ def as_linear_layers(graph_module: fx.GraphModule,
                 counts["conv_kept"] += 1
                 continue
             kernel = (int(weight.shape[2]), int(weight.shape[3]))
-            patches = patch_bytes(node, kernel, list(stride), list(padding)) if kernel != (1, 1) else None
-            if max_patch_bytes is not None and patches is not None and patches > max_patch_bytes:
-                counts["conv_kept"] += 1
-                continue
+            if max_patch_bytes is not None and kernel != (1, 1):  # a 1x1 convolution's rows are its input
+                patches = patch_bytes(node, kernel, tuple(stride), tuple(padding))
+                if patches is not None and patches > max_patch_bytes:
+                    counts["conv_kept"] += 1
+                    continue
             module = ConvAsLinear(weight, bias, tuple(stride), tuple(padding))
             kind = "conv"
         name = f"edgesdk_{kind}_{counts[kind]}"
