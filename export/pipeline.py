@@ -27,22 +27,11 @@ Log = Callable[[str], None]
 def release_memory() -> None:
     """Hand freed memory back to the system between stages. Lowering a large model (SD-1.5's UNet) leaves
     gigabytes that Python has freed but glibc keeps in its arenas; the parity stage then loads the programs on top.
-    malloc_trim returns those pages; where there is no glibc (macOS, musl) only the collection runs.
-
-    It also empties the "unique device of a module" caches of torch.ao and torchao (``functools.cache`` keyed by
-    the module): PT2E quantization passes them every module it prepares and converts, so they keep each one, with
-    all its weights, for the life of the process. For SD-1.5 that was most of the 18.6 GB the export held after
-    lowering, and what pushed the 512-px export's parity stage out of a 24 GB machine."""
+    malloc_trim returns those pages; where there is no glibc (macOS, musl) only the collection runs. (The
+    quantizer's own module caches are emptied where it runs: ``quant.pt2e.forget_cached_modules``.)"""
     import ctypes
     import gc
-    import importlib
 
-    for module_name, function in (("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"),
-                                  ("torchao.utils", "_assert_and_get_unique_device")):
-        try:
-            getattr(importlib.import_module(module_name), function).cache_clear()
-        except (ImportError, AttributeError):
-            pass  # another release without the cache
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -206,19 +206,23 @@ def test_im2col_budget_keeps_large_convolutions_and_the_same_function():
     torch.testing.assert_close(module(x), model(x), atol=1e-5, rtol=1e-5)
 
 
-def test_release_memory_drops_the_modules_quantization_cached():
-    """PT2E quantization hands every module it prepares to a functools.cache (torch.ao's): without release_memory
-    those modules and their weights live as long as the process (most of SD-1.5's 18.6 GB after lowering)."""
-    from torch.ao.quantization.fx.utils import assert_and_get_unique_device
+@pytest.mark.parametrize("recipe", [W8(), W4(group_size=16)], ids=["w8", "w4"])
+def test_quantizing_keeps_no_module_alive(recipe: Recipe):
+    """PT2E and quantize_ hand every module they prepare to functools caches (torch.ao's, torchao's): unless the
+    quantizer empties them, those modules and their weights live as long as the process (most of SD-1.5's 18.6 GB
+    after lowering)."""
+    import gc
+    import weakref
 
-    from edgesdk.export.pipeline import release_memory
-    from edgesdk.quant.pt2e import quantize_program
+    from edgesdk.quant.pt2e import quantized_module
 
     x = torch.randn(1, 3, 16, 16)
-    quantize_program(torch.export.export(ConvNet().eval(), (x,)), W8(), None, (x,))
-    assert assert_and_get_unique_device.cache_info().currsize > 0  # what the export used to keep
-    release_memory()
-    assert assert_and_get_unique_device.cache_info().currsize == 0
+    module = quantized_module(torch.export.export(ConvNet().eval(), (x,)), recipe, None, (x,))
+    assert module(x).shape == (1, 10)
+    watched = weakref.ref(module)
+    del module
+    gc.collect()
+    assert watched() is None, "a cache still holds the quantized module"
 
 
 def test_w4_exports_every_weight_in_4_bits(tmp_path: Path):
