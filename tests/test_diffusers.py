@@ -106,6 +106,39 @@ def test_export_attention_computes_what_diffusers_computes(sd_folder: Path, piec
         assert not over, f"pieces over the {piece_bytes} B budget (one query row is the least): {over}"
 
 
+def test_attention_pieces_wait_for_one_another():
+    """In the exported graph every piece's score product depends on the previous piece's output, so no node order
+    (the XNNPACK partitioner's fusion orders a delegate op by op) can hold two pieces' scores at once; the pieces
+    still compute plain softmax attention."""
+    from edgesdk.zoo.diffusers_sd import attention_in_pieces
+
+    class Attention(torch.nn.Module):
+        def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+            # 2 heads of width 4, 8 keys: 4 query rows per 128-B piece, 16 queries -> 8 pieces
+            return attention_in_pieces(query, key, value, heads=2, scale=0.5, piece_bytes=4 * 8 * 4)
+
+    query, key, value = torch.randn(1, 16, 8), torch.randn(1, 8, 8), torch.randn(1, 8, 8)
+    graph = torch.export.export(Attention(), (query, key, value)).graph
+    products = [node for node in graph.nodes if node.target == torch.ops.aten.bmm.default]
+    scores, outputs = products[0::2], products[1::2]  # each piece: q k^T, then softmax(..) v
+    assert len(scores) == 8 and all("softmax" in str(node.args[0].target) for node in outputs)
+
+    def ancestors(node: torch.fx.Node) -> set[torch.fx.Node]:
+        seen, stack = set(), list(node.all_input_nodes)
+        while stack:
+            parent = stack.pop()
+            if parent not in seen:
+                seen.add(parent)
+                stack.extend(parent.all_input_nodes)
+        return seen
+
+    unordered = [i for i in range(1, 8) if outputs[i - 1] not in ancestors(scores[i])]
+    assert not unordered, f"pieces {unordered} do not wait for the piece before them"
+    heads = [h.reshape(1, -1, 2, 4).transpose(1, 2) for h in (query, key, value)]
+    want = (torch.softmax(heads[0] @ heads[1].transpose(-1, -2) * 0.5, dim=-1) @ heads[2]).transpose(1, 2)
+    torch.testing.assert_close(Attention()(query, key, value), want.reshape(1, 16, 8))
+
+
 @pytest.mark.parametrize("piece_bytes", [None, 16384])
 def test_attention_and_convolutions_lower_whole_to_xnnpack(sd_folder: Path, piece_bytes: int | None):
     """The exported attention is plain bmm/softmax that XNNPACK takes (SDPA's safe softmax would leave any/where
