@@ -16,7 +16,8 @@ Methods:
   (w8) bundle, through ``TokenLoss``/``ZOTrainer``. The images are encoded once, one at a time, by the bundle's VAE
   encoder before the first step, their latents cached and the encoder's session closed, as the runtime does. The
   export computes attention as bmm + softmax, one head at a time where the fp32 scores pass 64 MB per row
-  (``zoo.diffusers_sd.ExportAttention``: at 512 px the first level's self-attention; nothing at 256 px), and keeps
+  (``zoo.diffusers_sd.ExportAttention``: at 512 px the first level's self-attention; nothing at 256 px), each piece
+  waiting for the previous one's output so that XNNPACK holds one piece's scores at a time, and keeps
   convolutions whose im2col patches would pass 64 MB as convolutions.
   With --reuse a bundle already in --workdir is used as it is: delete it after a change to the export. The ONNX
   Runtime process imports no torch; the ExecuTorch binding imports torch (a phone linking the C++ runtime does
