@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 
 import torch
@@ -66,8 +67,6 @@ def forget_cached_modules() -> None:
     module). PT2E and ``quantize_`` pass them every module they prepare and convert, so without this each one, with
     all its weights, lives as long as the process: for SD-1.5 most of the 18.6 GB its export held after lowering,
     and what pushed the 512-px export's parity stage out of a 24 GB machine."""
-    import importlib
-
     for module_name, function in (("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"),
                                   ("torchao.utils", "_assert_and_get_unique_device")):
         try:
