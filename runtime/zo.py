@@ -160,7 +160,13 @@ def rge_gradient(losses: np.ndarray, directions: np.ndarray, mu: float, d_eff: i
         raise EdgeSDKError(f"expected {n + 1} losses (θ and {n} directions), got shape {losses.shape}")
     coefficients = (losses[1:] - losses[0]) / mu
     scale = n * math.sqrt((d_eff + n - 1) / n) if dim_scale else float(n)
-    return coefficients @ u / scale, coefficients
+    # Σ c_i u_i accumulated direction by direction, each product and sum rounded on its own: `coefficients @ u`
+    # goes to the BLAS, whose kernel (and use of fused multiply-adds) depends on the CPU, so the same run would
+    # give other bits on another machine and the C++ runtime could not match it everywhere.
+    total = np.zeros(u.shape[1], dtype=np.float64)
+    for c_i, u_i in zip(coefficients, u, strict=True):
+        total += c_i * u_i
+    return total / scale, coefficients
 
 
 class SubspaceGradient:
