@@ -1,21 +1,61 @@
-"""Shared fixtures. The expensive one, `shipped_bundle`, exports the shipped tiny-sd once per test session."""
+"""Shared fixtures. The expensive ones are the full-size bundles of tests/bundles.py, exported once per test run
+and shared by every module and xdist worker (and by ctest under `make test`)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.bundles import bundle_root as bundle_root_dir
+from tests.bundles import shared_bundle
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Workers share the machine's cores: each gets its share of compute threads (torch's OpenMP pool, and every
+    # child process a test starts inherits it). With a full pool each, two workers' spinning threads slowed
+    # training tests down 10-25x (test_int4's distillation: 12 s alone, 290 s beside another worker).
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# `make test` runs the suite in two xdist workers, a file at a time each (--dist loadfile), in collection order: the
+# files that take longest (their full-size exports, measured with --durations) go first, so that the two workers
+# finish together instead of one of them starting a long file at the end.
+SLOWEST_FIRST = ("test_diffusers.py", "test_quant.py", "test_viws.py", "test_cli.py", "test_onestep_export.py",
+                 "test_int4.py", "test_user_model.py", "test_bnn.py", "test_train.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: a file's tests keep their order
+
 
 @pytest.fixture(scope="session")
-def shipped_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgesdk.exporting import export_model
+def bundle_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where tests/bundles.py keeps this run's shared bundles: beside the workers' own temporary folders, so every
+    xdist worker of the run finds the same ones (``$EDGESDK_TEST_BUNDLES`` overrides it)."""
+    base = tmp_path_factory.getbasetemp()
+    return bundle_root_dir((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-bundles")
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny-sd.edge"
-    return export_model("tiny-sd", out, "executorch,onnx,tensorrt", log=lambda _m: None)
+
+@pytest.fixture(scope="session")
+def shared(bundle_root: Path) -> Callable[[str], Path]:
+    """``shared("tiny-sd")``: a bundle of tests/bundles.py, exported by the first process of the run that asks."""
+    return lambda name: shared_bundle(name, bundle_root)
+
+
+@pytest.fixture(scope="session")
+def shipped_bundle(shared: Callable[[str], Path]) -> Path:
+    """The shipped tiny-sd, fp32, exported to every target."""
+    return shared("tiny-sd")
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +201,8 @@ def test_training_learns_resumes_exactly_and_refuses_other_settings(tmp_path: Pa
 
 def test_torchrun_two_processes_one_epoch(tmp_path: Path):
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "edgesdk.cli", "train", "bnn", "--dataset", "digits",
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2",
+           "-m", "edgesdk.cli", "train", "bnn", "--dataset", "digits",
            "--estimator", "ste", "--epochs", "1", "--batch", "256", "-o", str(tmp_path / "s.safetensors"),
            "--checkpoint-dir", str(tmp_path / "ck"), "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -223,9 +225,8 @@ def test_cli_bad_training_options_are_one_line(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bnn") / "bnn-digits.edge"
-    return export_model("bnn", out, "executorch,onnx", log=lambda _m: None)
+def digits_bundle(shared: Callable[[str], Path]) -> Path:
+    return shared("bnn-digits")  # export_model("bnn", out, "executorch,onnx"): the shipped digits network
 
 
 def test_shipped_weights_are_trained_reste(digits_bundle: Path):
@@ -253,9 +254,8 @@ def test_bundle_stores_one_bit_per_binary_weight(digits_bundle: Path):
 
 
 @pytest.fixture(scope="module")
-def shapes_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bnn") / "bnn-shapes.edge"
-    return export_model("bnn", out, "executorch,onnx", weights=default_bnn_path("shapes"), log=lambda _m: None)
+def shapes_bundle(shared: Callable[[str], Path]) -> Path:
+    return shared("bnn-shapes")  # the shipped ResNet-20 on shapes
 
 
 @pytest.mark.parametrize("dataset", ["digits", "shapes"])

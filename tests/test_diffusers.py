@@ -4,6 +4,7 @@ tiny-sd. The ONNX files go through the external-data path (forced by a low thres
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +30,10 @@ def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sd_bundle(sd_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import edgesdk.export.onnx as onnx_stage
-
-    saved = onnx_stage.EXTERNAL_DATA_BYTES
-    onnx_stage.EXTERNAL_DATA_BYTES = 0  # every ONNX file takes the >2 GB route: graph + NAME.onnx.data
-    try:
-        return export_diffusers(sd_folder, tmp_path_factory.mktemp("sd-bundles") / "sd.edge", "executorch,onnx",
-                                log=lambda _m: None)
-    finally:
-        onnx_stage.EXTERNAL_DATA_BYTES = saved
+def sd_bundle(shared: Callable[[str], Path]) -> Path:
+    # the same pipeline as sd_folder (write_random_pipeline "tiny", seed 0) imported by export_diffusers on both
+    # backends, every ONNX file through the >2 GB route (graph + NAME.onnx.data); shared with ctest
+    return shared("stable-diffusion")
 
 
 def test_text_encoder_over_embeddings_equals_clip_on_ids(sd_folder: Path):
@@ -139,27 +134,35 @@ def test_attention_pieces_wait_for_one_another():
     torch.testing.assert_close(Attention()(query, key, value), want.reshape(1, 16, 8))
 
 
-@pytest.mark.parametrize("piece_bytes", [None, 16384])
-def test_attention_and_convolutions_lower_whole_to_xnnpack(sd_folder: Path, piece_bytes: int | None):
+ATTENTION_WORDS = ("any", "where", "eq.", "logical_not", "bmm", "softmax", "mul")
+
+
+def assert_attention_delegated(not_delegated: dict[str, int]) -> None:
+    leftovers = {op for op in not_delegated if any(word in op for word in ATTENTION_WORDS)}
+    assert not leftovers, f"attention ops left outside XNNPACK: {not_delegated}"
+    assert not_delegated.get("aten.expand_copy.default", 0) <= 1, not_delegated  # the timestep's broadcast only
+
+
+def test_attention_lowers_whole_to_xnnpack(sd_bundle: Path):
     """The exported attention is plain bmm/softmax that XNNPACK takes (SDPA's safe softmax would leave any/where
-    ops, and their score tensors, between delegates), whole (None) or in pieces (16 KB: the tiny UNet's heads one
-    at a time, its cross-attention heads in query chunks), and a convolution whose im2col patches pass the budget
-    stays a convolution."""
+    ops, and their score tensors, between delegates). Whole heads: the tiny UNet as the import exports it (the
+    shared bundle's lowering report, which is what the UNet lowered to)."""
+    assert_attention_delegated(Bundle.open(sd_bundle).component("unet").delegation["executorch"]["not_delegated"])
+
+
+def test_attention_in_pieces_and_convolutions_lower_to_xnnpack(sd_folder: Path):
+    """In pieces too (16 KB: the tiny UNet's heads one at a time, its cross-attention heads in query chunks), and a
+    convolution whose im2col patches pass the budget stays a convolution."""
     from edgesdk.export.executorch import lower_to_executorch
     from edgesdk.quant.matmul_form import as_linear_layers
     from edgesdk.zoo.diffusers_sd import ExportAttention
 
     model = load_diffusers_sd(sd_folder)
-    if piece_bytes is not None:
-        model.unet.unet.set_attn_processor(ExportAttention(piece_bytes))
+    model.unet.unet.set_attn_processor(ExportAttention(16384))
     latent, timestep, text = torch.randn(1, 4, 8, 8), torch.tensor([500.0]), torch.randn(1, 77, 32)
     with torch.no_grad():
         program = torch.export.export(model.unet, (latent, timestep, text))
-    report = lower_to_executorch(program, "unet").delegation.not_delegated
-    leftovers = {op for op in report if any(word in op for word in ("any", "where", "eq.", "logical_not", "bmm",
-                                                                     "softmax", "mul"))}
-    assert not leftovers, f"attention ops left outside XNNPACK: {report}"
-    assert report.get("aten.expand_copy.default", 0) <= 1, report  # the timestep's broadcast to the batch only
+    assert_attention_delegated(lower_to_executorch(program, "unet").delegation.not_delegated)
     image = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         graph = torch.export.export(model.vae_encoder, (image,)).module()

@@ -4,6 +4,7 @@ against the eager model, and the CLI on a one-step bundle."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from edgesdk.runtime.backends import open_session
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.testing import write_synthetic_bundle
 from edgesdk.train.common import save_weights
-from edgesdk.zoo.onestep import OneStep, load_onestep, student_from_teacher
+from edgesdk.zoo.onestep import OneStep, default_onestep_path, load_onestep, student_from_teacher
 from edgesdk.zoo.tiny_sd import load_tiny_sd
 from tests.conftest import run_cli, run_without_torch
 
@@ -37,14 +38,14 @@ def student_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(student_file: Path) -> OneStep:
-    return load_onestep(student_file)
+def model() -> OneStep:
+    return load_onestep(default_onestep_path())  # the shipped student
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(student_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bundles") / "onestep.edge"
-    return export_model("onestep", out, "executorch,onnx", weights=student_file, log=lambda _m: None)
+def bundle_dir(shared: Callable[[str], Path]) -> Path:
+    # export_model("onestep", out, "executorch,onnx"): the shipped student, shared with ctest (tests/bundles.py)
+    return shared("onestep")
 
 
 def test_bundle_layout_and_metadata(bundle_dir: Path):
@@ -63,8 +64,11 @@ def test_bundle_layout_and_metadata(bundle_dir: Path):
             for figures in info.parity[target].values():
                 assert figures["rel_max_abs"] <= 1e-4 and figures["sqnr_db"] >= 80.0, (name, target, figures)
     meta = bundle.model
-    assert meta["divergence"] == "js" and meta["timestep"] == 999 and meta["steps"] == 1
-    assert meta["student"]["guidance"] == 4.0 and meta["latent_size"] == 8 and meta["image_size"] == 32
+    shipped = load_onestep(default_onestep_path()).info
+    assert meta["divergence"] == shipped["divergence"] and meta["timestep"] == 999 and meta["steps"] == 1
+    assert meta["student"]["guidance"] == shipped["guidance"] == 4.0
+    assert meta["student"]["train_config"] == shipped["train_config"]  # the student's own record travels along
+    assert meta["latent_size"] == 8 and meta["image_size"] == 32
     assert set(bundle.manifest["assets"]) == {"token_embedding", "vocabulary"}
 
 
@@ -143,7 +147,7 @@ def test_unknown_family_and_personalization_batch_are_one_line(tmp_path: Path, s
     assert not (tmp_path / "x.edge").exists() and not (tmp_path / "y.edge").exists()
 
 
-def test_w8_onnx_bundle_with_one_step_quality(student_file: Path, model: OneStep, tmp_path: Path):
+def test_w8_onnx_bundle_with_one_step_quality(student_file: Path, tmp_path: Path):
     path = export_model("onestep", tmp_path / "w8.edge", "onnx", weights=student_file, quant="w8",
                         log=lambda _m: None)
     bundle = Bundle.open(path)
@@ -152,6 +156,7 @@ def test_w8_onnx_bundle_with_one_step_quality(student_file: Path, model: OneStep
     quality = bundle.manifest["quality"]
     assert quality["steps"] == 1 and set(quality["prompt_accuracy"]) == {"fp32_eager", "onnx"}
     assert quality["prompt_accuracy"]["onnx"]["kind"] >= quality["prompt_accuracy"]["fp32_eager"]["kind"] - 0.2
+    model = load_onestep(student_file)
     with torch.no_grad():
         reference = model.vae.decoder(model.generate_latents(PROMPTS, seed=1)).numpy()
     images = OneStepTextToImage(path, backend="onnx").generate(PROMPTS, seed=1, return_float=True)

@@ -1,5 +1,6 @@
 """Quantization recipes: clear refusals, the SQNR floor, and a w8a8 tiny-sd bundle that stays close to fp32."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,6 @@ from torch import nn
 
 from edgesdk.export.capture import ComponentSpec
 from edgesdk.export.pipeline import export_bundle
-from edgesdk.exporting import export_model
 from edgesdk.quant.recipes import W4, W8, W8A8, Calibration, Recipe, check_targets, recipe_from_name
 from edgesdk.runtime import EdgeSDKError
 from edgesdk.runtime.bundle import Bundle
@@ -83,10 +83,8 @@ def test_w8_exports_to_executorch_and_onnx(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
-def w8a8_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("quant") / "tiny-sd-w8a8.edge"
-    return export_model("tiny-sd", out, "executorch,onnx", quant="w8a8", calibration=Calibration(samples=8),
-                        log=lambda _m: None)
+def w8a8_bundle(shared: Callable[[str], Path]) -> Path:
+    return shared("tiny-sd-w8a8")  # executorch + onnx, 8 calibration trajectories (tests/bundles.py)
 
 
 def test_w8a8_tiny_sd_is_small_delegated_and_above_its_floor(w8a8_bundle: Path, shipped_bundle: Path):
@@ -247,21 +245,16 @@ def test_w4_exports_every_weight_in_4_bits(tmp_path: Path):
         assert ratio >= 3.0, (target, ratio)
 
 
-def test_w4_tiny_sd_is_six_times_smaller_on_executorch(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("quant") / "tiny-sd-w4.edge"
-    # sampling-only files on both sides: without the personalization method (batch 3), which 4-bit weights
-    # do not share completely (about 0.2 MB; benchmarks/quantization.py reports both)
-    quant = Bundle.open(export_model("tiny-sd", out, "executorch", quant="w4", log=lambda _m: None, zo_batch=0))
-    fp32 = Bundle.open(export_model("tiny-sd", out.with_name("fp32.edge"), "executorch", log=lambda _m: None,
-                                    zo_batch=0))
+def test_w4_tiny_sd_is_six_times_smaller_on_executorch(shared: Callable[[str], Path]):
+    # sampling-only files (tests/bundles.py: without the personalization method, which 4-bit weights do not share
+    # completely; benchmarks/quantization.py reports both), against what the same weights take in fp32
+    quant = Bundle.open(shared("tiny-sd-w4"))
     for name, info in quant.components.items():
         assert info.delegation["executorch"]["delegated_share"] == 1.0, name
         assert min(v["sqnr_db"] for v in info.parity["executorch"].values()) >= W4().sqnr_floor_db, name
-
-    def executorch_bytes(bundle: Bundle) -> int:
-        return sum(bundle.file_sizes()[info.files["executorch"]] for info in bundle.components.values())
-
-    assert executorch_bytes(fp32) / executorch_bytes(quant) >= 6.0
+    fp32_bytes = sum(info.fp32_weight_bytes for info in quant.components.values())
+    w4_bytes = sum(quant.file_sizes()[info.files["executorch"]] for info in quant.components.values())
+    assert fp32_bytes / w4_bytes >= 6.0, (fp32_bytes, w4_bytes)
     accuracy = quant.manifest["quality"]["prompt_accuracy"]
     for attribute in ("kind", "colour"):
         assert accuracy["executorch"][attribute] >= accuracy["fp32_eager"][attribute] - 0.15, accuracy

@@ -4,13 +4,14 @@ read and must reproduce.
     python cpp_fixtures.py OUT_DIR
 
 ctest runs this first (the `cpp_fixtures` test). Each step writes one folder under OUT_DIR, first under a temporary
-name, then renamed: a folder that exists is complete, and is skipped on the next run. The first run exports the
-bundles in BUNDLES (a few minutes); later runs take seconds.
+name, then renamed: a folder that exists is complete, and is skipped on the next run. The bundles in BUNDLES are
+the shared test bundles of tests/bundles.py: exported by pytest earlier in the same `make test` run, or by this
+script when run alone (a few minutes); later runs take seconds.
 
     OUT_DIR/npy/          arrays of each dtype and header version, bad files, expected.json
     OUT_DIR/png/          PNGs of every colour type (PIL's and hand-written: 16-bit, low bit depths, Adam7)
     OUT_DIR/image/        PIL's convert / resize / center_crop results, runtime.image.grid
-    OUT_DIR/bundles/      exported bundles + small synthetic bad ones
+    OUT_DIR/bundles/      the shared test bundles (hard links) + small synthetic bad ones
     OUT_DIR/tokenizer/    the Python Tokenizer's words, ids, embeddings and errors per prompt
     OUT_DIR/clip_tokenizer/  the Python ClipTokenizer's ids, errors, words, embeddings per prompt and asset, and
                           tokenizers' / Python's Unicode answers on every code point (clip_fixtures.py)
@@ -25,7 +26,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import zlib
 from collections.abc import Callable
@@ -35,15 +35,19 @@ import clip_fixtures
 import numpy as np
 from PIL import Image
 
-# Bundles exported for the tests: name -> `edgesdk export` arguments. One line per bundle; the session step
-# records reference outputs for every component of every bundle listed here.
-BUNDLES: dict[str, list[str]] = {
-    "tiny-sd": ["tiny-sd", "--target", "executorch"],
-    "bnn": ["bnn", "--target", "executorch"],  # a binary classifier: its program is a .pte.1bit container
-    # "tiny-sd-w8a8": ["tiny-sd", "--target", "executorch", "--quant", "w8a8"],  # int8; ~15 min to export
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository: tests.bundles
+from tests.bundles import bundle_root  # noqa: E402
+from tests.bundles import shared_bundle as shared_test_bundle  # noqa: E402
+
+# The bundles the tests read: fixture name -> the shared test bundle (tests/bundles.py) it is. They are exported once
+# per test run for pytest and ctest together: under `make test`, ctest finds them in $EDGESDK_TEST_BUNDLES, already
+# exported by pytest; run alone, this script exports them under OUT_DIR/shared-bundles. The session step records
+# reference outputs for every component of every bundle listed here.
+BUNDLES: dict[str, str] = {
+    "tiny-sd": "tiny-sd",  # the shipped tiny-sd, fp32 (ExecuTorch, ONNX and TensorRT-ready files)
+    "bnn": "bnn-digits",  # a binary classifier: its program is a .pte.1bit container
 }
 SESSION_BATCHES = (1, 2, 3, 5)  # tiny-sd: 2 is the static batch, 3 has its own method, 1 and 5 are padded
-EDGESDK = Path(sys.executable).with_name("edgesdk")
 
 
 def step(out: Path, name: str, build: Callable[[Path], None]) -> None:
@@ -312,12 +316,25 @@ def build_image(d: Path) -> None:
 # ---------------------------------------------------------------- bundles
 
 
-def export_bundle(out: Path, name: str, args: list[str]) -> None:
+def link_shared_bundle(out: Path, name: str, shared_name: str) -> None:
+    """OUT/bundles/NAME/NAME.edge: the shared test bundle, hard-linked file by file (copied across file systems)."""
     def build(d: Path) -> None:
-        target = d / f"{name}.edge"
-        subprocess.run([str(EDGESDK), "export", *args, "-o", str(target)], check=True)
+        source = shared_test_bundle(shared_name, shared_root(out))
+
+        def link(src: str, dst: str) -> None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        shutil.copytree(source, d / f"{name}.edge", copy_function=link)
 
     step(out, f"bundles/{name}", build)
+
+
+def shared_root(out: Path) -> Path:
+    """Where the shared test bundles are: $EDGESDK_TEST_BUNDLES (`make test`), else OUT/shared-bundles."""
+    return bundle_root(out / "shared-bundles")
 
 
 def sha(path: Path) -> str:
@@ -545,8 +562,8 @@ def main() -> None:
     step(out, "image", build_image)
     step(out, "onebit", build_onebit)
     (out / "bundles").mkdir(exist_ok=True)
-    for name, args in BUNDLES.items():
-        export_bundle(out, name, args)
+    for name, shared_name in BUNDLES.items():
+        link_shared_bundle(out, name, shared_name)
     tiny_sd = out / "bundles" / "tiny-sd" / "tiny-sd.edge"
     step(out, "bundles/bad", lambda d: build_bad_bundles(d, tiny_sd))
     step(out, "tokenizer", lambda d: build_tokenizer(d, tiny_sd))

@@ -3,8 +3,9 @@ ExecuTorch bundles, for the same bundles, prompts, images and seeds the C++ test
 
     python tests/equivalence_fixtures.py FIXTURES_DIR
 
-Writes FIXTURES_DIR/equivalence/ (skips what exists; `done` marks a complete run): the onestep bundle (tiny-sd's
-and bnn's come from cpp_fixtures.py, under FIXTURES_DIR/bundles/), the concept images, and
+Writes FIXTURES_DIR/equivalence/ (skips what exists; `done` marks a complete run): onestep.edge and sd.edge, the
+shared test bundles "onestep" and "stable-diffusion" of tests/bundles.py (tiny-sd's and bnn's come from
+cpp_fixtures.py, under FIXTURES_DIR/bundles/), the concept images, and
 - sample_ddim.npy / sample_dpmpp.npy: TextToImage(tiny-sd).generate(..., return_float=True) on ExecuTorch;
 - onestep.npy: OneStepTextToImage(onestep).generate(..., return_float=True);
 - token.safetensors: personalize(tiny-sd, concept, "<pinkstar>", "star", 50 steps, ExecuTorch, seed 0);
@@ -18,13 +19,12 @@ The requests are in requests.json, so both sides read the same settings.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-VERSION = "2"
+VERSION = "3"
 REQUESTS = {
     "sample": {"prompts": ["a large red star on a blue background", "a small green circle"], "steps": 8, "seed": 3},
     "onestep": {"prompts": ["a large red star on a blue background", "a small yellow square"], "seed": 5},
@@ -38,26 +38,27 @@ REQUESTS = {
 }
 
 
-def export(family: str, out: Path) -> None:
-    if (out / "manifest.json").exists():
-        return
-    edgesdk = Path(sys.executable).with_name("edgesdk")
-    subprocess.run([str(edgesdk), "export", family, "--target", "executorch", "-o", str(out), "--overwrite"],
-                   check=True, stdout=subprocess.DEVNULL)
-
-
-def export_sd(out: Path) -> None:
-    """A tiny random SD pipeline written as a diffusers folder, imported as `edgesdk export --from-diffusers` does."""
-    if (out / "sd.edge" / "manifest.json").exists():
-        return
+def shared(name: str, root: Path, target: Path) -> Path:
+    """``target``: the shared test bundle NAME of tests/bundles.py (exported by pytest earlier in the same
+    `make test` run, or here), hard-linked file by file."""
+    import os
     import shutil
 
-    from edgesdk.exporting import export_diffusers
-    from edgesdk.zoo.diffusers_sd import write_random_pipeline
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository: tests.bundles
+    from tests.bundles import bundle_root, shared_bundle
 
-    folder = write_random_pipeline(out / "sd-diffusers", "tiny", seed=0)
-    export_diffusers(folder, out / "sd.edge", "executorch", overwrite=True, log=lambda _message: None)
-    shutil.rmtree(folder)
+    if not (target / "manifest.json").exists():
+        source = shared_bundle(name, bundle_root(root / "shared-bundles"))
+
+        def link(src: str, dst: str) -> None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, copy_function=link)
+    return target
 
 
 def main(root: Path) -> None:
@@ -76,7 +77,7 @@ def main(root: Path) -> None:
     for bundle in (tiny_sd, bnn):
         if not (bundle / "manifest.json").exists():
             raise SystemExit(f"{bundle} is missing: run tests/cpp_fixtures.py first")
-    export("onestep", out / "onestep.edge")
+    onestep = shared("onestep", root, out / "onestep.edge")
     (out / "requests.json").write_text(json.dumps(REQUESTS, indent=1))
 
     pipe = TextToImage(tiny_sd, backend="executorch")
@@ -86,7 +87,7 @@ def main(root: Path) -> None:
                                return_float=True)
         np.save(out / name, images.astype(np.float32))
     one = REQUESTS["onestep"]
-    images = OneStepTextToImage(out / "onestep.edge", backend="executorch").generate(one["prompts"], seed=one["seed"],
+    images = OneStepTextToImage(onestep, backend="executorch").generate(one["prompts"], seed=one["seed"],
                                                                                      return_float=True)
     np.save(out / "onestep.npy", images.astype(np.float32))
 
@@ -116,8 +117,7 @@ def main(root: Path) -> None:
         [{"source": p.source, "top": [[name, probability] for name, probability in p.top], "notes": p.notes}
          for p in predictions], indent=1))
 
-    export_sd(out)
-    sd = out / "sd.edge"
+    sd = shared("stable-diffusion", root, out / "sd.edge")  # a tiny random SD pipeline through export_diffusers
     sd_pipe = TextToImage(sd, backend="executorch")
     assert type(sd_pipe.tokenizer).__name__ == "ClipTokenizer"
     request = REQUESTS["sd_sample"]
