@@ -19,9 +19,18 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py --workdir $(BUILD)
 
+# The suite runs in two pytest-xdist workers (a test file stays on one worker, with its module fixtures) while the
+# C++ runtime builds beside them; then ctest. The full-size bundles of tests/bundles.py are exported once per run,
+# into TEST_BUNDLES (emptied first), for both workers and for ctest's fixtures.
+TEST_BUNDLES := $(abspath $(BUILD))/test-bundles
+
 test: $(STAMP)
-	$(PY) -m pytest -q -rs
-	$(MAKE) cpp-test
+	rm -rf $(TEST_BUNDLES)
+	mkdir -p $(BUILD)
+	$(MAKE) cpp > $(BUILD)/cpp-build.log 2>&1 & build=$$!; \
+	EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(PY) -m pytest -q -rs -n 2 --dist loadfile --durations=30; tests=$$?; \
+	wait $$build || { cat $(BUILD)/cpp-build.log; exit 1; }; exit $$tests
+	cd $(CPP) && EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(abspath $(VENV))/bin/ctest --output-on-failure
 
 # The C++ runtime (runtime/cpp): library, edgesdk-run and its tests, built against the executorch wheel's C++
 # package with the venv's CMake (>= 3.28, from PyPI) and Ninja.
@@ -30,8 +39,9 @@ cpp: $(STAMP)
 		-DPython_EXECUTABLE=$(abspath $(PY))
 	$(VENV)/bin/cmake --build $(CPP) -j2
 
-# ctest: unit tests, then the equivalence tests against the Python runtime (their fixture step exports the
-# bundles and writes the Python references into $(CPP)/fixtures once).
+# ctest: unit tests, then the equivalence tests against the Python runtime (their fixture step writes the Python
+# references into $(CPP)/fixtures once, over the shared test bundles of tests/bundles.py: those of
+# $EDGESDK_TEST_BUNDLES when set, as `make test` sets it, else exported there).
 cpp-test: cpp
 	cd $(CPP) && $(abspath $(VENV))/bin/ctest --output-on-failure
 

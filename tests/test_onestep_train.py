@@ -49,7 +49,8 @@ def test_unknown_divergence_is_one_line():
 
 def test_torchrun_two_processes_one_step(tmp_path: Path):
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "edgesdk.cli", "train", "onestep", "--divergence", "fkl",
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2",
+           "-m", "edgesdk.cli", "train", "onestep", "--divergence", "fkl",
            "-o", str(tmp_path / "s.safetensors"), "--checkpoint-dir", str(tmp_path / "ck"), "--iterations", "2",
            "--batch", "4", "--dataset-size", "32", "--update-freq", "2", "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -225,7 +225,8 @@ def test_ablation_variants_train(tmp_path: Path):
 
 def test_torchrun_two_processes(tmp_path: Path):
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "edgesdk.cli", "train", "viws", "--preset", "tiny",
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2",
+           "-m", "edgesdk.cli", "train", "viws", "--preset", "tiny",
            "--size", "32", "--steps", "2", "--batch", "2", "--clips-per-weather", "2", "--checkpoint-every", "1",
            "-o", str(tmp_path / "t.safetensors"), "--checkpoint-dir", str(tmp_path / "ck"), "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
