@@ -14,6 +14,7 @@ under a temporary name and renames it at the end.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,4 +108,17 @@ def shared_bundle(name: str, root: Path | None = None) -> Path:
     with FileLock(str(root / f"{name}.lock")):
         if not (target / "manifest.json").exists():
             BUNDLES[name](target)
+    return target
+
+
+def link_bundle(source: Path, target: Path) -> Path:
+    """``target``: a copy of the bundle ``source`` made of hard links (real copies across file systems), so that
+    fixture folders hold the shared bundles without their bytes twice. Readers must not write into it."""
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link)
     return target

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository: tests.bundles
-from tests.bundles import bundle_root  # noqa: E402
+from tests.bundles import bundle_root, link_bundle  # noqa: E402
 from tests.bundles import shared_bundle as shared_test_bundle  # noqa: E402
 
 # The bundles the tests read: fixture name -> the shared test bundle (tests/bundles.py) it is. They are exported once
@@ -319,15 +319,7 @@ def build_image(d: Path) -> None:
 def link_shared_bundle(out: Path, name: str, shared_name: str) -> None:
     """OUT/bundles/NAME/NAME.edge: the shared test bundle, hard-linked file by file (copied across file systems)."""
     def build(d: Path) -> None:
-        source = shared_test_bundle(shared_name, shared_root(out))
-
-        def link(src: str, dst: str) -> None:
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copy2(src, dst)
-
-        shutil.copytree(source, d / f"{name}.edge", copy_function=link)
+        link_bundle(shared_test_bundle(shared_name, shared_root(out)), d / f"{name}.edge")
 
     step(out, f"bundles/{name}", build)
 

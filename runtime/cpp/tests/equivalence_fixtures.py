@@ -41,23 +41,14 @@ REQUESTS = {
 def shared(name: str, root: Path, target: Path) -> Path:
     """``target``: the shared test bundle NAME of tests/bundles.py (exported by pytest earlier in the same
     `make test` run, or here), hard-linked file by file."""
-    import os
     import shutil
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository: tests.bundles
-    from tests.bundles import bundle_root, shared_bundle
+    from tests.bundles import bundle_root, link_bundle, shared_bundle
 
     if not (target / "manifest.json").exists():
-        source = shared_bundle(name, bundle_root(root / "shared-bundles"))
-
-        def link(src: str, dst: str) -> None:
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copy2(src, dst)
-
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(source, target, copy_function=link)
+        link_bundle(shared_bundle(name, bundle_root(root / "shared-bundles")), target)
     return target
 
 
