@@ -31,7 +31,8 @@ import numpy as np
 from edgesdk.runtime.errors import EdgeSDKError
 
 CHECKPOINT_FORMAT = 1
-# Config fields that do not change the trajectory; every other field must match to resume a checkpoint.
+# Config fields that do not change the trajectory; every other field must match to resume a checkpoint. (`steps`
+# is the horizon of a cosine lr schedule: resuming with other steps stretches what is left of it.)
 _RUN_ONLY_FIELDS = frozenset({"steps", "checkpoint_every"})
 
 
@@ -54,6 +55,9 @@ class ZOConfig:
     t_low_frac: float = 0.5  # PUTS range as fractions of T: [500, 900) for T = 1000
     t_high_frac: float = 0.9
     dim_scale: bool = True  # the reference's extra 1/sqrt((d_eff + n - 1) / n); off only for ablation
+    two_sided: bool = False  # antithetic pairs θ ± μu_i (2n queries, no θ row): the O(μ) curvature term cancels
+    draws: int = 1  # independent samples (image, noise, t) per step, each queried with the same directions
+    cosine_lr: bool = False  # lr · ½(1 + cos(π (s − 1) / steps)): decays over the run's `steps` (else constant)
     checkpoint_every: int = 50
     seed: int = 0
 
@@ -78,6 +82,7 @@ class ZOConfig:
             (is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
              f"checkpoint_every must be an integer >= 1, got {self.checkpoint_every!r}"),
             (is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}"),
+            (is_int(self.draws) and self.draws >= 1, f"draws must be an integer >= 1, got {self.draws!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -95,6 +100,17 @@ class ZOConfig:
         if lo >= hi:
             raise EdgeSDKError(f"timestep range [{lo}, {hi}) is empty for T = {num_timesteps}; widen t_low/high_frac")
         return lo, hi
+
+    @property
+    def queries(self) -> int:
+        """Loss evaluations per draw: n + 1 (θ and θ + μu_i) one-sided, 2n (θ ± μu_i) two-sided."""
+        return 2 * self.n if self.two_sided else self.n + 1
+
+    def lr_at(self, s: int) -> float:
+        """The learning rate of update number s (1-based)."""
+        if self.cosine_lr and self.steps > 0:
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(s - 1, self.steps) / self.steps))
+        return self.lr
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -131,20 +147,54 @@ class StepLog:
     """Per-step figures (§10.8): L(θ) itself, not a perturbed loss."""
 
     step: int
-    loss: float  # L(θ), row 0 of the batch
-    coefficients: np.ndarray  # c_i = (L(θ + μu_i) − L(θ)) / μ
+    loss: float  # L(θ): row 0 of the batch (two-sided: the mean of the rows), averaged over the step's draws
+    coefficients: np.ndarray  # c_i = (L(θ + μu_i) − L(θ)) / μ (two-sided: (L(θ + μu_i) − L(θ − μu_i)) / 2μ)
     grad_norm: float  # ‖g‖ before the SG projection
     grad_norm_projected: float  # ‖g‖ after it (equal when SG is off or P is not set yet)
     k: int  # rows of P used in this step
     seconds: float
 
 
-def perturbed_batch(theta: np.ndarray, directions: np.ndarray, mu: float) -> np.ndarray:
-    """Θ = [θ, θ + μu_1, …, θ + μu_n] as float32, built out of place (never add-then-subtract, §3)."""
-    batch = np.empty((directions.shape[0] + 1, theta.shape[0]), dtype=np.float32)
+def perturbed_batch(theta: np.ndarray, directions: np.ndarray, mu: float, two_sided: bool = False) -> np.ndarray:
+    """Θ = [θ, θ + μu_1, …, θ + μu_n], or two-sided [θ + μu_1, …, θ + μu_n, θ − μu_1, …, θ − μu_n], as float32,
+    built out of place (never add-then-subtract, §3)."""
+    n = directions.shape[0]
+    if two_sided:
+        batch = np.empty((2 * n, theta.shape[0]), dtype=np.float32)
+        batch[:n] = theta + mu * directions  # float64 sums, each rounded once at the model boundary
+        batch[n:] = theta - mu * directions
+        return batch
+    batch = np.empty((n + 1, theta.shape[0]), dtype=np.float32)
     batch[0] = theta
-    batch[1:] = theta + mu * directions  # float64 sum, rounded once at the model boundary
+    batch[1:] = theta + mu * directions
     return batch
+
+
+def directional_coefficients(losses: np.ndarray, n: int, mu: float, two_sided: bool = False) -> np.ndarray:
+    """c_i, the finite-difference slope along u_i: (L(θ + μu_i) − L(θ)) / μ, or (L(θ + μu_i) − L(θ − μu_i)) / 2μ
+    two-sided, from the losses of `perturbed_batch`'s rows."""
+    losses = np.asarray(losses, dtype=np.float64)
+    expected = 2 * n if two_sided else n + 1
+    if losses.shape != (expected,):
+        raise EdgeSDKError(f"expected {expected} losses for {n} directions, got shape {losses.shape}")
+    if two_sided:
+        return (losses[:n] - losses[n:]) / (2.0 * mu)
+    return (losses[1:] - losses[0]) / mu
+
+
+def estimate_gradient(coefficients: np.ndarray, directions: np.ndarray, d_eff: int,
+                      dim_scale: bool = True) -> np.ndarray:
+    """g = Σ c_i u_i / (n · sqrt((d_eff + n − 1) / n)), or / n without `dim_scale` (§4)."""
+    u = np.asarray(directions, dtype=np.float64)
+    n = u.shape[0]
+    scale = n * math.sqrt((d_eff + n - 1) / n) if dim_scale else float(n)
+    # Σ c_i u_i accumulated direction by direction, each product and sum rounded on its own: `coefficients @ u`
+    # goes to the BLAS, whose kernel (and use of fused multiply-adds) depends on the CPU, so the same run would
+    # give other bits on another machine and the C++ runtime could not match it everywhere.
+    total = np.zeros(u.shape[1], dtype=np.float64)
+    for c_i, u_i in zip(coefficients, u, strict=True):
+        total += c_i * u_i
+    return total / scale
 
 
 def rge_gradient(losses: np.ndarray, directions: np.ndarray, mu: float, d_eff: int,
@@ -153,20 +203,8 @@ def rge_gradient(losses: np.ndarray, directions: np.ndarray, mu: float, d_eff: i
 
     g = Σ c_i u_i / (n · sqrt((d_eff + n − 1) / n)), or / n without `dim_scale`.
     """
-    losses = np.asarray(losses, dtype=np.float64)
-    u = np.asarray(directions, dtype=np.float64)
-    n = u.shape[0]
-    if losses.shape != (n + 1,):
-        raise EdgeSDKError(f"expected {n + 1} losses (θ and {n} directions), got shape {losses.shape}")
-    coefficients = (losses[1:] - losses[0]) / mu
-    scale = n * math.sqrt((d_eff + n - 1) / n) if dim_scale else float(n)
-    # Σ c_i u_i accumulated direction by direction, each product and sum rounded on its own: `coefficients @ u`
-    # goes to the BLAS, whose kernel (and use of fused multiply-adds) depends on the CPU, so the same run would
-    # give other bits on another machine and the C++ runtime could not match it everywhere.
-    total = np.zeros(u.shape[1], dtype=np.float64)
-    for c_i, u_i in zip(coefficients, u, strict=True):
-        total += c_i * u_i
-    return total / scale, coefficients
+    coefficients = directional_coefficients(losses, np.asarray(directions).shape[0], mu)
+    return estimate_gradient(coefficients, directions, d_eff, dim_scale), coefficients
 
 
 class SubspaceGradient:
@@ -222,7 +260,10 @@ class SubspaceGradient:
         # trajectory's span (d - tau + 1 candidates): which one LAPACK returns is decided by rounding, and differs
         # between LAPACK builds and the C++ runtime's Jacobi SVD. Removing one arbitrary direction of d carries no
         # information; leaving it out makes P a property of the trajectory alone (numpy's matrix_rank tolerance).
+        # Centring takes one dimension exactly, so the rank is at most tau - 1 whatever the rounding: the last singular
+        # value is a rounding error near the tolerance (1e-14), on either side of it depending on the SVD.
         rank = int(np.count_nonzero(singular > singular[0] * max(z.shape) * np.finfo(np.float64).eps))
+        rank = min(rank, z.shape[0] - 1)
         low = vt[i_star + 1:rank]
         self.P = np.ascontiguousarray(low) if len(low) else None
         return True
@@ -236,13 +277,14 @@ class ZOAdam:
         self.m = np.zeros(dim, dtype=np.float64)
         self.v = np.zeros(dim, dtype=np.float64)
 
-    def step(self, theta: np.ndarray, g: np.ndarray, s: int) -> np.ndarray:
-        """Return θ after update number s (1-based, for the bias correction). m and v are updated in place."""
+    def step(self, theta: np.ndarray, g: np.ndarray, s: int, lr: float | None = None) -> np.ndarray:
+        """Return θ after update number s (1-based, for the bias correction), at `lr` (default: the constant one).
+        m and v are updated in place."""
         self.m = self.beta1 * self.m + (1.0 - self.beta1) * g
         self.v = self.beta2 * self.v + (1.0 - self.beta2) * g * g
         m_hat = self.m / (1.0 - self.beta1**s)
         v_hat = self.v / (1.0 - self.beta2**s)
-        return theta - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        return theta - (self.lr if lr is None else lr) * m_hat / (np.sqrt(v_hat) + self.eps)
 
 
 class ZOTrainer:
@@ -273,18 +315,30 @@ class ZOTrainer:
         cfg = self.config
         start = time.perf_counter()
         self.s += 1
+        # the first sample, the directions every sample of the step shares, then the further samples one at a time:
+        # a one-draw step takes the generator's numbers in the same order as before `draws` existed
         sample = self.problem.draw(self.rng, self.t_range)
         u = self.rng.standard_normal((cfg.n, self.dim))
-        losses = _checked_losses(self.problem, sample, perturbed_batch(self.theta, u, cfg.mu), self.s)
+        batch = perturbed_batch(self.theta, u, cfg.mu, cfg.two_sided)
+        coefficients = np.zeros(cfg.n, dtype=np.float64)
+        loss = 0.0
+        for draw in range(cfg.draws):
+            if draw > 0:
+                sample = self.problem.draw(self.rng, self.t_range)
+            losses = _checked_losses(self.problem, sample, batch, self.s)
+            coefficients += directional_coefficients(losses, cfg.n, cfg.mu, cfg.two_sided)
+            loss += _loss_at_theta(losses, cfg.two_sided)
+        coefficients /= cfg.draws
+        loss /= cfg.draws
         k = self.sg.k if self.sg is not None else 0
-        g, coefficients = rge_gradient(losses, u, cfg.mu, self.dim - k, cfg.dim_scale)
+        g = estimate_gradient(coefficients, u, self.dim - k, cfg.dim_scale)
         grad_norm = float(np.linalg.norm(g))
         if self.sg is not None:
             g = self.sg.project(g)  # before the moments (§4)
-        self.theta = self.adam.step(self.theta, g, self.s)
+        self.theta = self.adam.step(self.theta, g, self.s, cfg.lr_at(self.s))
         if self.sg is not None:
             self.sg.push(self.theta, self.s)
-        return StepLog(step=self.s, loss=float(losses[0]), coefficients=coefficients, grad_norm=grad_norm,
+        return StepLog(step=self.s, loss=loss, coefficients=coefficients, grad_norm=grad_norm,
                        grad_norm_projected=float(np.linalg.norm(g)), k=k, seconds=time.perf_counter() - start)
 
     def run(self, steps: int | None = None, checkpoint_path: str | Path | None = None,
@@ -391,7 +445,7 @@ def jitter_check(problem: ZOProblem, theta: np.ndarray, config: ZOConfig, rng: n
     theta = np.asarray(theta, dtype=np.float64)
     n, mu = config.n, config.mu
     sample = problem.draw(rng, config.timestep_range(int(problem.num_timesteps)))
-    same = np.repeat(theta.astype(np.float32)[None, :], n + 1, axis=0)  # batch n + 1: static-shape backends
+    same = np.repeat(theta.astype(np.float32)[None, :], config.queries, axis=0)  # the step's batch: static shapes
     first = _checked_losses(problem, sample, same, 0)
     second = _checked_losses(problem, sample, same, 0)
     repeat_jitter = float(np.max(np.abs(first - second)))
@@ -399,8 +453,10 @@ def jitter_check(problem: ZOProblem, theta: np.ndarray, config: ZOConfig, rng: n
     deltas: list[float] = []
     for _ in range(math.ceil(directions / n)):
         u = rng.standard_normal((n, theta.shape[0]))
-        losses = _checked_losses(problem, sample, perturbed_batch(theta, u, mu), 0)
-        deltas.extend(np.abs(losses[1:] - losses[0]).tolist())
+        losses = _checked_losses(problem, sample, perturbed_batch(theta, u, mu, config.two_sided), 0)
+        # one-sided |L(θ + μu) − L(θ)|; two-sided half of |L(θ + μu) − L(θ − μu)|, the same first-order change
+        slopes = directional_coefficients(losses, n, mu, config.two_sided)
+        deltas.extend(np.abs(slopes * mu).tolist())
     typical = float(np.median(deltas))
     jitter = max(repeat_jitter, row_jitter)
     ratio = jitter / typical if typical > 0 else math.inf
@@ -412,6 +468,17 @@ def jitter_check(problem: ZOProblem, theta: np.ndarray, config: ZOConfig, rng: n
                    f"mu={mu:g}; raise mu (1e-2 for bf16) or evaluate the loss in higher precision")
     return {"repeat_jitter": repeat_jitter, "row_jitter": row_jitter, "jitter": jitter, "typical_delta": typical,
             "ratio": ratio, "warning": warning}
+
+
+def _loss_at_theta(losses: np.ndarray, two_sided: bool) -> float:
+    """L(θ) from a step's losses: row 0 one-sided; two-sided, the mean of the rows (L(θ) + O(μ²)), summed in row
+    order (numpy's pairwise mean would round differently from the C++ runtime's loop)."""
+    if not two_sided:
+        return float(losses[0])
+    total = 0.0
+    for value in losses:
+        total += float(value)
+    return total / len(losses)
 
 
 def _checked_losses(problem: ZOProblem, sample: Any, thetas: np.ndarray, step: int) -> np.ndarray:

@@ -45,13 +45,18 @@ def train_tiny_sd_cmd(
     batch: int = typer.Option(128, min=2, help="Global UNet batch (split across torchrun processes)."),
     checkpoint_every: int = typer.Option(250, min=1, help="Steps between checkpoints."),
     seed: int = typer.Option(0),
+    palette: str = typer.Option("continuous", help="Shape colours: continuous (any shade; captions name only "
+                                                   "near-named ones) | named (the eight named colours only)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train tiny-sd (VAE, then text encoder + UNet). Under torchrun, runs DDP across the processes."""
     from edgesdk.train.tiny_sd import TinySDTrainConfig, train_tiny_sd
 
+    if palette not in ("continuous", "named"):
+        raise EdgeSDKError(f"--palette must be continuous or named, got {palette!r}")
     cfg = TinySDTrainConfig(dataset_size=dataset_size, vae_steps=vae_steps, unet_steps=unet_steps, seed=seed,
-                            unet_batch=batch, vae_batch=min(64, batch), checkpoint_every=checkpoint_every)
+                            unet_batch=batch, vae_batch=min(64, batch), checkpoint_every=checkpoint_every,
+                            palette=palette)
     path = train_tiny_sd(output, checkpoint_dir, cfg, show_progress=not quiet)
     typer.echo(f"wrote {path}")
 

@@ -18,6 +18,7 @@ from edgesdk.runtime.zo import (
     ZOAdam,
     ZOConfig,
     ZOTrainer,
+    directional_coefficients,
     jitter_check,
     perturbed_batch,
     rge_gradient,
@@ -67,7 +68,7 @@ def test_defaults_are_spec_section_7() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"n": 0}, {"mu": 0.0}, {"lr": -1.0}, {"sg_tau": 1}, {"sg_nu": 0.0}, {"sg_nu": 1.0},
-                                 {"t_low_frac": 0.9, "t_high_frac": 0.5}, {"n": 1.5}])
+                                 {"t_low_frac": 0.9, "t_high_frac": 0.5}, {"n": 1.5}, {"draws": 0}])
 def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(EdgeSDKError):
         ZOConfig(**bad)
@@ -109,6 +110,70 @@ def test_rge_cosine_to_true_gradient() -> None:
     g, _ = rge_gradient(losses, u, 1e-3, d_eff=16, dim_scale=True)
     true = problem.grad(theta)
     assert g @ true / (np.linalg.norm(g) * np.linalg.norm(true)) > 0.9  # expected about sqrt(256 / 272)
+
+
+def test_two_sided_estimate_cancels_curvature() -> None:
+    """On a quadratic, (L(θ + μu) − L(θ − μu)) / 2μ is exactly u·∇L (the μ² term cancels); one-sided is off by
+    μ·uᵀAᵀAu. At μ = 0.1 (the int8 bundles' μ) the one-sided slope is visibly biased."""
+    problem = Quadratic(d=16)
+    rng = np.random.default_rng(5)
+    theta, u = rng.standard_normal(16), rng.standard_normal((4, 16))
+    exact = u @ problem.grad(theta)
+    both = perturbed_batch(theta, u, 0.1, two_sided=True).astype(np.float64)
+    assert both.shape == (8, 16)
+    np.testing.assert_allclose(both[:4] + both[4:], np.tile(2 * theta, (4, 1)), atol=1e-5)  # θ ± μu pairs
+    two = directional_coefficients([problem.loss(t) for t in both], 4, 0.1, two_sided=True)
+    one_batch = perturbed_batch(theta, u, 0.1).astype(np.float64)
+    one = directional_coefficients([problem.loss(t) for t in one_batch], 4, 0.1)
+    assert np.max(np.abs(two - exact)) < 1e-4 * np.max(np.abs(exact))  # only float32 rounding of θ ± μu left
+    assert np.max(np.abs(one - exact)) > 0.01 * np.max(np.abs(exact))
+    with pytest.raises(EdgeSDKError, match="expected 8 losses"):
+        directional_coefficients(np.zeros(5), 4, 0.1, two_sided=True)
+
+
+def test_draws_share_directions_and_average() -> None:
+    problem = Quadratic(d=8, sigma=1.0, record=True)
+    config = ZOConfig(n=3, sg_tau=4, draws=3, two_sided=True)
+    assert config.queries == 6
+    trainer = ZOTrainer(problem, config, np.full(8, 0.1))
+    log = trainer.step()
+    assert len(problem.draws) == 3 and len(problem.calls) == 3  # three samples, one batched query each
+    batches = [thetas for _, thetas in problem.calls]
+    assert all(b.shape == (6, 8) for b in batches) and all(np.array_equal(b, batches[0]) for b in batches)
+    assert [sample for sample, _ in problem.calls] == problem.draws
+    per_draw = [directional_coefficients(problem.losses(sample, batches[0]), 3, config.mu, True)
+                for sample in problem.draws]
+    np.testing.assert_allclose(log.coefficients, np.mean(per_draw, axis=0), rtol=1e-12)
+    # one draw per step takes the generator's numbers as before the option existed: sample, then directions
+    a, b = Quadratic(d=8, sigma=1.0), Quadratic(d=8, sigma=1.0)
+    one = ZOTrainer(a, ZOConfig(sg_tau=4, draws=1), np.zeros(8))
+    one.run(5)
+    rng = np.random.Generator(np.random.PCG64(0))
+    for _ in range(5):
+        b.draw(rng, (500, 900))
+        rng.standard_normal((2, 8))
+    assert one.rng.bit_generator.state == rng.bit_generator.state
+
+
+def test_cosine_lr_schedule() -> None:
+    config = ZOConfig(lr=1e-2, steps=100, cosine_lr=True)
+    assert config.lr_at(1) == 1e-2 and config.lr_at(51) == pytest.approx(5e-3) and config.lr_at(101) == 0.0
+    assert all(config.lr_at(s) > config.lr_at(s + 1) for s in range(1, 100))
+    assert ZOConfig(lr=1e-2, steps=100).lr_at(100) == 1e-2  # constant unless asked
+    # the schedule reaches the update: a step at s = steps + 1 (lr 0) leaves θ where it was
+    trainer = ZOTrainer(Quadratic(d=4), ZOConfig(lr=1e-2, steps=2, cosine_lr=True, sg=False), np.zeros(4))
+    trainer.run(2)
+    before = trainer.theta.copy()
+    trainer.step()
+    np.testing.assert_array_equal(trainer.theta, before)
+
+
+def test_estimator_options_reduce_quadratic_loss() -> None:
+    problem = Quadratic(d=16, sigma=0.2)
+    config = ZOConfig(n=2, lr=5e-2, sg_tau=8, two_sided=True, draws=2, cosine_lr=True, steps=400)
+    trainer = ZOTrainer(problem, config, np.zeros(16))
+    trainer.run()
+    assert problem.loss(trainer.theta) < 0.1 * problem.loss(np.zeros(16))
 
 
 def test_common_random_numbers_and_batching() -> None:
@@ -287,7 +352,8 @@ def test_checkpoint_kill_resume_is_bit_identical(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("change", [{"lr": 1e-2}, {"n": 3}, {"mu": 1e-2}, {"seed": 8}, {"sg_nu": 1e-2},
-                                    {"sg": False}, {"puts": False}])
+                                    {"sg": False}, {"puts": False}, {"two_sided": True}, {"draws": 2},
+                                    {"cosine_lr": True}])
 def test_resume_refuses_other_settings(tmp_path: Path, change: dict) -> None:
     ckpt = tmp_path / "zo.npz"
     ZOTrainer(Quadratic(d=8), _config(), np.zeros(8)).run(6, checkpoint_path=ckpt)
@@ -336,6 +402,8 @@ def test_jitter_check() -> None:
     assert noisy["ratio"] > 0.1 and "mu" in noisy["warning"]
     ok = jitter_check(Quadratic(d=16, sigma=1.0, jitter=1e-2), theta, ZOConfig(mu=1.0), np.random.default_rng(0))
     assert ok["warning"] is None
+    two_sided = jitter_check(Quadratic(d=16, sigma=1.0), theta, ZOConfig(two_sided=True), np.random.default_rng(0))
+    assert two_sided["jitter"] == 0 and two_sided["typical_delta"] > 0
 
 
 def test_zo_does_not_import_torch() -> None:

@@ -4,6 +4,13 @@ Every image is one shape (kind, colour, size, position, slight rotation) on a pl
 rendered at 4x and box-filtered down so edges are anti-aliased. Everything is deterministic from a seed.
 Captions read like "a small red star on the left on a blue background"; training drops optional parts
 at random so the model also follows short prompts ("a red star").
+
+Two palettes. ``named``: every shape in one of the eight named colours (what the evaluator is trained on).
+``continuous`` (what tiny-sd is trained on): half the shapes in a named colour, half in any sRGB colour; a caption
+names the nearest named colour only when the shade is within a just-noticeable step of it and otherwise leaves
+the colour out, and a fifth of those uncaptioned shapes are drawn hollow, which no word says either. So an exact
+shade (pink, teal, …) or an outline is inside what the model can draw but outside what any prompt can ask for:
+that is what on-device personalization has to teach it.
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ UNNAMED_COLOURS: dict[str, tuple[int, int, int]] = {
     "grey": (128, 128, 128),
     "lime": (170, 230, 40),
 }
+# the continuous palette: share of shapes in a named colour; a free shade within this CIEDE2000 distance of a named
+# colour is captioned with that name, a farther one is left uncaptioned; share of uncaptioned shapes drawn hollow
+NAMED_SHARE = 0.5
+NAMING_DISTANCE = 8.0
+HOLLOW_SHARE = 0.2
+HOLLOW_INNER = 0.55  # the hole is the shape itself scaled by this factor, in the background colour
+# a background must differ from the shape by at least this much (CIEDE2000), so that every shape is visible
+MIN_CONTRAST = 20.0
 SIZES: tuple[str, ...] = ("small", "large")
 POSITIONS: tuple[str, ...] = ("center", "left", "right", "top", "bottom")
 POSITION_PHRASES: dict[str, str] = {
@@ -64,12 +79,16 @@ class ShapeSpec:
     background: str
     rotation: float = 0.0  # degrees
     jitter: tuple[float, float] = (0.0, 0.0)  # fraction of the image width
+    fill: tuple[int, int, int] | None = None  # the exact shade when it is not `colour`'s; then colour "" = unnamed
+    hollow: bool = False  # an outline: the shape with its middle in the background colour
 
     def caption(self, *, size: bool = True, position: bool = True, background: bool = True) -> str:
         words = ["a"]
         if size:
             words.append(self.size)
-        words += [self.colour, self.kind]
+        if self.colour:
+            words.append(self.colour)
+        words.append(self.kind)
         if position:
             words.append(POSITION_PHRASES[self.position])
         if background:
@@ -107,6 +126,49 @@ def random_spec(rng: np.random.Generator) -> ShapeSpec:
         background=backgrounds[rng.integers(len(backgrounds))],
         rotation=float(rng.uniform(-15.0, 15.0)),
         jitter=(float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.04, 0.04))),
+    )
+
+
+def _lab(rgb: tuple[int, int, int] | np.ndarray) -> np.ndarray:
+    from edgesdk.runtime.metrics import srgb_to_lab
+
+    return srgb_to_lab(np.asarray(rgb, dtype=np.float64))
+
+
+_NAMED_LAB = np.stack([_lab(COLOURS[name]) for name in COLOUR_NAMES])
+
+
+def nearest_colour_name(rgb: tuple[int, int, int]) -> tuple[str, float]:
+    """The named colour closest to ``rgb`` and its CIEDE2000 distance."""
+    from edgesdk.runtime.metrics import delta_e2000
+
+    distances = delta_e2000(_NAMED_LAB, _lab(rgb))
+    best = int(np.argmin(distances))
+    return COLOUR_NAMES[best], float(distances[best])
+
+
+def random_continuous_spec(rng: np.random.Generator) -> ShapeSpec:
+    """A spec of the continuous palette (see the module docstring)."""
+    from edgesdk.runtime.metrics import delta_e2000
+
+    if rng.random() < NAMED_SHARE:
+        return random_spec(rng)
+    fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+    name, distance = nearest_colour_name(fill)
+    colour = name if distance < NAMING_DISTANCE else ""
+    hollow = not colour and bool(rng.random() < HOLLOW_SHARE)
+    contrast = delta_e2000(_NAMED_LAB, _lab(fill))
+    backgrounds = [c for c, d in zip(COLOUR_NAMES, contrast, strict=True) if d >= MIN_CONTRAST and c != colour]
+    return ShapeSpec(
+        kind=KINDS[rng.integers(len(KINDS))],
+        colour=colour,
+        size=SIZES[rng.integers(len(SIZES))],
+        position=POSITIONS[rng.integers(len(POSITIONS))],
+        background=backgrounds[rng.integers(len(backgrounds))],
+        rotation=float(rng.uniform(-15.0, 15.0)),
+        jitter=(float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.04, 0.04))),
+        fill=fill,
+        hollow=hollow,
     )
 
 
@@ -149,11 +211,13 @@ def render(spec: ShapeSpec, size: int = IMAGE_SIZE) -> np.ndarray:
     dx, dy = {"center": (0, 0), "left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1)}[spec.position]
     cx = big / 2 + dx * offset + spec.jitter[0] * big
     cy = big / 2 + dy * offset + spec.jitter[1] * big
-    fill = _rgb(spec.colour)
-    if spec.kind == "circle":
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
-    else:
-        draw.polygon(_polygon(spec.kind, cx, cy, radius, spec.rotation), fill=fill)
+    fill = spec.fill if spec.fill is not None else _rgb(spec.colour)
+    layers = [(radius, fill)] + ([(radius * HOLLOW_INNER, _rgb(spec.background))] if spec.hollow else [])
+    for r, colour in layers:
+        if spec.kind == "circle":
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+        else:
+            draw.polygon(_polygon(spec.kind, cx, cy, r, spec.rotation), fill=colour)
     return np.asarray(image.resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
 
 
@@ -165,9 +229,13 @@ class ShapesDataset:
     specs: list[ShapeSpec]
 
     @classmethod
-    def generate(cls, count: int, seed: int = 0, size: int = IMAGE_SIZE) -> ShapesDataset:
+    def generate(cls, count: int, seed: int = 0, size: int = IMAGE_SIZE, palette: str = "named") -> ShapesDataset:
+        """``palette``: "named" (eight colours, every caption names one) or "continuous" (module docstring)."""
+        draw = {"named": random_spec, "continuous": random_continuous_spec}.get(palette)
+        if draw is None:
+            raise ValueError(f"palette must be 'named' or 'continuous', got {palette!r}")
         rng = np.random.default_rng(seed)
-        specs = [random_spec(rng) for _ in range(count)]
+        specs = [draw(rng) for _ in range(count)]
         images = np.stack([render(spec, size) for spec in specs])
         return cls(images=to_model_range(images), specs=specs)
 

@@ -33,6 +33,7 @@ from edgesdk.zoo.tiny_sd import TinySD, TinySDConfig
 @dataclass
 class TinySDTrainConfig:
     dataset_size: int = 40_000
+    palette: str = "continuous"  # any shade, named only when close to a named colour (edgesdk.data.shapes)
     vae_steps: int = 1_200
     vae_batch: int = 64
     vae_lr: float = 2e-3
@@ -199,7 +200,7 @@ def train_tiny_sd(output: Path, checkpoint_dir: Path, cfg: TinySDTrainConfig | N
     with distributed() as ctx:
         torch.manual_seed(cfg.seed)
         model = TinySD(model_config, vocabulary())
-        data = ShapesDataset.generate(cfg.dataset_size, seed=cfg.seed)
+        data = ShapesDataset.generate(cfg.dataset_size, seed=cfg.seed, palette=cfg.palette)
         vae_ckpt, diffusion_ckpt = checkpoint_dir / "vae.pt", checkpoint_dir / "diffusion.pt"
 
         vae_state = load_checkpoint(vae_ckpt)

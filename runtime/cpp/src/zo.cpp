@@ -30,8 +30,8 @@ std::string bool_text(bool value) { return value ? "True" : "False"; }
 enum class FieldKind { kInt, kFloat, kBool };
 
 FieldKind field_kind(const std::string& name) {
-  static const char* const int_fields[] = {"n", "steps", "sg_tau", "checkpoint_every", "seed"};
-  static const char* const bool_fields[] = {"sg", "sg_standardize", "puts", "dim_scale"};
+  static const char* const int_fields[] = {"n", "steps", "sg_tau", "checkpoint_every", "seed", "draws"};
+  static const char* const bool_fields[] = {"sg", "sg_standardize", "puts", "dim_scale", "two_sided", "cosine_lr"};
   for (const char* field : int_fields) {
     if (name == field) return FieldKind::kInt;
   }
@@ -208,6 +208,7 @@ void ZOConfig::validate() const {
        "need 0 <= t_low_frac < t_high_frac <= 1, got " + r(t_low_frac) + ", " + r(t_high_frac)},
       {checkpoint_every >= 1, "checkpoint_every must be an integer >= 1, got " + std::to_string(checkpoint_every)},
       {seed >= 0, "seed must be an integer >= 0, got " + std::to_string(seed)},
+      {draws >= 1, "draws must be an integer >= 1, got " + std::to_string(draws)},
   };
   for (const Check& check : checks) {
     if (!check.ok) fail(Status::kInvalidArgument, check.message);
@@ -237,7 +238,9 @@ std::string ZOConfig::to_json() const {
   value.set("beta1", json::Value::number(beta1));
   value.set("beta2", json::Value::number(beta2));
   value.set("checkpoint_every", json::Value::integer(checkpoint_every));
+  value.set("cosine_lr", json::Value::boolean(cosine_lr));
   value.set("dim_scale", json::Value::boolean(dim_scale));
+  value.set("draws", json::Value::integer(draws));
   value.set("lr", json::Value::number(lr));
   value.set("mu", json::Value::number(mu));
   value.set("n", json::Value::integer(n));
@@ -250,42 +253,74 @@ std::string ZOConfig::to_json() const {
   value.set("steps", json::Value::integer(steps));
   value.set("t_high_frac", json::Value::number(t_high_frac));
   value.set("t_low_frac", json::Value::number(t_low_frac));
+  value.set("two_sided", json::Value::boolean(two_sided));
   return json::dump(value);
+}
+
+double ZOConfig::lr_at(int64_t s) const {
+  if (cosine_lr && steps > 0) {
+    const double done = static_cast<double>(std::min<int64_t>(s - 1, steps));
+    return lr * 0.5 * (1.0 + std::cos(M_PI * done / static_cast<double>(steps)));
+  }
+  return lr;
 }
 
 // ---- estimator, SVD, SG, Adam -----------------------------------------------------------------------------------
 
 std::vector<float> perturbed_batch(const std::vector<double>& theta, const std::vector<double>& directions, int n,
-                                   double mu) {
-  const size_t d = theta.size();
-  std::vector<float> batch((static_cast<size_t>(n) + 1) * d);
-  for (size_t j = 0; j < d; ++j) batch[j] = static_cast<float>(theta[j]);
-  for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
-    for (size_t j = 0; j < d; ++j) {
-      // built out of place, summed in float64 and rounded once (never add-then-subtract, §3)
-      batch[(i + 1) * d + j] = static_cast<float>(theta[j] + mu * directions[i * d + j]);
+                                   double mu, bool two_sided) {
+  const size_t d = theta.size(), rows = static_cast<size_t>(n);
+  // built out of place, each sum in float64 and rounded once (never add-then-subtract, §3)
+  if (two_sided) {
+    std::vector<float> batch(2 * rows * d);
+    for (size_t i = 0; i < rows; ++i) {
+      for (size_t j = 0; j < d; ++j) {
+        batch[i * d + j] = static_cast<float>(theta[j] + mu * directions[i * d + j]);
+        batch[(rows + i) * d + j] = static_cast<float>(theta[j] - mu * directions[i * d + j]);
+      }
     }
+    return batch;
+  }
+  std::vector<float> batch((rows + 1) * d);
+  for (size_t j = 0; j < d; ++j) batch[j] = static_cast<float>(theta[j]);
+  for (size_t i = 0; i < rows; ++i) {
+    for (size_t j = 0; j < d; ++j) batch[(i + 1) * d + j] = static_cast<float>(theta[j] + mu * directions[i * d + j]);
   }
   return batch;
 }
 
-RgeResult rge_gradient(const std::vector<double>& losses, const std::vector<double>& directions, int n, double mu,
-                       int d_eff, bool dim_scale) {
-  if (losses.size() != static_cast<size_t>(n) + 1) {
-    fail(Status::kInvalidArgument, "expected " + std::to_string(n + 1) + " losses (θ and " + std::to_string(n) +
-                                       " directions), got shape " + shape_text(losses.size()));
+std::vector<double> directional_coefficients(const std::vector<double>& losses, int n, double mu, bool two_sided) {
+  const size_t expected = two_sided ? 2 * static_cast<size_t>(n) : static_cast<size_t>(n) + 1;
+  if (losses.size() != expected) {
+    fail(Status::kInvalidArgument, "expected " + std::to_string(expected) + " losses for " + std::to_string(n) +
+                                       " directions, got shape " + shape_text(losses.size()));
   }
+  std::vector<double> coefficients(static_cast<size_t>(n));
+  for (size_t i = 0; i < coefficients.size(); ++i) {
+    coefficients[i] = two_sided ? (losses[i] - losses[coefficients.size() + i]) / (2.0 * mu)
+                                : (losses[i + 1] - losses[0]) / mu;
+  }
+  return coefficients;
+}
+
+std::vector<double> estimate_gradient(const std::vector<double>& coefficients, const std::vector<double>& directions,
+                                      int n, int d_eff, bool dim_scale) {
   const size_t d = directions.size() / static_cast<size_t>(n);
-  RgeResult result;
-  result.coefficients.resize(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) result.coefficients[static_cast<size_t>(i)] = (losses[static_cast<size_t>(i) + 1] - losses[0]) / mu;
   const double scale = dim_scale ? n * std::sqrt(static_cast<double>(d_eff + n - 1) / n) : static_cast<double>(n);
-  result.gradient.assign(d, 0.0);
+  std::vector<double> gradient(d, 0.0);
   for (size_t j = 0; j < d; ++j) {
     double sum = 0.0;
-    for (size_t i = 0; i < static_cast<size_t>(n); ++i) sum += result.coefficients[i] * directions[i * d + j];
-    result.gradient[j] = sum / scale;
+    for (size_t i = 0; i < static_cast<size_t>(n); ++i) sum += coefficients[i] * directions[i * d + j];
+    gradient[j] = sum / scale;
   }
+  return gradient;
+}
+
+RgeResult rge_gradient(const std::vector<double>& losses, const std::vector<double>& directions, int n, double mu,
+                       int d_eff, bool dim_scale) {
+  RgeResult result;
+  result.coefficients = directional_coefficients(losses, n, mu, false);
+  result.gradient = estimate_gradient(result.coefficients, directions, n, d_eff, dim_scale);
   return result;
 }
 
@@ -424,6 +459,7 @@ bool SubspaceGradient::refresh() {
   const double tolerance = svd.singular_values[0] * static_cast<double>(std::max(tau, d)) * DBL_EPSILON;
   size_t rank = 0;
   for (double sigma : svd.singular_values) rank += sigma > tolerance ? 1 : 0;
+  rank = std::min(rank, tau - 1);  // centring takes one dimension exactly, whatever the last sigma's rounding
   const size_t first = i_star + 1;
   k_ = rank > first ? static_cast<int>(rank - first) : 0;
   P_.assign(svd.right_vectors.begin() + static_cast<std::ptrdiff_t>(first * d),
@@ -442,7 +478,9 @@ ZOAdam::ZOAdam(int dim, double lr, double beta1, double beta2, double eps)
     : m(static_cast<size_t>(dim), 0.0), v(static_cast<size_t>(dim), 0.0), lr_(lr), beta1_(beta1), beta2_(beta2),
       eps_(eps) {}
 
-std::vector<double> ZOAdam::step(const std::vector<double>& theta, const std::vector<double>& g, int64_t s) {
+std::vector<double> ZOAdam::step(const std::vector<double>& theta, const std::vector<double>& g, int64_t s,
+                                 double lr) {
+  const double rate = lr < 0.0 ? lr_ : lr;
   // numpy's evaluation order: (1 − β2)·g·g is ((1 − β2)·g)·g, and lr·m̂ is formed before the division.
   const double correction1 = 1.0 - std::pow(beta1_, static_cast<double>(s));
   const double correction2 = 1.0 - std::pow(beta2_, static_cast<double>(s));
@@ -452,7 +490,7 @@ std::vector<double> ZOAdam::step(const std::vector<double>& theta, const std::ve
     v[j] = beta2_ * v[j] + (1.0 - beta2_) * g[j] * g[j];
     const double m_hat = m[j] / correction1;
     const double v_hat = v[j] / correction2;
-    out[j] = theta[j] - lr_ * m_hat / (std::sqrt(v_hat) + eps_);
+    out[j] = theta[j] - rate * m_hat / (std::sqrt(v_hat) + eps_);
   }
   return out;
 }
@@ -485,21 +523,38 @@ StepLog ZOTrainer::step() {
   const auto start = std::chrono::steady_clock::now();
   const int n = config_.n;
   s_ += 1;
+  // the first sample, the directions every sample of the step shares, then the further samples (runtime/zo.py)
   problem_.draw(rng_, t_range_.first, t_range_.second);
   std::vector<double> u(static_cast<size_t>(n) * static_cast<size_t>(dim_));
   rng_.standard_normal(u.data(), u.size());
-  const std::vector<double> losses =
-      checked_losses(problem_, perturbed_batch(theta_, u, n, config_.mu), n + 1, s_);
+  const std::vector<float> batch = perturbed_batch(theta_, u, n, config_.mu, config_.two_sided);
+  std::vector<double> coefficients(static_cast<size_t>(n), 0.0);
+  double loss = 0.0;
+  for (int draw = 0; draw < config_.draws; ++draw) {
+    if (draw > 0) problem_.draw(rng_, t_range_.first, t_range_.second);
+    const std::vector<double> losses = checked_losses(problem_, batch, config_.queries(), s_);
+    const std::vector<double> slopes = directional_coefficients(losses, n, config_.mu, config_.two_sided);
+    for (size_t i = 0; i < coefficients.size(); ++i) coefficients[i] += slopes[i];
+    if (config_.two_sided) {
+      double total = 0.0;  // the mean of the rows, summed in row order
+      for (double value : losses) total += value;
+      loss += total / static_cast<double>(losses.size());
+    } else {
+      loss += losses[0];
+    }
+  }
+  for (double& c : coefficients) c /= static_cast<double>(config_.draws);
+  loss /= static_cast<double>(config_.draws);
   const int k = sg_ ? sg_->k() : 0;
-  RgeResult rge = rge_gradient(losses, u, n, config_.mu, dim_ - k, config_.dim_scale);
+  const std::vector<double> estimate = estimate_gradient(coefficients, u, n, dim_ - k, config_.dim_scale);
   StepLog log;
-  log.grad_norm = norm(rge.gradient);
-  const std::vector<double> g = sg_ ? sg_->project(rge.gradient) : rge.gradient;  // before the moments (§4)
-  theta_ = adam_.step(theta_, g, s_);
+  log.grad_norm = norm(estimate);
+  const std::vector<double> g = sg_ ? sg_->project(estimate) : estimate;  // before the moments (§4)
+  theta_ = adam_.step(theta_, g, s_, config_.lr_at(s_));
   if (sg_) sg_->push(theta_, s_);
   log.step = s_;
-  log.loss = losses[0];
-  log.coefficients = std::move(rge.coefficients);
+  log.loss = loss;
+  log.coefficients = std::move(coefficients);
   log.grad_norm_projected = norm(g);
   log.k = k;
   log.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

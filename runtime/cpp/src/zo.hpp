@@ -37,6 +37,9 @@ struct ZOConfig {
   double t_low_frac = 0.5;
   double t_high_frac = 0.9;
   bool dim_scale = true;      // the reference's extra 1/sqrt((d_eff + n - 1) / n)
+  bool two_sided = false;     // antithetic pairs θ ± μu_i (2n queries, no θ row)
+  int draws = 1;              // independent samples per step, each queried with the same directions
+  bool cosine_lr = false;     // lr · ½(1 + cos(π (s − 1) / steps)) over `steps`, else constant
   int64_t checkpoint_every = 50;
   int64_t seed = 0;
 
@@ -46,12 +49,23 @@ struct ZOConfig {
   std::pair<int, int> timestep_range(int num_timesteps) const;
   // The same keys and values as Python's ZOConfig.to_json() (sorted keys): checkpoints compare it on resume.
   std::string to_json() const;
+  // Loss evaluations per draw: n + 1 one-sided, 2n two-sided.
+  int queries() const { return two_sided ? 2 * n : n + 1; }
+  // The learning rate of update number s (1-based).
+  double lr_at(int64_t s) const;
 };
 
-// Θ = [θ, θ + μu_1, ..., θ + μu_n] as float32, (n + 1) x d row-major: each sum in float64, rounded once (§3).
-// `directions` is n x d row-major.
+// Θ = [θ, θ + μu_1, ..., θ + μu_n] ((n + 1) x d), or two-sided [θ + μu_1, ..., θ + μu_n, θ − μu_1, ..., θ − μu_n]
+// (2n x d), as float32 row-major: each sum in float64, rounded once (§3). `directions` is n x d row-major.
 std::vector<float> perturbed_batch(const std::vector<double>& theta, const std::vector<double>& directions, int n,
-                                   double mu);
+                                   double mu, bool two_sided = false);
+
+// c_i from perturbed_batch's losses: (L(θ + μu_i) − L(θ)) / μ, or two-sided (L(θ + μu_i) − L(θ − μu_i)) / 2μ.
+std::vector<double> directional_coefficients(const std::vector<double>& losses, int n, double mu, bool two_sided);
+
+// g = Σ c_i u_i / (n · sqrt((d_eff + n − 1) / n)), or / n without dim_scale.
+std::vector<double> estimate_gradient(const std::vector<double>& coefficients, const std::vector<double>& directions,
+                                      int n, int d_eff, bool dim_scale);
 
 // One-sided random gradient estimate (§3, §4): c_i = (L_i − L_0) / μ and
 // g = Σ c_i u_i / (n · sqrt((d_eff + n − 1) / n)), or / n without dim_scale.
@@ -107,8 +121,10 @@ class SubspaceGradient {
 class ZOAdam {
  public:
   ZOAdam(int dim, double lr, double beta1, double beta2, double eps);
-  // θ after update number s (1-based, for the bias correction); m and v are updated in place.
-  std::vector<double> step(const std::vector<double>& theta, const std::vector<double>& g, int64_t s);
+  // θ after update number s (1-based, for the bias correction) at learning rate `lr` (< 0: the constant one); m and
+  // v are updated in place.
+  std::vector<double> step(const std::vector<double>& theta, const std::vector<double>& g, int64_t s,
+                           double lr = -1.0);
 
   std::vector<double> m, v;
 
@@ -122,8 +138,9 @@ class ZOProblem {
   virtual ~ZOProblem() = default;
   virtual int dim() const = 0;            // d: width of the flat trainable vector
   virtual int num_timesteps() const = 0;  // T: the scheduler's training timesteps
-  // Draws everything the n + 1 queries of one step share (image, flip, caption, noise, t in [t_low, t_high)) and
-  // remembers it for losses(). Must draw only from `rng`, so that a resumed run draws the same numbers.
+  // Draws everything the queries of one sample share (image, flip, caption, noise, t in [t_low, t_high)) and
+  // remembers it for losses(). Must draw only from `rng`, so that a resumed run draws the same numbers. A step
+  // with several draws calls draw() and losses() in turn for each.
   virtual void draw(NumpyGenerator& rng, int t_low, int t_high) = 0;
   // Loss of each row of `thetas` (rows x dim, float32, row-major) on the last draw: `rows` values.
   virtual std::vector<double> losses(const std::vector<float>& thetas, int rows) = 0;
@@ -132,8 +149,8 @@ class ZOProblem {
 // Per-step figures (§10.8): L(θ) itself, not a perturbed loss.
 struct StepLog {
   int64_t step = 0;
-  double loss = 0.0;                  // L(θ), row 0 of the batch
-  std::vector<double> coefficients;   // c_i = (L(θ + μu_i) − L(θ)) / μ
+  double loss = 0.0;                  // L(θ): row 0 (two-sided: the mean of the rows), averaged over the draws
+  std::vector<double> coefficients;   // c_i, averaged over the step's draws
   double grad_norm = 0.0;             // ‖g‖ before the SG projection
   double grad_norm_projected = 0.0;   // ‖g‖ after it
   int k = 0;                          // rows of P used in this step

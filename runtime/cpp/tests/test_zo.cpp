@@ -136,6 +136,16 @@ ZOConfig synthetic_config() {
   return config;
 }
 
+// tests/zo_reference.py's estimator_config(): the estimator options on top of the synthetic config
+ZOConfig estimator_config() {
+  ZOConfig config = synthetic_config();
+  config.n = 3;
+  config.two_sided = true;
+  config.draws = 2;
+  config.cosine_lr = true;
+  return config;
+}
+
 // L(θ) = Σ (a_j θ_j − b_j + σ e_j)² with a = linspace(0.5, 1.5, d) and e ~ N(0, I) drawn per step.
 class Quadratic : public edgesdk::ZOProblem {
  public:
@@ -258,6 +268,7 @@ TEST_CASE("config validation: Python's messages") {
       else if (key == "sg_tau") config.sg_tau = static_cast<int>(value.as_int());
       else if (key == "checkpoint_every") config.checkpoint_every = value.as_int();
       else if (key == "seed") config.seed = value.as_int();
+      else if (key == "draws") config.draws = static_cast<int>(value.as_int());
       else if (key == "mu") config.mu = hex_double(value);
       else if (key == "lr") config.lr = hex_double(value);
       else if (key == "beta1") config.beta1 = hex_double(value);
@@ -297,6 +308,9 @@ TEST_CASE("to_json has Python's keys and values") {
   other.seed = 12;
   other.steps = 99;
   other.sg_standardize = false;
+  other.two_sided = true;
+  other.draws = 2;
+  other.cosine_lr = true;
   const ZOConfig configs[] = {ZOConfig(), other};
   for (int i = 0; i < 2; ++i) {
     const json::Value ours = json::parse(configs[i].to_json());
@@ -368,7 +382,7 @@ TEST_CASE("RGE: hand example") {
   CHECK_NEAR(scaled.gradient[0], plain.gradient[0] / std::sqrt(1.5), 1e-12);  // / sqrt((d_eff + n - 1) / n)
   CHECK_NEAR(scaled.gradient[1], plain.gradient[1] / std::sqrt(1.5), 1e-12);
   CHECK_FAILS(edgesdk::rge_gradient({0.0, 0.0}, u, 2, 1e-3, 2), Status::kInvalidArgument,
-              "expected 3 losses (θ and 2 directions), got shape (2,)");
+              "expected 3 losses for 2 directions, got shape (2,)");
 }
 
 TEST_CASE("perturbed batch: float32, out of place, θ in row 0") {
@@ -597,9 +611,9 @@ TEST_CASE("trainer: time budget, bad losses, bad θ0") {
   CHECK_FAILS(ZOTrainer(problem, bad, std::vector<double>(4, 0.0)), Status::kInvalidArgument, "n (directions)");
 }
 
-TEST_CASE("equivalence with runtime/zo.py: 60 steps on the synthetic problem") {
-  const json::Value reference = load_json(zo_fixtures() + "/trajectory.json");
-  const ZOConfig config = synthetic_config();
+// 60 steps of runtime/zo.py's trainer on the synthetic problem (fixture `name`) against this one, step by step.
+void check_equivalence(const std::string& name, const ZOConfig& config) {
+  const json::Value reference = load_json(zo_fixtures() + "/" + name);
   {  // the same configuration as the Python run
     const json::Value ours = json::parse(config.to_json()), python = json::parse(reference.at("config").as_string());
     for (const auto& [key, value] : python.as_object()) {
@@ -625,8 +639,8 @@ TEST_CASE("equivalence with runtime/zo.py: 60 steps on the synthetic problem") {
     CHECK_EQ(log.k, reference.at("k").as_array()[step].as_int());
     CHECK_NEAR(log.loss, hex_double(reference.at("loss").as_array()[step]), 1e-9 * std::fabs(log.loss));
   }
-  std::fprintf(stderr, "  equivalence: max |dtheta| = %.3g (%.3g relative to max |theta|); bit-exact for the first %d steps\n",
-               worst_absolute, worst_relative, exact_steps);
+  std::fprintf(stderr, "  equivalence (%s): max |dtheta| = %.3g (%.3g relative to max |theta|); bit-exact for the first %d steps\n",
+               name.c_str(), worst_absolute, worst_relative, exact_steps);
   CHECK_EQ(trainer.step_count(), 60);
   CHECK(worst_relative <= 1e-10);
   CHECK(exact_steps >= 16);  // everything before the first SG refresh is numpy's exact arithmetic
@@ -644,7 +658,15 @@ TEST_CASE("equivalence with runtime/zo.py: 60 steps on the synthetic problem") {
   const NumpyGenerator::State rng = trainer.rng_state();
   CHECK(std::to_string(rng.state_high) == state.at("state_high").as_string());
   CHECK(std::to_string(rng.state_low) == state.at("state_low").as_string());
-  CHECK_EQ(problem.draws, 60);
+  CHECK_EQ(problem.draws, 60 * config.draws);
+}
+
+TEST_CASE("equivalence with runtime/zo.py: 60 steps on the synthetic problem") {
+  check_equivalence("trajectory.json", synthetic_config());
+}
+
+TEST_CASE("equivalence with runtime/zo.py: two-sided, two draws per step, cosine lr") {
+  check_equivalence("trajectory_estimator.json", estimator_config());
 }
 
 TEST_CASE("checkpoint: 30 steps, save, resume, 30 more = 60 uninterrupted, bit for bit") {

@@ -6,6 +6,7 @@ Writes, into OUTDIR:
   random.json              numpy Generator(PCG64(seed)) draws for several seeds, 64-bit values as hex strings
   config.json              ZOConfig.to_json() for a few configs and the validation messages of bad ones
   trajectory.json          runtime/zo.py's ZOTrainer on the synthetic problem below: θ after every step, final m, v, P
+  trajectory_estimator.json  the same with the estimator options (two-sided, two draws per step, cosine lr)
   python.safetensors       a file from safetensors.numpy.save_file, read by the C++ reader
   single.safetensors       one tensor, one metadata key: the C++ writer must produce the same bytes
   multi.safetensors        python.safetensors' tensors with one metadata key: the same again, several dtypes
@@ -177,7 +178,8 @@ def random_reference() -> dict:
 BAD_CONFIGS = [{"n": 0}, {"mu": 0.0}, {"mu": float("nan")}, {"lr": -1.0}, {"steps": -1}, {"beta1": 1.0},
                {"beta2": -0.5}, {"adam_eps": 0.0}, {"sg_tau": 1}, {"sg_nu": 0.0}, {"sg_nu": 1.0},
                {"t_low_frac": 0.9, "t_high_frac": 0.5}, {"t_high_frac": 1.5}, {"checkpoint_every": 0},
-               {"seed": -1}, {"mu": -1e-20}, {"lr": -123456789012345678.0}, {"sg_nu": -0.00012}, {"lr": float("inf")}]
+               {"seed": -1}, {"mu": -1e-20}, {"lr": -123456789012345678.0}, {"sg_nu": -0.00012}, {"lr": float("inf")},
+               {"draws": 0}]
 
 
 def config_reference() -> dict:
@@ -191,15 +193,21 @@ def config_reference() -> dict:
         else:
             raise AssertionError(f"{bad} was accepted")
     configs = [ZOConfig(), ZOConfig(n=3, mu=1e-2, lr=2e-2, sg=False, sg_tau=7, puts=False, t_low_frac=0.7,
-                                    dim_scale=False, checkpoint_every=5, seed=12, steps=99, sg_standardize=False)]
+                                    dim_scale=False, checkpoint_every=5, seed=12, steps=99, sg_standardize=False,
+                                    two_sided=True, draws=2, cosine_lr=True)]
     return {"messages": messages, "configs": [c.to_json() for c in configs]}
 
 
 TRAJECTORY_STEPS = 60
 
 
-def trajectory_reference() -> dict:
-    config = ZOConfig(sg_tau=16, seed=3, lr=2e-2, steps=TRAJECTORY_STEPS)
+def estimator_config() -> ZOConfig:
+    """The estimator options on top of the synthetic config (test_zo.cpp's estimator_config(): change both)."""
+    return ZOConfig(sg_tau=16, seed=3, lr=2e-2, steps=TRAJECTORY_STEPS, n=3, two_sided=True, draws=2, cosine_lr=True)
+
+
+def trajectory_reference(config: ZOConfig | None = None) -> dict:
+    config = config or ZOConfig(sg_tau=16, seed=3, lr=2e-2, steps=TRAJECTORY_STEPS)
     trainer = ZOTrainer(Synthetic(), config, np.array(initial_theta()))
     thetas, losses, ks, coefficients = [], [], [], []
     for _ in range(TRAJECTORY_STEPS):
@@ -246,7 +254,7 @@ def safetensors_reference(out: Path) -> None:
     write_atomic(out / "single.safetensors", save(token, metadata={"token": "<cat>"}))
 
 
-VERSION = "zo-reference-3"  # test_*.cpp regenerate the folder when `done` holds another version
+VERSION = "zo-reference-5"  # test_*.cpp regenerate the folder when `done` holds another version
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -265,6 +273,7 @@ def main(argv: list[str]) -> int:
     write_atomic(out / "random.json", json.dumps(random_reference()).encode())
     write_atomic(out / "config.json", json.dumps(config_reference()).encode())
     write_atomic(out / "trajectory.json", json.dumps(trajectory_reference()).encode())
+    write_atomic(out / "trajectory_estimator.json", json.dumps(trajectory_reference(estimator_config())).encode())
     write_atomic(out / "svd.json", json.dumps(svd_reference()).encode())
     safetensors_reference(out)
     write_atomic(out / "done", (VERSION + "\n").encode())
