@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -29,7 +30,18 @@ from edgesdk.runtime.tokenizer import Tokenizer
 from edgesdk.runtime.zo import StepLog, ZOConfig, ZOTrainer
 
 # Textual-Inversion-style caption templates in the words of the model's vocabulary; "{}" is the placeholder.
+# tiny-sd knows only its shape phrases; a Stable Diffusion (CLIP) bundle is trained on photo captions.
 TEMPLATES: tuple[str, ...] = ("a {}", "a {} in the center", "a large {}", "a small {}", "the {}")
+PHOTO_TEMPLATES: tuple[str, ...] = ("a photo of a {}", "a photo of the {}", "a close-up photo of a {}",
+                                   "a cropped photo of the {}", "a good photo of a {}", "a bright photo of the {}",
+                                   "a rendering of a {}", "a photo of one {}")
+
+
+def default_templates(tokenizer: object) -> tuple[str, ...]:
+    """The caption templates of a bundle's language: photo captions for CLIP bundles, shape phrases for tiny-sd."""
+    from edgesdk.runtime.clip_tokenizer import ClipTokenizer
+
+    return PHOTO_TEMPLATES if isinstance(tokenizer, ClipTokenizer) else TEMPLATES
 
 
 def load_concept_images(folder: Path, size: int) -> tuple[np.ndarray, list[Path]]:
@@ -82,8 +94,10 @@ class TokenLoss:
     θ is the concatenation of the placeholder's ``num_vectors`` embedding rows (so every vector is trained)."""
 
     def __init__(self, pipe: TextToImage, images: np.ndarray, token: str, num_vectors: int = 1,
-                 templates: tuple[str, ...] = TEMPLATES, captions: list[str] | None = None, flip: bool = True,
+                 templates: tuple[str, ...] | None = None, captions: list[str] | None = None, flip: bool = True,
                  query_batch: int | None = None) -> None:
+        """``templates``: captions with "{}" (or the token itself) where the token goes, one drawn per step; default
+        the bundle's language (``default_templates``). ``captions``: one per image instead."""
         if not (token.startswith("<") and token.endswith(">")) or len(token) < 3 or " " in token:
             raise EdgeSDKError(f"token {token!r} must look like <word> (angle brackets, no spaces)")
         # a word-level vocabulary would read <star> and star alike; CLIP bundles tell them apart by the brackets
@@ -101,7 +115,7 @@ class TokenLoss:
         self.num_timesteps = len(pipe.alphas_cumprod)
         self.per_image = captions is not None
         self._slots: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.captions = self._check_captions(templates, captions, len(images))
+        self.captions = self._check_captions(templates or default_templates(pipe.tokenizer), captions, len(images))
         # every image and its mirror image encoded once: the VAE encoder never runs inside the loop. One image per
         # call (a batch of ten 512-px images multiplies the encoder's activations tenfold), then its session is
         # closed: the loop needs only the text encoder and the UNet in memory.
@@ -118,12 +132,18 @@ class TokenLoss:
                 raise EdgeSDKError(f"{len(captions)} captions for {count} images; give one caption per image")
             texts = [c.replace("{}", self.token) for c in captions]
         else:
-            texts = [t.format(self.token) for t in templates]
+            texts = [t.replace("{}", self.token) for t in templates]
+        if not texts:
+            raise EdgeSDKError("no captions: give at least one --caption with {} or the token where it goes")
         probe = {self.token: np.zeros((self.num_vectors, self.width), np.float32)}
         for text in texts:
             if self.token not in self.pipe.tokenizer.words(text):
-                raise EdgeSDKError(f"caption {text!r} does not contain the placeholder {self.token}")
-            self.pipe.tokenizer.embed(text, self.pipe.token_table, probe)  # raises on unknown words
+                raise EdgeSDKError(f"caption {text!r} does not contain the placeholder {self.token} "
+                                   "(write {} or the token where it goes)")
+            try:
+                self.pipe.tokenizer.embed(text, self.pipe.token_table, probe)  # raises on unknown words
+            except EdgeSDKError as e:
+                raise EdgeSDKError(f"caption {text!r}: {e}") from None
         return texts
 
     def initial_vector(self, init_word: str) -> np.ndarray:
@@ -171,6 +191,16 @@ class TokenLoss:
                                             np.full(rows, sample.timestep, dtype=np.float32), text)
         error = predicted.astype(np.float64) - sample.noise.astype(np.float64)[None]
         return (error**2).reshape(rows, -1).mean(axis=1)  # accumulated in float64
+
+
+def _as_templates(captions: list[str], token: str) -> list[str]:
+    """User captions as templates: "{}" stays the slot; the token written out (any case) becomes it."""
+    templates = []
+    for caption in captions:
+        if "{}" not in caption:
+            caption = re.sub(re.escape(token), "{}", caption, flags=re.IGNORECASE)
+        templates.append(caption)
+    return templates
 
 
 def save_token(path: Path, token: str, vectors: np.ndarray, metadata: dict[str, object]) -> None:
@@ -226,6 +256,12 @@ def default_mu(bundle: Bundle) -> float:
     return 1e-3 if recipe == "fp32" else 1e-1
 
 
+def default_config(bundle: Bundle) -> ZOConfig:
+    """The defaults of `edgesdk personalize` (and of the C++ runtime's): the estimator benchmarks/personalization.py
+    chose, with μ by the bundle's quantization."""
+    return ZOConfig(mu=default_mu(bundle))
+
+
 def checkpoint_path_for(output: Path) -> Path:
     """Where a run's resumable state lives: next to the output, so nothing is written anywhere else."""
     return Path(output).with_name(Path(output).name + ".ckpt.npz")
@@ -248,13 +284,15 @@ def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_
                 steps: int, backend: str = "onnx", config: ZOConfig | None = None, num_vectors: int = 1,
                 resume: bool = False, overwrite: bool = False, threads: int | None = None,
                 time_budget_s: float | None = None, on_step: Callable[[StepLog], None] | None = None,
-                session_factory: ComponentFactory | None = None, query_batch: int | None = None) -> PersonalizeResult:
+                session_factory: ComponentFactory | None = None, query_batch: int | None = None,
+                captions: list[str] | None = None) -> PersonalizeResult:
     """Learn ``token`` from the images in ``images_dir`` with forward passes of the bundle's exported model only.
 
     Writes exactly two files: ``output`` (the learned token, .safetensors) and its checkpoint next to it
     (``<output>.ckpt.npz``, every ``config.checkpoint_every`` steps, atomically), from which ``resume`` continues
     bit-exactly after a kill. ``query_batch``: forward the n+1 queries of a step this many at a time (default: all at
-    once); 1 gives the lowest peak memory (an SD-1.5 step on a phone), at about the same speed on a CPU."""
+    once); 1 gives the lowest peak memory (an SD-1.5 step on a phone), at about the same speed on a CPU. ``captions``:
+    caption templates ("{}" or the token where it goes) instead of the bundle's defaults (``default_templates``)."""
     output = Path(output)
     checkpoint = checkpoint_path_for(output)
     if steps < 1:
@@ -270,9 +308,11 @@ def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_
     pipe = TextToImage(bundle, backend=backend, threads=threads, session_factory=session_factory, lean_memory=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     images, used = load_concept_images(images_dir, int(pipe.bundle.model.get("image_size", 32)))
-    problem = TokenLoss(pipe, images, token, num_vectors=num_vectors, query_batch=query_batch)
+    problem = TokenLoss(pipe, images, token, num_vectors=num_vectors, query_batch=query_batch,
+                        templates=tuple(_as_templates(captions, token)) if captions is not None else None)
     theta0 = problem.initial_vector(init_word)
-    config, notes = fit_config(config or ZOConfig(mu=default_mu(pipe.bundle)), problem.dim)
+    # the run's length is the horizon of a decaying lr schedule (ZOConfig.lr_at)
+    config, notes = fit_config(replace(config or default_config(pipe.bundle), steps=steps), problem.dim)
     if resume:
         trainer = ZOTrainer.resume(checkpoint, problem, config)
     else:
@@ -283,5 +323,5 @@ def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_
     save_token(output, problem.token, vectors, {
         "init_word": init_word, "steps": trainer.s, "backend": backend, "family": pipe.bundle.family,
         "recipe": pipe.bundle.manifest.get("quantization", {}).get("recipe", "fp32"),
-        "images": len(used), "config": json.loads(config.to_json())})
+        "images": len(used), "config": json.loads(config.to_json()), "captions": problem.captions})
     return PersonalizeResult(problem.token, vectors, trainer.s, used, checkpoint, final_loss, notes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -400,10 +401,22 @@ def personalize_cmd(
     resume: bool = typer.Option(False, help="Continue the run whose checkpoint sits next to --output."),
     overwrite: bool = typer.Option(False, help="Start over, replacing --output and its checkpoint."),
     vectors: int = typer.Option(1, help="Embedding vectors for the token (all are trained)."),
-    directions: int = typer.Option(2, help="Random directions n per step (n+1 forwards, batched)."),
+    directions: int | None = typer.Option(None, help="Random directions n per step (one-sided: n+1 forwards, "
+                                                      "two-sided: 2n; batched). Default: the chosen estimator's."),
     mu: float | None = typer.Option(None, help="Perturbation scale of the gradient estimate. Default: 1e-3 on fp32 "
                                                "bundles, 1e-1 on quantized ones (benchmarks/zo_regime.py)."),
-    lr: float = typer.Option(5e-3, help="ZO-Adam learning rate (the paper's 5e-3; its script used 1e-2)."),
+    lr: float | None = typer.Option(None, help="ZO-Adam learning rate (peak, with --cosine-lr). Default: the chosen "
+                                               "estimator's (the paper's plain recipe: 5e-3)."),
+    two_sided: bool | None = typer.Option(None, "--two-sided/--one-sided", help="Antithetic θ ± μu pairs, or the "
+                                          "paper's L(θ + μu) − L(θ). Default: the chosen estimator's."),
+    draws: int | None = typer.Option(None, help="Samples (image, noise, t) per step sharing the directions. "
+                                                "Default: the chosen estimator's."),
+    cosine_lr: bool | None = typer.Option(None, "--cosine-lr/--constant-lr", help="Decay the lr to 0 over --steps "
+                                          "(cosine). Default: the chosen estimator's."),
+    caption: list[str] | None = typer.Option(None, "--caption", help="A caption template with {} (or the token) "
+                                             "where the new word goes; repeat for several. Default: the bundle's "
+                                             "language (\"a photo of a {}\", ... for Stable Diffusion; \"a {}\", "
+                                             "... for tiny-sd)."),
     seed: int = typer.Option(0, help="Seed of every random draw; the same seed gives the same token."),
     no_sg: bool = typer.Option(False, "--no-sg", help="Ablation: switch Subspace Gradient off."),
     no_puts: bool = typer.Option(False, "--no-puts", help="Ablation: sample t over the whole range, not [0.5T, 0.9T)."),
@@ -419,29 +432,31 @@ def personalize_cmd(
 ) -> None:
     """Learn a new word from a few images on the device: forward passes of the exported model only, no torch."""
     from edgesdk.runtime.personalize import checkpoint_path_for, personalize
-    from edgesdk.runtime.zo import ZOConfig, checkpoint_step
+    from edgesdk.runtime.zo import checkpoint_step
     from edgesdk.train.common import TrainProgress
 
     if backend not in ("onnx", "executorch"):
         raise EdgeSDKError(f"--backend {backend!r}: personalization runs on onnx or executorch")
     from edgesdk.runtime.bundle import Bundle
-    from edgesdk.runtime.personalize import default_mu
+    from edgesdk.runtime.personalize import default_config
 
-    config = ZOConfig(n=directions, mu=mu if mu is not None else default_mu(Bundle.open(bundle)), lr=lr, seed=seed,
-                      sg=not no_sg, puts=not no_puts, checkpoint_every=checkpoint_every, steps=steps)
+    defaults = default_config(Bundle.open(bundle))
+    chosen = {"n": directions, "mu": mu, "lr": lr, "two_sided": two_sided, "draws": draws, "cosine_lr": cosine_lr}
+    config = dataclasses.replace(defaults, seed=seed, sg=not no_sg, puts=not no_puts, checkpoint_every=checkpoint_every,
+                                 steps=steps, **{k: v for k, v in chosen.items() if v is not None})
     start = checkpoint_step(checkpoint_path_for(output)) if resume else 0
     with TrainProgress(f"personalize {token}", total=steps, start=start) as progress:
         result = personalize(bundle, images, token, init_word, output, steps=steps, backend=backend, config=config,
                              num_vectors=vectors, resume=resume, overwrite=overwrite, threads=threads,
                              time_budget_s=time_budget, on_step=lambda log: progress.update(log.step, log.loss),
-                             query_batch=query_batch)
+                             query_batch=query_batch, captions=caption or None)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
     if json_out:
         typer.echo(json.dumps({"output": str(output), "token": result.token, "vectors": list(result.vectors.shape),
                                "steps": result.steps, "done": result.steps >= steps, "final_loss": result.final_loss,
                                "images": [str(p) for p in result.images], "checkpoint": str(result.checkpoint),
-                               "mu": config.mu, "notes": result.notes}))
+                               "mu": config.mu, "config": json.loads(config.to_json()), "notes": result.notes}))
         return
     state = "done" if result.steps >= steps else f"stopped at step {result.steps} (time budget; --resume continues)"
     typer.echo(f"wrote {output}: {result.token} ({len(result.vectors)} x {result.vectors.shape[1]}) from "

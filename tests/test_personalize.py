@@ -44,6 +44,47 @@ def test_image_folder_skips_non_images_and_crops(tmp_path: Path):
         load_concept_images(tmp_path / "missing", 32)
 
 
+def test_captions_speak_the_bundle_language(shipped_bundle: Path, shared, concept_dir: Path, tmp_path: Path):
+    """tiny-sd trains on its shape phrases, a Stable Diffusion bundle on photo captions; --caption overrides both,
+    and a caption the model cannot read fails before any step, naming the word."""
+    from edgesdk.runtime.personalize import PHOTO_TEMPLATES, TEMPLATES
+
+    images, _ = load_concept_images(concept_dir, 16)
+    sd = TextToImage(shared("stable-diffusion"), backend="onnx")
+    assert TokenLoss(sd, images, "<pinkstar>").captions == [t.replace("{}", "<pinkstar>") for t in PHOTO_TEMPLATES]
+    custom = TokenLoss(sd, images, "<pinkstar>", templates=("a watercolour of a {} on a beach",))
+    assert custom.captions == ["a watercolour of a <pinkstar> on a beach"]
+    tiny = TextToImage(shipped_bundle, backend="onnx")
+    images32, _ = load_concept_images(concept_dir, 32)
+    assert TokenLoss(tiny, images32, "<pinkstar>").captions == [t.replace("{}", "<pinkstar>") for t in TEMPLATES]
+    with pytest.raises(EdgeSDKError, match=r"caption 'a photo of a <pinkstar>': words not in the model's "
+                                           r"vocabulary: \"photo\", \"of\""):
+        TokenLoss(tiny, images32, "<pinkstar>", templates=("a photo of a {}",))
+    with pytest.raises(EdgeSDKError, match="does not contain the placeholder"):
+        TokenLoss(tiny, images32, "<pinkstar>", templates=("a star",))
+    # the CLI: repeatable --caption, with {} or the token itself; one line and exit 2 on a word tiny-sd lacks
+    out = tmp_path / "t.safetensors"
+    done = run_cli("personalize", str(shipped_bundle), "--images", str(concept_dir), "--token", "<pinkstar>",
+                   "--init-word", "star", "--steps", "2", "-o", str(out), "--caption", "a large <PinkStar>",
+                   "--caption", "a {} on a blue background", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(load_tokens_metadata(out)["captions"]) == ["a large <pinkstar>", "a <pinkstar> on a blue "
+                                                                                       "background"]
+    bad = run_cli("personalize", str(shipped_bundle), "--images", str(concept_dir), "--token", "<pinkstar>",
+                  "--init-word", "star", "--steps", "2", "-o", str(tmp_path / "u.safetensors"), "--caption",
+                  "a photo of a {}")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: caption 'a photo of a <pinkstar>'")
+    assert '"photo"' in bad.stderr and not (tmp_path / "u.safetensors").exists()
+
+
+def load_tokens_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        return f.metadata()
+
+
 def test_batched_losses_match_row_by_row_on_both_backends(shipped_bundle: Path, concept_dir: Path):
     images, _ = load_concept_images(concept_dir, 32)
     for backend in ("onnx", "executorch"):

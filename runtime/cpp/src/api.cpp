@@ -139,6 +139,10 @@ Result personalize(const std::string& bundle_dir, const PersonalizeOptions& opti
     request.config.n = options.directions;
     request.config.mu = options.mu;
     request.config.lr = options.lr;
+    request.config.two_sided = options.two_sided;
+    request.config.draws = options.draws;
+    request.config.cosine_lr = options.cosine_lr;
+    request.captions = options.captions;
     request.config.seed = int64_t(options.seed);
     request.config.sg = options.subspace_gradient;
     request.config.puts = options.partial_uniform_timesteps;

@@ -326,11 +326,43 @@ Tensor OneStepTextToImage::generate(const std::vector<std::string>& prompts, uin
 
 namespace {
 
-const char* const kTemplates[] = {"a {}", "a {} in the center", "a large {}", "a small {}", "the {}"};
+// runtime/personalize.py TEMPLATES (tiny-sd's shape phrases) and PHOTO_TEMPLATES (CLIP bundles): change together
+const std::vector<std::string> kTemplates = {"a {}", "a {} in the center", "a large {}", "a small {}", "the {}"};
+const std::vector<std::string> kPhotoTemplates = {
+    "a photo of a {}",     "a photo of the {}",        "a close-up photo of a {}", "a cropped photo of the {}",
+    "a good photo of a {}", "a bright photo of the {}", "a rendering of a {}",      "a photo of one {}"};
 
+// Every "{}" of the pattern replaced by the token (Python's str.replace).
 std::string format_template(const std::string& pattern, const std::string& token) {
-  const size_t at = pattern.find("{}");
-  return pattern.substr(0, at) + token + pattern.substr(at + 2);
+  std::string out;
+  size_t from = 0;
+  for (size_t at = pattern.find("{}"); at != std::string::npos; at = pattern.find("{}", from)) {
+    out += pattern.substr(from, at - from) + token;
+    from = at + 2;
+  }
+  return out + pattern.substr(from);
+}
+
+// User captions as templates (personalize._as_templates): "{}" stays the slot; the token written out (any case)
+// becomes it. `token` is lower-cased.
+std::vector<std::string> as_templates(const std::vector<std::string>& captions, const std::string& token) {
+  std::vector<std::string> templates;
+  for (const std::string& caption : captions) {
+    if (caption.find("{}") != std::string::npos) {
+      templates.push_back(caption);
+      continue;
+    }
+    std::string lowered = caption;
+    for (char& c : lowered) c = char(std::tolower(static_cast<unsigned char>(c)));
+    std::string out;
+    size_t from = 0;
+    for (size_t at = lowered.find(token); at != std::string::npos; at = lowered.find(token, from)) {
+      out += caption.substr(from, at - from) + "{}";
+      from = at + token.size();
+    }
+    templates.push_back(out + caption.substr(from));
+  }
+  return templates;
 }
 
 // Every decodable PNG in `folder`, sorted by name, converted to RGB and centre-cropped to `size`.
@@ -362,8 +394,10 @@ std::vector<Pixels> load_concept_images(const std::string& folder, int size, std
 // TokenLoss), the n+1 queries of a step in one forward per component or query_batch rows at a time.
 class TokenLoss : public ZOProblem {
  public:
+  // `templates`: captions with "{}" where the token goes; empty: the bundle's language (kPhotoTemplates for CLIP
+  // bundles, kTemplates for tiny-sd), as personalize.default_templates.
   TokenLoss(TextToImage& pipe, const std::vector<Pixels>& images, const std::string& token, int num_vectors,
-            int query_batch)
+            int query_batch, const std::vector<std::string>& templates)
       : pipe_(pipe), num_vectors_(num_vectors), query_batch_(query_batch) {
     const bool bracketed = token.size() >= 3 && token.front() == '<' && token.back() == '>';
     if (!bracketed || token.find(' ') != std::string::npos)
@@ -377,13 +411,21 @@ class TokenLoss : public ZOProblem {
       fail(Status::kInvalidArgument, "--query-batch must be at least 1 (or 0: all n+1 queries at once), got " +
                                          std::to_string(query_batch));
     width_ = pipe.width();
-    for (const char* pattern : kTemplates) captions_.push_back(format_template(pattern, token_));
+    const std::vector<std::string>& patterns =
+        !templates.empty() ? templates : pipe.tokenizer().is_clip() ? kPhotoTemplates : kTemplates;
+    for (const std::string& pattern : patterns) captions_.push_back(format_template(pattern, token_));
     const std::vector<float> probe(size_t(num_vectors * width_), 0.0f);
     for (const std::string& text : captions_) {
       const std::vector<std::string> words = pipe.tokenizer().words(text);
       if (std::find(words.begin(), words.end(), token_) == words.end())
-        fail(Status::kInvalidArgument, "caption " + py_repr(text) + " does not contain the placeholder " + token_);
-      pipe.tokenizer().embed(text, pipe.token_table(), pipe.vocab(), width_, {{token_, probe}});
+        fail(Status::kInvalidArgument, "caption " + py_repr(text) + " does not contain the placeholder " + token_ +
+                                           " (write {} or the token where it goes)");
+      try {
+        pipe.tokenizer().embed(text, pipe.token_table(), pipe.vocab(), width_, {{token_, probe}});
+      } catch (const Failure& e) {
+        if (e.status() != Status::kInvalidArgument) throw;
+        fail(Status::kInvalidArgument, "caption " + py_repr(text) + ": " + e.what());
+      }
     }
     // every image and its mirror image encoded once, one per call; then the encoder's session is closed
     count_ = int(images.size());
@@ -546,7 +588,8 @@ PersonalizeResult personalize(const std::string& bundle_dir, const PersonalizeRe
   if (!parent.empty()) fs::create_directories(parent, error);
   std::vector<Pixels> images = load_concept_images(request.images_dir, pipe.image_size(), &result.images,
                                                    &result.notes);
-  TokenLoss problem(pipe, images, request.token, request.num_vectors, request.query_batch);
+  TokenLoss problem(pipe, images, request.token, request.num_vectors, request.query_batch,
+                    as_templates(request.captions, pipe.tokenizer().lower(request.token)));
   const std::vector<double> theta0 = problem.initial_vector(request.init_word);
   ZOConfig config = request.config;
   if (config.mu < 0) config.mu = default_mu(pipe.bundle());

@@ -115,6 +115,7 @@ struct PersonalizeRequest {
   bool overwrite = false;
   int query_batch = 0;     // 0: all n+1 queries in one forward
   double time_budget_s = -1.0;
+  std::vector<std::string> captions;  // caption templates ({} or the token where it goes); empty: the bundle's own
 };
 
 struct PersonalizeResult {

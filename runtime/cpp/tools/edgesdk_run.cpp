@@ -32,7 +32,8 @@ const char* const kUsage =
     "  sample BUNDLE -p PROMPT [-p PROMPT ...] [-o out.png] [--steps 25] [--seed 0] [--guidance G]\n"
     "         [--sampler ddim|dpmpp-2m] [--embedding token.safetensors] [--raw out.npy]\n"
     "  personalize BUNDLE --images DIR --token \"<name>\" --init-word WORD -o token.safetensors [--steps 1000]\n"
-    "         [--vectors 1] [--directions 2] [--mu M] [--lr 5e-3] [--seed 0] [--no-sg] [--no-puts]\n"
+    "         [--vectors 1] [--directions N] [--mu M] [--lr LR] [--two-sided|--one-sided] [--draws D]\n"
+    "         [--cosine-lr|--constant-lr] [--caption \"a photo of a {}\" ...] [--seed 0] [--no-sg] [--no-puts]\n"
     "         [--checkpoint-every 50] [--query-batch 0] [--time-budget S] [--resume] [--overwrite]\n"
     "  classify BUNDLE IMAGE.png [IMAGE.png ...] [--top-k 3]\n"
     "  verify BUNDLE\n"
@@ -81,8 +82,9 @@ struct Args {
   }
 };
 
-const std::vector<std::string> kFlags = {"--json", "--no-verify", "--no-sg", "--no-puts", "--resume", "--overwrite",
-                                         "--verbose"};
+const std::vector<std::string> kFlags = {"--json",      "--no-verify",  "--no-sg",     "--no-puts",
+                                         "--resume",    "--overwrite",  "--verbose",   "--two-sided",
+                                         "--one-sided", "--cosine-lr",  "--constant-lr"};
 
 bool parse(int argc, char** argv, Args* args, std::string* error) {
   for (int i = 1; i < argc; ++i) {
@@ -207,10 +209,16 @@ int personalize(const Args& args, const edgesdk::Options& options) {
   if (!number(args, "--steps", &request.steps, &error) || !number(args, "--vectors", &request.num_vectors, &error) ||
       !number(args, "--directions", &request.directions, &error) || !number(args, "--mu", &request.mu, &error) ||
       !number(args, "--lr", &request.lr, &error) || !number(args, "--seed", &request.seed, &error) ||
+      !number(args, "--draws", &request.draws, &error) ||
       !number(args, "--checkpoint-every", &request.checkpoint_every, &error) ||
       !number(args, "--query-batch", &request.query_batch, &error) ||
       !number(args, "--time-budget", &request.time_budget_s, &error))
     return usage_error(error);
+  if (args.flag("--two-sided") && args.flag("--one-sided")) return usage_error("give --two-sided or --one-sided");
+  if (args.flag("--cosine-lr") && args.flag("--constant-lr")) return usage_error("give --cosine-lr or --constant-lr");
+  if (args.flag("--two-sided") || args.flag("--one-sided")) request.two_sided = args.flag("--two-sided");
+  if (args.flag("--cosine-lr") || args.flag("--constant-lr")) request.cosine_lr = args.flag("--cosine-lr");
+  if (args.has("--caption")) request.captions = args.values.at("--caption");
   request.subspace_gradient = !args.flag("--no-sg");
   request.partial_uniform_timesteps = !args.flag("--no-puts");
   request.resume = args.flag("--resume");

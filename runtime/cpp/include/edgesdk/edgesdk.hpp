@@ -92,9 +92,13 @@ struct PersonalizeOptions {
   std::string output;          // learned token (.safetensors); the checkpoint goes next to it
   int64_t steps = 1000;        // optimizer steps in total (a resumed run counts its done steps)
   int num_vectors = 1;
-  int directions = 2;          // n: n + 1 forwards per step
+  // The estimator; the defaults are runtime/personalize.py default_config()'s (benchmarks/personalization.py)
+  int directions = 2;          // n: one-sided n + 1 forwards per draw, two-sided 2n
   double mu = -1.0;            // < 0: 1e-3 on fp32 bundles, 1e-1 on quantized ones
-  double lr = 5e-3;
+  double lr = 5e-3;            // the peak with cosine_lr
+  bool two_sided = false;      // antithetic θ ± μu pairs
+  int draws = 1;               // samples per step, sharing the directions
+  bool cosine_lr = false;      // decay the lr to 0 over `steps`
   uint64_t seed = 0;
   bool subspace_gradient = true;
   bool partial_uniform_timesteps = true;
@@ -103,6 +107,7 @@ struct PersonalizeOptions {
   bool overwrite = false;
   int query_batch = 0;         // 0: the n + 1 queries in one forward; 1: one at a time (lowest memory)
   double time_budget_s = -1.0; // stop (checkpointed) after this many seconds; < 0: none
+  std::vector<std::string> captions;  // caption templates with {} (or the token); empty: the bundle's language
 };
 
 struct PersonalizeSummary {
