@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from edgesdk.data.concepts import CONCEPTS
-from edgesdk.data.shapes import UNNAMED_COLOURS
 from edgesdk.evaluate import prompt_accuracy
 from edgesdk.export.parity import compare
 from edgesdk.exporting import export_model
@@ -66,7 +65,7 @@ def personalize_demo(workdir: Path) -> dict:
     grid_path = save_grid(np.concatenate([before, after]), workdir / "demo-personalization.png", columns=len(prompts))
     # how far the drawn star's colour is from the concept's pink: CIEDE2000 over the shape's pixels (~1 is a
     # just-noticeable difference; the reference renders themselves score 2-8 from their anti-aliased edges)
-    pink = UNNAMED_COLOURS[CONCEPTS["pink-star"][1]]
+    pink = CONCEPTS["pink-star"].rgb
     error_before, error_after = (float(shape_colour_error(images, pink).mean()) for images in (before, after))
     print(f"    {result.steps} steps in {elapsed:.1f} s ({result.steps / elapsed:.1f} step/s), final loss "
           f"{result.final_loss:.4f}; token -> {token_path}; before (top, 'star') / after (bottom, '<pinkstar>') "

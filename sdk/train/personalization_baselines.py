@@ -68,8 +68,10 @@ def _loss(model: TinySD, z0: np.ndarray, noise: np.ndarray, t: int, embeddings: 
 def textual_inversion(model: TinySD, images: np.ndarray, token: str, init_word: str, steps: int, *,
                       lr: float = 5e-3, seed: int = 0, t_range: tuple[int, int] = (500, 900), num_vectors: int = 1,
                       templates: tuple[str, ...] = TEMPLATES,
-                      on_step: Callable[[int, float], None] | None = None) -> np.ndarray:
-    """Learn ``token`` by backprop through the frozen fp32 model; returns (num_vectors, width) float32."""
+                      on_step: Callable[[int, float], None] | None = None,
+                      on_vectors: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+    """Learn ``token`` by backprop through the frozen fp32 model; returns (num_vectors, width) float32.
+    ``on_vectors(step, vectors)`` sees a copy of the vectors after each step (snapshots of one run)."""
     for p in model.parameters():
         p.requires_grad_(False)
     latents = encode_concept(model, images)
@@ -87,6 +89,8 @@ def textual_inversion(model: TinySD, images: np.ndarray, token: str, init_word: 
         optimizer.step()
         if on_step is not None:
             on_step(step, loss.item())
+        if on_vectors is not None:
+            on_vectors(step, vectors.detach().numpy().astype(np.float32).copy())
     return vectors.detach().numpy().astype(np.float32)
 
 

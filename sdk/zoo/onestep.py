@@ -4,7 +4,8 @@ The generator is a copy of the teacher's UNet read at the last timestep T-1: it 
 z = x_T, and x_0 = (z - sqrt(1 - abar_T) eps) / sqrt(abar_T), so at initialisation the student is exactly the
 teacher's one-step guess (spec §6: G starts from the teacher's weights). Text encoder, token table and VAE are
 the teacher's, frozen: a student file stores only its UNet, and loads the rest from the tiny-sd it was
-distilled from.
+distilled from (found by the sha256 its metadata records: the shipped students were distilled from the tiny-sd of
+the named palette, kept as ``weights/tiny_sd_named.safetensors`` beside today's continuous-palette tiny-sd).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from edgesdk.zoo.tiny_sd import TinySD, UNet, load_tiny_sd
+from edgesdk.zoo.tiny_sd import TinySD, UNet, default_weights_path, load_tiny_sd
 
 
 class OneStepGenerator(nn.Module):
@@ -85,8 +86,19 @@ def default_onestep_w4_path() -> Path:
     return default_onestep_path().with_name("onestep-w4.safetensors")
 
 
+def shipped_teacher(sha256: str | None) -> Path | None:
+    """The shipped tiny-sd weights whose file has this sha256 (a student's teacher), None when none has."""
+    from edgesdk.runtime.bundle import file_sha256
+
+    for candidate in (default_weights_path(), default_weights_path().with_name("tiny_sd_named.safetensors")):
+        if sha256 and candidate.exists() and file_sha256(candidate) == sha256:
+            return candidate
+    return None
+
+
 def load_onestep(path: Path | None = None, teacher_path: Path | None = None) -> OneStep:
-    """A student file (its UNet, fp16, plus metadata) on top of its tiny-sd teacher, in eval mode."""
+    """A student file (its UNet, fp16, plus metadata) on top of its tiny-sd teacher, in eval mode. The teacher is
+    ``teacher_path``, else the shipped tiny-sd the student's metadata names (by sha256), else the shipped one."""
     from edgesdk.runtime.errors import EdgeSDKError
     from edgesdk.train.common import load_weights
 
@@ -94,7 +106,7 @@ def load_onestep(path: Path | None = None, teacher_path: Path | None = None) -> 
     tensors, metadata = load_weights(path)
     if metadata.get("family") != "onestep":
         raise EdgeSDKError(f"{path} holds '{metadata.get('family')}' weights, not a onestep student")
-    teacher = load_tiny_sd(teacher_path)
+    teacher = load_tiny_sd(teacher_path or shipped_teacher(metadata.get("teacher_sha256")))
     generator = OneStepGenerator(copy.deepcopy(teacher.unet), teacher.alphas_cumprod, int(metadata["timestep"]))
     generator.unet.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     return OneStep(teacher, generator, metadata).eval()

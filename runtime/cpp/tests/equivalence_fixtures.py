@@ -18,13 +18,14 @@ The requests are in requests.json, so both sides read the same settings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-VERSION = "4"
+VERSION = "5"
 REQUESTS = {
     "sample": {"prompts": ["a large red star on a blue background", "a small green circle"], "steps": 8, "seed": 3},
     "onestep": {"prompts": ["a large red star on a blue background", "a small yellow square"], "seed": 5},
@@ -34,7 +35,8 @@ REQUESTS = {
     # imported SD: upper case, punctuation, an accent, an emoji and an unlearned <placeholder> spelled by the BPE
     "sd_sample": {"prompts": ["a photo of a red dog", "A Painting of the CAT, <Van-Gogh> style! café 🙂"],
                   "steps": 4, "seed": 3},
-    "sd_personalize": {"token": "<pinkstar>", "init_word": "Star", "steps": 12, "seed": 0, "checkpoint_every": 6},
+    "sd_personalize": {"token": "<pinkstar>", "init_word": "Star", "steps": 12, "seed": 0, "checkpoint_every": 6,
+                       "captions": ["a watercolour of a {} on a beach", "a <PinkStar> in the snow"]},
 }
 
 
@@ -54,11 +56,11 @@ def shared(name: str, root: Path, target: Path) -> Path:
 
 def main(root: Path) -> None:
     from edgesdk.data.concepts import write_concept
+    from edgesdk.runtime.bundle import Bundle
     from edgesdk.runtime.classify import ImageClassifier
     from edgesdk.runtime.onestep import OneStepTextToImage
-    from edgesdk.runtime.personalize import personalize
+    from edgesdk.runtime.personalize import default_config, personalize
     from edgesdk.runtime.pipeline import TextToImage
-    from edgesdk.runtime.zo import ZOConfig
 
     out = root / "equivalence"
     if (out / "done").exists() and (out / "done").read_text() == VERSION:
@@ -88,9 +90,10 @@ def main(root: Path) -> None:
         write_concept("pink-star", concept, count=zo["images"])
     np.save(out / "token_start.npy", pipe.token_table[pipe.tokenizer.index[zo["init_word"]]][None])
     token = out / "token.safetensors"
+    # the shipped defaults (default_config): the C++ side runs with its own defaults, which must be the same
     personalize(tiny_sd, concept, zo["token"], zo["init_word"], token, steps=zo["steps"], backend="executorch",
-                config=ZOConfig(seed=zo["seed"], checkpoint_every=zo["checkpoint_every"], steps=zo["steps"]),
-                overwrite=True)
+                config=dataclasses.replace(default_config(Bundle.open(tiny_sd)), seed=zo["seed"],
+                                           checkpoint_every=zo["checkpoint_every"]), overwrite=True)
 
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -119,8 +122,9 @@ def main(root: Path) -> None:
     np.save(out / "sd_token_start.npy",
             sd_pipe.token_table[sd_pipe.tokenizer.index[zo["init_word"].lower()]][None])
     personalize(sd, concept, zo["token"], zo["init_word"], out / "sd_token.safetensors", steps=zo["steps"],
-                backend="executorch", config=ZOConfig(seed=zo["seed"], checkpoint_every=zo["checkpoint_every"],
-                                                      steps=zo["steps"]), overwrite=True)
+                backend="executorch", config=dataclasses.replace(default_config(Bundle.open(sd)), seed=zo["seed"],
+                                                                 checkpoint_every=zo["checkpoint_every"]),
+                overwrite=True, captions=zo["captions"])
     (out / "done").write_text(VERSION)
 
 

@@ -160,6 +160,7 @@ TEST_CASE("an imported Stable Diffusion bundle (CLIP BPE tokenizer) gives the py
   options.images_dir = dir() + "/concept";
   options.token = zo.at("token").as_string();
   options.init_word = zo.at("init_word").as_string();  // "Star": looked up lower-cased, as one CLIP token
+  options.captions = strings(zo.at("captions"));        // --caption: "{}" or the token, any case
   options.steps = zo.at("steps").as_int();
   options.seed = uint64_t(zo.at("seed").as_int());
   options.checkpoint_every = zo.at("checkpoint_every").as_int();
