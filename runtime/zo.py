@@ -58,6 +58,7 @@ class ZOConfig:
     two_sided: bool = False  # antithetic pairs θ ± μu_i (2n queries, no θ row): the O(μ) curvature term cancels
     draws: int = 1  # independent samples (image, noise, t) per step, each queried with the same directions
     cosine_lr: bool = False  # lr · ½(1 + cos(π (s − 1) / steps)): decays over the run's `steps` (else constant)
+    word_directions: bool = False  # perturb along the model's own word embeddings (the problem's direction_basis)
     checkpoint_every: int = 50
     seed: int = 0
 
@@ -140,6 +141,52 @@ class ZOProblem(Protocol):
     def losses(self, sample: Any, thetas: np.ndarray) -> np.ndarray:
         """Loss of each row of `thetas` ((n + 1, d) float32) on the same `sample`: shape (n + 1,)."""
         ...
+
+    # Optional: `direction_basis` ((k, d) float64, k < d), the rows that `word_directions` perturbs along; a problem
+    # without one (or with k >= d) is perturbed in the whole space.
+
+
+def word_direction_basis(embeddings: np.ndarray) -> np.ndarray | None:
+    """B for `word_directions`: an orthonormal basis (k, d) of the span of the vocabulary's word embeddings, centred
+    on their mean (modified Gram-Schmidt, words in vocabulary order; a word already in the span of the earlier ones
+    adds nothing). Directions u = z B with z ~ N(0, I_k) explore the subspace in which the model's own words lie,
+    every direction of it equally. None when the words span the whole space anyway (k >= d, CLIP's 49k tokens).
+    Every sum runs in a fixed order, so the C++ runtime computes the same bits."""
+    rows = np.asarray(embeddings, dtype=np.float32).astype(np.float64)
+    count, width = rows.shape
+    if count >= width or count < 2:
+        return None
+    mean = np.zeros(width)
+    for row in rows:
+        mean += row
+    basis: list[np.ndarray] = []
+    for row in rows - mean / count:
+        norm0 = _norm(row)
+        for q in basis:
+            row = row - _dot(row, q) * q
+        norm = _norm(row)
+        if norm > 1e-9 * norm0:
+            basis.append(row / norm)
+    return np.array(basis)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    total = 0.0
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        total += x * y
+    return total
+
+
+def _norm(a: np.ndarray) -> float:
+    return math.sqrt(_dot(a, a))
+
+
+def basis_directions(z: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """u = z B, (n, k) @ (k, d), accumulated basis row by basis row (not BLAS: the same bits on every CPU)."""
+    u = np.zeros((z.shape[0], basis.shape[1]), dtype=np.float64)
+    for j in range(basis.shape[0]):
+        u += z[:, j:j + 1] * basis[j]
+    return u
 
 
 @dataclass(frozen=True)
@@ -304,6 +351,11 @@ class ZOTrainer:
         self.sg = SubspaceGradient(dim, config.sg_tau, config.sg_nu, config.sg_standardize) if config.sg else None
         self.s = 0  # updates done
         self.rng = np.random.Generator(np.random.PCG64(config.seed))
+        basis = getattr(problem, "direction_basis", None) if config.word_directions else None
+        basis = None if basis is None else np.asarray(basis, dtype=np.float64)
+        if basis is not None and (basis.ndim != 2 or basis.shape[1] != dim):
+            raise EdgeSDKError(f"direction_basis has shape {basis.shape}, expected (k, {dim})")
+        self.basis = None if basis is None or len(basis) >= dim else basis
         self.extra: dict[str, np.ndarray] = {}  # caller state saved with each checkpoint (e.g. data order)
         self._saved_step = -1
 
@@ -318,7 +370,10 @@ class ZOTrainer:
         # the first sample, the directions every sample of the step shares, then the further samples one at a time:
         # a one-draw step takes the generator's numbers in the same order as before `draws` existed
         sample = self.problem.draw(self.rng, self.t_range)
-        u = self.rng.standard_normal((cfg.n, self.dim))
+        if self.basis is None:
+            u = self.rng.standard_normal((cfg.n, self.dim))
+        else:
+            u = basis_directions(self.rng.standard_normal((cfg.n, len(self.basis))), self.basis)
         batch = perturbed_batch(self.theta, u, cfg.mu, cfg.two_sided)
         coefficients = np.zeros(cfg.n, dtype=np.float64)
         loss = 0.0
@@ -331,7 +386,8 @@ class ZOTrainer:
         coefficients /= cfg.draws
         loss /= cfg.draws
         k = self.sg.k if self.sg is not None else 0
-        g = estimate_gradient(coefficients, u, self.dim - k, cfg.dim_scale)
+        span = self.dim if self.basis is None else len(self.basis)  # the dimension the directions explore
+        g = estimate_gradient(coefficients, u, max(1, span - k), cfg.dim_scale)
         grad_norm = float(np.linalg.norm(g))
         if self.sg is not None:
             g = self.sg.project(g)  # before the moments (§4)

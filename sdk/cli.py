@@ -403,8 +403,8 @@ def personalize_cmd(
     vectors: int = typer.Option(1, help="Embedding vectors for the token (all are trained)."),
     directions: int | None = typer.Option(None, help="Random directions n per step (one-sided: n+1 forwards, "
                                                       "two-sided: 2n; batched). Default: the chosen estimator's."),
-    mu: float | None = typer.Option(None, help="Perturbation scale of the gradient estimate. Default: 1e-3 on fp32 "
-                                               "bundles, 1e-1 on quantized ones (benchmarks/zo_regime.py)."),
+    mu: float | None = typer.Option(None, help="Perturbation scale of the gradient estimate. Default: 1e-1 "
+                                               "(runtime/personalize.py default_mu says why)."),
     lr: float | None = typer.Option(None, help="ZO-Adam learning rate (peak, with --cosine-lr). Default: the chosen "
                                                "estimator's (the paper's plain recipe: 5e-3)."),
     two_sided: bool | None = typer.Option(None, "--two-sided/--one-sided", help="Antithetic θ ± μu pairs, or the "
@@ -413,6 +413,10 @@ def personalize_cmd(
                                                 "Default: the chosen estimator's."),
     cosine_lr: bool | None = typer.Option(None, "--cosine-lr/--constant-lr", help="Decay the lr to 0 over --steps "
                                           "(cosine). Default: the chosen estimator's."),
+    word_directions: bool | None = typer.Option(None, "--word-directions/--all-directions", help="Perturb along the "
+                                                "model's word embeddings (word-level vocabularies such as tiny-sd's) "
+                                                "or isotropically in the whole space. Default: the chosen "
+                                                "estimator's."),
     caption: list[str] | None = typer.Option(None, "--caption", help="A caption template with {} (or the token) "
                                              "where the new word goes; repeat for several. Default: the bundle's "
                                              "language (\"a photo of a {}\", ... for Stable Diffusion; \"a {}\", "
@@ -441,7 +445,8 @@ def personalize_cmd(
     from edgesdk.runtime.personalize import default_config
 
     defaults = default_config(Bundle.open(bundle))
-    chosen = {"n": directions, "mu": mu, "lr": lr, "two_sided": two_sided, "draws": draws, "cosine_lr": cosine_lr}
+    chosen = {"n": directions, "mu": mu, "lr": lr, "two_sided": two_sided, "draws": draws, "cosine_lr": cosine_lr,
+              "word_directions": word_directions}
     config = dataclasses.replace(defaults, seed=seed, sg=not no_sg, puts=not no_puts, checkpoint_every=checkpoint_every,
                                  steps=steps, **{k: v for k, v in chosen.items() if v is not None})
     start = checkpoint_step(checkpoint_path_for(output)) if resume else 0

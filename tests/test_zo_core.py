@@ -22,6 +22,7 @@ from edgesdk.runtime.zo import (
     jitter_check,
     perturbed_batch,
     rge_gradient,
+    word_direction_basis,
 )
 
 
@@ -166,6 +167,33 @@ def test_cosine_lr_schedule() -> None:
     before = trainer.theta.copy()
     trainer.step()
     np.testing.assert_array_equal(trainer.theta, before)
+
+
+def test_word_directions_stay_in_the_words_span() -> None:
+    rng = np.random.default_rng(2)
+    words = rng.standard_normal((6, 16)).astype(np.float32)
+    basis = word_direction_basis(words)
+    assert basis.shape == (5, 16)  # six words, centred on their mean: a 5-dimensional span
+    np.testing.assert_allclose(basis @ basis.T, np.eye(5), atol=1e-12)  # orthonormal: every direction equally
+    centred = words.astype(np.float64) - words.mean(axis=0, dtype=np.float64)
+    np.testing.assert_allclose(centred - (centred @ basis.T) @ basis, 0.0, atol=1e-6)  # spans the words
+    assert word_direction_basis(rng.standard_normal((16, 16))) is None  # words that span everything: no prior
+    problem = Quadratic(d=16, record=True)
+    problem.direction_basis = basis
+    trainer = ZOTrainer(problem, ZOConfig(n=3, word_directions=True, sg=False), np.zeros(16))
+    trainer.run(3)
+    span = basis
+    for _, thetas in problem.calls:
+        steps = thetas[1:].astype(np.float64) - thetas[0]
+        np.testing.assert_allclose(steps - (steps @ span.T) @ span, 0.0, atol=1e-6)  # perturbed inside the span
+    with pytest.raises(EdgeSDKError, match="direction_basis"):
+        problem.direction_basis = basis[:, :8]
+        ZOTrainer(problem, ZOConfig(word_directions=True), np.zeros(16))
+    off = Quadratic(d=16, record=True)
+    off.direction_basis = basis
+    ZOTrainer(off, ZOConfig(n=3, sg=False), np.zeros(16)).run(1)  # option off: isotropic, outside the span too
+    moved = off.calls[0][1][1:].astype(np.float64) - off.calls[0][1][0]
+    assert np.abs(moved - (moved @ span.T) @ span).max() > 1e-4
 
 
 def test_estimator_options_reduce_quadratic_loss() -> None:

@@ -142,6 +142,7 @@ Result personalize(const std::string& bundle_dir, const PersonalizeOptions& opti
     request.config.two_sided = options.two_sided;
     request.config.draws = options.draws;
     request.config.cosine_lr = options.cosine_lr;
+    request.config.word_directions = options.word_directions;
     request.captions = options.captions;
     request.config.seed = int64_t(options.seed);
     request.config.sg = options.subspace_gradient;

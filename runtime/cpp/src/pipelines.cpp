@@ -450,6 +450,21 @@ class TokenLoss : public ZOProblem {
   int dim() const override { return int(num_vectors_ * width_); }
   int num_timesteps() const override { return int(pipe_.alphas_cumprod().size()); }
 
+  // word_directions: the spread of the vocabulary's words (runtime/personalize.py TokenLoss.direction_basis); a
+  // CLIP vocabulary spans the whole space, so it gets none. One vector's width: a multi-vector token has none.
+  std::vector<double> direction_basis() const override {
+    const Tokenizer& tok = pipe_.tokenizer();
+    if (tok.is_clip() || num_vectors_ != 1) return {};
+    std::vector<float> rows;
+    int count = 0;
+    for (int64_t id = 0; id < int64_t(tok.tokens().size()); ++id) {
+      if (id == tok.pad() || id == tok.bos() || id == tok.eos() || id >= pipe_.vocab()) continue;
+      rows.insert(rows.end(), pipe_.token_table() + id * width_, pipe_.token_table() + (id + 1) * width_);
+      ++count;
+    }
+    return word_direction_basis(rows, count, int(width_));
+  }
+
   std::vector<double> initial_vector(const std::string& init_word) const {
     const int64_t index = pipe_.tokenizer().index_of(pipe_.tokenizer().lookup_key(init_word));
     if (index >= pipe_.vocab())
@@ -559,12 +574,8 @@ std::string json_quote(const std::string& text) { return json::dump(json::Value:
 
 std::string checkpoint_path_for(const std::string& output) { return output + ".ckpt.safetensors"; }
 
-double default_mu(const Bundle& bundle) {
-  const json::Value* quantization = bundle.manifest().find("quantization");
-  const json::Value* recipe = quantization == nullptr ? nullptr : quantization->find("recipe");
-  const std::string name = recipe == nullptr ? "fp32" : recipe->as_string();
-  return name == "fp32" ? 1e-3 : 1e-1;
-}
+// runtime/personalize.py default_mu: 1e-1 on every recipe (fp32 too: it learns far more per step there)
+double default_mu(const Bundle&) { return 1e-1; }
 
 PersonalizeResult personalize(const std::string& bundle_dir, const PersonalizeRequest& request,
                               const SessionOptions& options, const StepCallback& on_step) {

@@ -110,7 +110,7 @@ struct PersonalizeRequest {
   std::string output;      // learned token, .safetensors; its checkpoint is written next to it
   int64_t steps = 1000;
   int num_vectors = 1;
-  ZOConfig config;         // mu < 0: the bundle's default (1e-3 on fp32 bundles, 1e-1 on quantized ones)
+  ZOConfig config;         // mu < 0: the default (1e-1, personalize.py default_mu)
   bool resume = false;
   bool overwrite = false;
   int query_batch = 0;     // 0: all n+1 queries in one forward

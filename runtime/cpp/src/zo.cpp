@@ -31,7 +31,8 @@ enum class FieldKind { kInt, kFloat, kBool };
 
 FieldKind field_kind(const std::string& name) {
   static const char* const int_fields[] = {"n", "steps", "sg_tau", "checkpoint_every", "seed", "draws"};
-  static const char* const bool_fields[] = {"sg", "sg_standardize", "puts", "dim_scale", "two_sided", "cosine_lr"};
+  static const char* const bool_fields[] = {"sg",        "sg_standardize", "puts", "dim_scale",
+                                            "two_sided", "cosine_lr",      "word_directions"};
   for (const char* field : int_fields) {
     if (name == field) return FieldKind::kInt;
   }
@@ -254,6 +255,7 @@ std::string ZOConfig::to_json() const {
   value.set("t_high_frac", json::Value::number(t_high_frac));
   value.set("t_low_frac", json::Value::number(t_low_frac));
   value.set("two_sided", json::Value::boolean(two_sided));
+  value.set("word_directions", json::Value::boolean(word_directions));
   return json::dump(value);
 }
 
@@ -314,6 +316,44 @@ std::vector<double> estimate_gradient(const std::vector<double>& coefficients, c
     gradient[j] = sum / scale;
   }
   return gradient;
+}
+
+std::vector<double> word_direction_basis(const std::vector<float>& embeddings, int count, int width) {
+  if (count >= width || count < 2) return {};
+  const size_t k = static_cast<size_t>(count), d = static_cast<size_t>(width);
+  auto dot = [d](const double* a, const double* b) {
+    double total = 0.0;
+    for (size_t j = 0; j < d; ++j) total += a[j] * b[j];
+    return total;
+  };
+  std::vector<double> mean(d, 0.0);
+  for (size_t r = 0; r < k; ++r)
+    for (size_t j = 0; j < d; ++j) mean[j] += static_cast<double>(embeddings[r * d + j]);
+  std::vector<double> basis;  // rows, modified Gram-Schmidt in vocabulary order (runtime/zo.py)
+  std::vector<double> row(d);
+  for (size_t r = 0; r < k; ++r) {
+    for (size_t j = 0; j < d; ++j) row[j] = static_cast<double>(embeddings[r * d + j]) - mean[j] / static_cast<double>(count);
+    const double norm0 = std::sqrt(dot(row.data(), row.data()));
+    for (size_t q = 0; q < basis.size() / d; ++q) {
+      const double* b = &basis[q * d];
+      const double along = dot(row.data(), b);
+      for (size_t j = 0; j < d; ++j) row[j] = row[j] - along * b[j];
+    }
+    const double norm = std::sqrt(dot(row.data(), row.data()));
+    if (norm > 1e-9 * norm0)
+      for (size_t j = 0; j < d; ++j) basis.push_back(row[j] / norm);
+  }
+  return basis;
+}
+
+std::vector<double> basis_directions(const std::vector<double>& z, int n, const std::vector<double>& basis, int k,
+                                     int d) {
+  std::vector<double> u(static_cast<size_t>(n) * d, 0.0);
+  for (int j = 0; j < k; ++j)
+    for (int i = 0; i < n; ++i)
+      for (int c = 0; c < d; ++c)
+        u[static_cast<size_t>(i) * d + c] += z[static_cast<size_t>(i) * k + j] * basis[static_cast<size_t>(j) * d + c];
+  return u;
 }
 
 RgeResult rge_gradient(const std::vector<double>& losses, const std::vector<double>& directions, int n, double mu,
@@ -506,7 +546,16 @@ ZOTrainer::ZOTrainer(ZOProblem& problem, const ZOConfig& config, const std::vect
       adam_(dim_, config_.lr, config_.beta1, config_.beta2, config_.adam_eps),
       sg_(config_.sg ? std::make_unique<SubspaceGradient>(dim_, config_.sg_tau, config_.sg_nu, config_.sg_standardize)
                      : nullptr),
-      rng_(static_cast<uint64_t>(config_.seed)) {}
+      rng_(static_cast<uint64_t>(config_.seed)) {
+  if (config_.word_directions) {
+    std::vector<double> basis = problem.direction_basis();
+    const int rows = static_cast<int>(basis.size() / static_cast<size_t>(dim_));
+    if (rows > 0 && rows < dim_ && basis.size() == static_cast<size_t>(rows) * dim_) {
+      basis_ = std::move(basis);
+      basis_rows_ = rows;
+    }
+  }
+}
 
 const std::vector<double>& ZOTrainer::sg_P() const {
   static const std::vector<double> none;
@@ -525,8 +574,9 @@ StepLog ZOTrainer::step() {
   s_ += 1;
   // the first sample, the directions every sample of the step shares, then the further samples (runtime/zo.py)
   problem_.draw(rng_, t_range_.first, t_range_.second);
-  std::vector<double> u(static_cast<size_t>(n) * static_cast<size_t>(dim_));
+  std::vector<double> u(static_cast<size_t>(n) * static_cast<size_t>(basis_rows_ > 0 ? basis_rows_ : dim_));
   rng_.standard_normal(u.data(), u.size());
+  if (basis_rows_ > 0) u = basis_directions(u, n, basis_, basis_rows_, dim_);
   const std::vector<float> batch = perturbed_batch(theta_, u, n, config_.mu, config_.two_sided);
   std::vector<double> coefficients(static_cast<size_t>(n), 0.0);
   double loss = 0.0;
@@ -546,7 +596,8 @@ StepLog ZOTrainer::step() {
   for (double& c : coefficients) c /= static_cast<double>(config_.draws);
   loss /= static_cast<double>(config_.draws);
   const int k = sg_ ? sg_->k() : 0;
-  const std::vector<double> estimate = estimate_gradient(coefficients, u, n, dim_ - k, config_.dim_scale);
+  const int span = basis_rows_ > 0 ? basis_rows_ : dim_;  // the dimension the directions explore
+  const std::vector<double> estimate = estimate_gradient(coefficients, u, n, std::max(1, span - k), config_.dim_scale);
   StepLog log;
   log.grad_norm = norm(estimate);
   const std::vector<double> g = sg_ ? sg_->project(estimate) : estimate;  // before the moments (§4)

@@ -40,6 +40,7 @@ struct ZOConfig {
   bool two_sided = false;     // antithetic pairs θ ± μu_i (2n queries, no θ row)
   int draws = 1;              // independent samples per step, each queried with the same directions
   bool cosine_lr = false;     // lr · ½(1 + cos(π (s − 1) / steps)) over `steps`, else constant
+  bool word_directions = false;  // perturb along the problem's direction_basis (the model's word embeddings)
   int64_t checkpoint_every = 50;
   int64_t seed = 0;
 
@@ -63,11 +64,29 @@ std::vector<float> perturbed_batch(const std::vector<double>& theta, const std::
 // c_i from perturbed_batch's losses: (L(θ + μu_i) − L(θ)) / μ, or two-sided (L(θ + μu_i) − L(θ − μu_i)) / 2μ.
 std::vector<double> directional_coefficients(const std::vector<double>& losses, int n, double mu, bool two_sided);
 
+// B for word_directions (runtime/zo.py word_direction_basis): an orthonormal basis (rows, k x width) of the span of
+// the `count` word embeddings (count x width float32) centred on their mean, by modified Gram-Schmidt in their
+// order. Empty when count >= width.
+std::vector<double> word_direction_basis(const std::vector<float>& embeddings, int count, int width);
+
+// u = z B for z (n x k) and B (k x d), accumulated basis row by basis row (runtime/zo.py basis_directions).
+std::vector<double> basis_directions(const std::vector<double>& z, int n, const std::vector<double>& basis, int k,
+                                     int d);
+
 // g = Σ c_i u_i / (n · sqrt((d_eff + n − 1) / n)), or / n without dim_scale.
 std::vector<double> estimate_gradient(const std::vector<double>& coefficients, const std::vector<double>& directions,
                                       int n, int d_eff, bool dim_scale);
 
 // One-sided random gradient estimate (§3, §4): c_i = (L_i − L_0) / μ and
+// B for word_directions (runtime/zo.py word_direction_basis): an orthonormal basis (rows, k x width) of the span of
+// the `count` word embeddings (count x width float32) centred on their mean, by modified Gram-Schmidt in their
+// order. Empty when count >= width.
+std::vector<double> word_direction_basis(const std::vector<float>& embeddings, int count, int width);
+
+// u = z B for z (n x k) and B (k x d), accumulated basis row by basis row (runtime/zo.py basis_directions).
+std::vector<double> basis_directions(const std::vector<double>& z, int n, const std::vector<double>& basis, int k,
+                                     int d);
+
 // g = Σ c_i u_i / (n · sqrt((d_eff + n − 1) / n)), or / n without dim_scale.
 struct RgeResult {
   std::vector<double> gradient;      // d
@@ -144,6 +163,8 @@ class ZOProblem {
   virtual void draw(NumpyGenerator& rng, int t_low, int t_high) = 0;
   // Loss of each row of `thetas` (rows x dim, float32, row-major) on the last draw: `rows` values.
   virtual std::vector<double> losses(const std::vector<float>& thetas, int rows) = 0;
+  // The rows word_directions perturbs along (k x dim, row-major, k < dim); empty: the whole space.
+  virtual std::vector<double> direction_basis() const { return {}; }
 };
 
 // Per-step figures (§10.8): L(θ) itself, not a perturbed loss.
@@ -200,6 +221,8 @@ class ZOTrainer {
   std::vector<double> theta_;
   ZOAdam adam_;
   std::unique_ptr<SubspaceGradient> sg_;
+  std::vector<double> basis_;  // word_directions: k x dim; empty: isotropic directions in the whole space
+  int basis_rows_ = 0;
   int64_t s_ = 0;  // updates done
   NumpyGenerator rng_;
   mutable int64_t saved_step_ = -1;

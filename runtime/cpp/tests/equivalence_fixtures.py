@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = "5"
+VERSION = "7"
 REQUESTS = {
     "sample": {"prompts": ["a large red star on a blue background", "a small green circle"], "steps": 8, "seed": 3},
     "onestep": {"prompts": ["a large red star on a blue background", "a small yellow square"], "seed": 5},

@@ -113,6 +113,15 @@ class Synthetic : public edgesdk::ZOProblem {
     return out;
   }
 
+  // tests/zo_reference.py word_embeddings(): 24 float32 rows behind word_direction_basis
+  std::vector<double> direction_basis() const override {
+    std::vector<float> rows;
+    for (int w = 0; w < 24; ++w)
+      for (int j = 0; j < kDim; ++j)
+        rows.push_back(static_cast<float>(static_cast<double>((3 * w + 7 * j) % 13) / 13.0 - 0.4 + 0.05 * w));
+    return edgesdk::word_direction_basis(rows, 24, kDim);
+  }
+
   int draws = 0;
 
  private:
@@ -139,10 +148,12 @@ ZOConfig synthetic_config() {
 // tests/zo_reference.py's estimator_config(): the estimator options on top of the synthetic config
 ZOConfig estimator_config() {
   ZOConfig config = synthetic_config();
+  config.sg = false;
   config.n = 3;
   config.two_sided = true;
   config.draws = 2;
   config.cosine_lr = true;
+  config.word_directions = true;
   return config;
 }
 
@@ -311,6 +322,7 @@ TEST_CASE("to_json has Python's keys and values") {
   other.two_sided = true;
   other.draws = 2;
   other.cosine_lr = true;
+  other.word_directions = true;
   const ZOConfig configs[] = {ZOConfig(), other};
   for (int i = 0; i < 2; ++i) {
     const json::Value ours = json::parse(configs[i].to_json());
@@ -612,7 +624,7 @@ TEST_CASE("trainer: time budget, bad losses, bad θ0") {
 }
 
 // 60 steps of runtime/zo.py's trainer on the synthetic problem (fixture `name`) against this one, step by step.
-void check_equivalence(const std::string& name, const ZOConfig& config) {
+void check_equivalence(const std::string& name, const ZOConfig& config, int min_exact_steps) {
   const json::Value reference = load_json(zo_fixtures() + "/" + name);
   {  // the same configuration as the Python run
     const json::Value ours = json::parse(config.to_json()), python = json::parse(reference.at("config").as_string());
@@ -643,7 +655,7 @@ void check_equivalence(const std::string& name, const ZOConfig& config) {
                name.c_str(), worst_absolute, worst_relative, exact_steps);
   CHECK_EQ(trainer.step_count(), 60);
   CHECK(worst_relative <= 1e-10);
-  CHECK(exact_steps >= 16);  // everything before the first SG refresh is numpy's exact arithmetic
+  CHECK(exact_steps >= min_exact_steps);  // everything but SG's SVD is numpy's exact arithmetic
   const std::vector<double> m = hex_doubles(reference.at("m")), v = hex_doubles(reference.at("v"));
   CHECK(max_abs_difference(trainer.adam_m(), m) <= 1e-9 * max_abs(m));
   CHECK(max_abs_difference(trainer.adam_v(), v) <= 1e-9 * max_abs(v));
@@ -662,11 +674,11 @@ void check_equivalence(const std::string& name, const ZOConfig& config) {
 }
 
 TEST_CASE("equivalence with runtime/zo.py: 60 steps on the synthetic problem") {
-  check_equivalence("trajectory.json", synthetic_config());
+  check_equivalence("trajectory.json", synthetic_config(), 16);  // up to the first SG refresh
 }
 
-TEST_CASE("equivalence with runtime/zo.py: two-sided, two draws per step, cosine lr") {
-  check_equivalence("trajectory_estimator.json", estimator_config());
+TEST_CASE("equivalence with runtime/zo.py, bit for bit: two-sided, two draws per step, cosine lr, word directions") {
+  check_equivalence("trajectory_estimator.json", estimator_config(), 60);  // no SG: every step
 }
 
 TEST_CASE("checkpoint: 30 steps, save, resume, 30 more = 60 uninterrupted, bit for bit") {

@@ -6,7 +6,8 @@ Writes, into OUTDIR:
   random.json              numpy Generator(PCG64(seed)) draws for several seeds, 64-bit values as hex strings
   config.json              ZOConfig.to_json() for a few configs and the validation messages of bad ones
   trajectory.json          runtime/zo.py's ZOTrainer on the synthetic problem below: θ after every step, final m, v, P
-  trajectory_estimator.json  the same with the estimator options (two-sided, two draws per step, cosine lr)
+  trajectory_estimator.json  the same with the estimator options (two-sided, two draws per step, cosine lr, word
+                             directions)
   python.safetensors       a file from safetensors.numpy.save_file, read by the C++ reader
   single.safetensors       one tensor, one metadata key: the C++ writer must produce the same bytes
   multi.safetensors        python.safetensors' tensors with one metadata key: the same again, several dtypes
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.runtime.zo import ZOConfig, ZOTrainer
+from edgesdk.runtime.zo import ZOConfig, ZOTrainer, word_direction_basis
 
 SEEDS = [0, 1, 7, 12345, 2**40]
 NORMAL_DRAWS = 1_000_000
@@ -48,11 +49,22 @@ def initial_theta() -> list[float]:
     return [((5 * j) % 11) / 11.0 - 0.3 for j in range(DIM)]
 
 
+WORDS = 24  # rows of the synthetic "word embeddings" behind direction_basis (rank 23 > tau - 1: SG sees no
+#             degenerate trajectory, as with tiny-sd: 29 words, tau 21)
+
+
+def word_embeddings() -> np.ndarray:
+    """(WORDS, DIM) float32 stand-ins for a vocabulary's embeddings (test_zo.cpp computes the same values)."""
+    return np.array([[((3 * w + 7 * j) % 13) / 13.0 - 0.4 + 0.05 * w for j in range(DIM)] for w in range(WORDS)],
+                    dtype=np.float32)
+
+
 class Synthetic:
     """Draws like TokenLoss.draw (image, flip, template, float32 noise, t); a smooth nonlinear loss of θ."""
 
     dim = DIM
     num_timesteps = T
+    direction_basis = word_direction_basis(word_embeddings())
 
     def draw(self, rng: np.random.Generator, t_range: tuple[int, int]) -> tuple:
         image = int(rng.integers(IMAGES))
@@ -194,7 +206,7 @@ def config_reference() -> dict:
             raise AssertionError(f"{bad} was accepted")
     configs = [ZOConfig(), ZOConfig(n=3, mu=1e-2, lr=2e-2, sg=False, sg_tau=7, puts=False, t_low_frac=0.7,
                                     dim_scale=False, checkpoint_every=5, seed=12, steps=99, sg_standardize=False,
-                                    two_sided=True, draws=2, cosine_lr=True)]
+                                    two_sided=True, draws=2, cosine_lr=True, word_directions=True)]
     return {"messages": messages, "configs": [c.to_json() for c in configs]}
 
 
@@ -202,8 +214,12 @@ TRAJECTORY_STEPS = 60
 
 
 def estimator_config() -> ZOConfig:
-    """The estimator options on top of the synthetic config (test_zo.cpp's estimator_config(): change both)."""
-    return ZOConfig(sg_tau=16, seed=3, lr=2e-2, steps=TRAJECTORY_STEPS, n=3, two_sided=True, draws=2, cosine_lr=True)
+    """The estimator options on top of the synthetic config (test_zo.cpp's estimator_config(): change both). SG is
+    off: its SVD is compared by trajectory.json, and here its projection (which the two SVDs give to ~1e-12) would
+    be amplified by this fast-moving trajectory into differences that hide the options' own arithmetic."""
+    return ZOConfig(sg=False, sg_tau=16, seed=3, lr=2e-2, steps=TRAJECTORY_STEPS, n=3, two_sided=True, draws=2,
+                    cosine_lr=True,
+                    word_directions=True)
 
 
 def trajectory_reference(config: ZOConfig | None = None) -> dict:
@@ -216,7 +232,7 @@ def trajectory_reference(config: ZOConfig | None = None) -> dict:
         losses.append(f64(log.loss))
         ks.append(log.k)
         coefficients.append([f64(c) for c in log.coefficients])
-    p = trainer.sg.P if trainer.sg.P is not None else np.zeros((0, DIM))
+    p = trainer.sg.P if trainer.sg is not None and trainer.sg.P is not None else np.zeros((0, DIM))
     return {"config": config.to_json(), "dim": DIM, "steps": TRAJECTORY_STEPS,
             "theta0": [f64(x) for x in initial_theta()], "theta": thetas, "loss": losses, "k": ks,
             "coefficients": coefficients, "m": [f64(x) for x in trainer.adam.m], "v": [f64(x) for x in trainer.adam.v],
@@ -254,7 +270,7 @@ def safetensors_reference(out: Path) -> None:
     write_atomic(out / "single.safetensors", save(token, metadata={"token": "<cat>"}))
 
 
-VERSION = "zo-reference-5"  # test_*.cpp regenerate the folder when `done` holds another version
+VERSION = "zo-reference-10"  # test_*.cpp regenerate the folder when `done` holds another version
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -33,7 +33,8 @@ const char* const kUsage =
     "         [--sampler ddim|dpmpp-2m] [--embedding token.safetensors] [--raw out.npy]\n"
     "  personalize BUNDLE --images DIR --token \"<name>\" --init-word WORD -o token.safetensors [--steps 1000]\n"
     "         [--vectors 1] [--directions N] [--mu M] [--lr LR] [--two-sided|--one-sided] [--draws D]\n"
-    "         [--cosine-lr|--constant-lr] [--caption \"a photo of a {}\" ...] [--seed 0] [--no-sg] [--no-puts]\n"
+    "         [--cosine-lr|--constant-lr] [--word-directions|--all-directions] [--caption \"a photo of a {}\" ...]\n"
+    "         [--seed 0] [--no-sg] [--no-puts]\n"
     "         [--checkpoint-every 50] [--query-batch 0] [--time-budget S] [--resume] [--overwrite]\n"
     "  classify BUNDLE IMAGE.png [IMAGE.png ...] [--top-k 3]\n"
     "  verify BUNDLE\n"
@@ -84,7 +85,8 @@ struct Args {
 
 const std::vector<std::string> kFlags = {"--json",      "--no-verify",  "--no-sg",     "--no-puts",
                                          "--resume",    "--overwrite",  "--verbose",   "--two-sided",
-                                         "--one-sided", "--cosine-lr",  "--constant-lr"};
+                                         "--one-sided", "--cosine-lr",  "--constant-lr", "--word-directions",
+                                         "--all-directions"};
 
 bool parse(int argc, char** argv, Args* args, std::string* error) {
   for (int i = 1; i < argc; ++i) {
@@ -218,6 +220,10 @@ int personalize(const Args& args, const edgesdk::Options& options) {
   if (args.flag("--cosine-lr") && args.flag("--constant-lr")) return usage_error("give --cosine-lr or --constant-lr");
   if (args.flag("--two-sided") || args.flag("--one-sided")) request.two_sided = args.flag("--two-sided");
   if (args.flag("--cosine-lr") || args.flag("--constant-lr")) request.cosine_lr = args.flag("--cosine-lr");
+  if (args.flag("--word-directions") && args.flag("--all-directions"))
+    return usage_error("give --word-directions or --all-directions");
+  if (args.flag("--word-directions") || args.flag("--all-directions"))
+    request.word_directions = args.flag("--word-directions");
   if (args.has("--caption")) request.captions = args.values.at("--caption");
   request.subspace_gradient = !args.flag("--no-sg");
   request.partial_uniform_timesteps = !args.flag("--no-puts");

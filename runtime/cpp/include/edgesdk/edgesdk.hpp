@@ -94,11 +94,12 @@ struct PersonalizeOptions {
   int num_vectors = 1;
   // The estimator; the defaults are runtime/personalize.py default_config()'s (benchmarks/personalization.py)
   int directions = 2;          // n: one-sided n + 1 forwards per draw, two-sided 2n
-  double mu = -1.0;            // < 0: 1e-3 on fp32 bundles, 1e-1 on quantized ones
-  double lr = 5e-3;            // the peak with cosine_lr
+  double mu = -1.0;            // < 0: the default, 1e-1
+  double lr = 2e-2;            // the peak with cosine_lr
   bool two_sided = false;      // antithetic θ ± μu pairs
   int draws = 1;               // samples per step, sharing the directions
-  bool cosine_lr = false;      // decay the lr to 0 over `steps`
+  bool cosine_lr = true;       // decay the lr to 0 over `steps`
+  bool word_directions = true; // perturb along the model's word embeddings (word-level vocabularies)
   uint64_t seed = 0;
   bool subspace_gradient = true;
   bool partial_uniform_timesteps = true;
