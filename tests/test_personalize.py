@@ -22,6 +22,10 @@ from edgesdk.runtime.pipeline import TextToImage
 from edgesdk.runtime.zo import ZOConfig
 from tests.conftest import run_cli
 
+# a short run with the defaults on the shipped fp32 bundle
+LEARNING_FLOOR_STEPS = 2700  # 13.5 s here
+LEARNING_FLOOR = 0.85  # measured here: 50.1 -> 35.3 (0.70), CIEDE2000 over 8 samples
+
 
 @pytest.fixture(scope="module")
 def concept_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -54,9 +58,12 @@ def test_captions_speak_the_bundle_language(shipped_bundle: Path, shared, concep
     assert TokenLoss(sd, images, "<pinkstar>").captions == [t.replace("{}", "<pinkstar>") for t in PHOTO_TEMPLATES]
     custom = TokenLoss(sd, images, "<pinkstar>", templates=("a watercolour of a {} on a beach",))
     assert custom.captions == ["a watercolour of a <pinkstar> on a beach"]
+    assert TokenLoss(sd, images, "<pinkstar>").direction_basis is None  # CLIP's words span the whole space
     tiny = TextToImage(shipped_bundle, backend="onnx")
     images32, _ = load_concept_images(concept_dir, 32)
-    assert TokenLoss(tiny, images32, "<pinkstar>").captions == [t.replace("{}", "<pinkstar>") for t in TEMPLATES]
+    loss = TokenLoss(tiny, images32, "<pinkstar>")
+    assert loss.captions == [t.replace("{}", "<pinkstar>") for t in TEMPLATES]
+    assert loss.direction_basis.shape == (len(tiny.tokenizer.tokens) - 3, 128)  # every word but pad, bos, eos
     with pytest.raises(EdgeSDKError, match=r"caption 'a photo of a <pinkstar>': words not in the model's "
                                            r"vocabulary: \"photo\", \"of\""):
         TokenLoss(tiny, images32, "<pinkstar>", templates=("a photo of a {}",))
@@ -124,6 +131,26 @@ def test_personalize_learns_a_token_and_sample_uses_it(shipped_bundle: Path, con
                    str(out), "--steps", "4", "-o", str(grid))
     assert done.returncode == 0, done.stderr
     assert grid.exists()
+
+
+def test_a_short_run_learns_the_concepts_colour(shipped_bundle: Path, tmp_path: Path):
+    """The learning floor, on the shipped model with the shipped defaults: a short run must carry the pink of the
+    concept into the drawn star. Fails if learning breaks (a sign error, a token that never reaches the model, an
+    estimator or default that stopped working), not only if the code crashes."""
+    from edgesdk.data.concepts import CONCEPTS
+    from edgesdk.runtime.metrics import shape_colour_error
+
+    concept = tmp_path / "pink-star"
+    write_concept("pink-star", concept, count=5)
+    out = tmp_path / "pink.safetensors"
+    result = personalize(shipped_bundle, concept, "<pinkstar>", "star", out, steps=LEARNING_FLOOR_STEPS,
+                         backend="executorch")
+    pipe = TextToImage(shipped_bundle, backend="executorch")
+    before = pipe.generate(["a star"] * 8, steps=20, seed=5)
+    after = pipe.generate(["a <pinkstar>"] * 8, steps=20, seed=5, learned={"<pinkstar>": result.vectors})
+    pink = CONCEPTS["pink-star"].rgb
+    error_before, error_after = (float(shape_colour_error(images, pink).mean()) for images in (before, after))
+    assert error_after < LEARNING_FLOOR * error_before, (error_before, error_after)
 
 
 def test_cli_refusals(shipped_bundle: Path, concept_dir: Path, tmp_path: Path):
