@@ -63,7 +63,8 @@ def test_captions_speak_the_bundle_language(shipped_bundle: Path, shared, concep
     images32, _ = load_concept_images(concept_dir, 32)
     loss = TokenLoss(tiny, images32, "<pinkstar>")
     assert loss.captions == [t.replace("{}", "<pinkstar>") for t in TEMPLATES]
-    assert loss.direction_basis.shape == (len(tiny.tokenizer.tokens) - 3, 128)  # every word but pad, bos, eos
+    # every word but pad, bos and eos, centred on their mean: one dimension fewer than words
+    assert loss.direction_basis.shape == (len(tiny.tokenizer.tokens) - 4, 128)
     with pytest.raises(EdgeSDKError, match=r"caption 'a photo of a <pinkstar>': words not in the model's "
                                            r"vocabulary: \"photo\", \"of\""):
         TokenLoss(tiny, images32, "<pinkstar>", templates=("a photo of a {}",))
@@ -185,7 +186,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_token(shipped_bundle: Path, 
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["steps"] == steps and summary["done"] and summary["token"] == "<pinkstar>"
-    assert summary["mu"] == 1e-3  # fp32 bundle: the spec's mu (quantized bundles default to 1e-1)
+    assert summary["mu"] == 1e-1  # the default on every bundle (personalize.default_mu)
+    assert summary["config"]["word_directions"] and summary["config"]["cosine_lr"]  # the chosen estimator
     killed = tmp_path / "killed.safetensors"
     checkpoint = Path(str(killed) + ".ckpt.npz")
     process = subprocess.Popen([sys.executable, "-m", "edgesdk.cli", *_personalize_args(

@@ -108,7 +108,7 @@ struct PersonalizeRequest {
   std::string token;       // "<mything>"
   std::string init_word;
   std::string output;      // learned token, .safetensors; its checkpoint is written next to it
-  int64_t steps = 1000;
+  int64_t steps = 3000;
   int num_vectors = 1;
   ZOConfig config;         // mu < 0: the default (1e-1, personalize.py default_mu)
   bool resume = false;

@@ -31,7 +31,7 @@ const char* const kUsage =
     "usage: edgesdk-run COMMAND BUNDLE [options]\n"
     "  sample BUNDLE -p PROMPT [-p PROMPT ...] [-o out.png] [--steps 25] [--seed 0] [--guidance G]\n"
     "         [--sampler ddim|dpmpp-2m] [--embedding token.safetensors] [--raw out.npy]\n"
-    "  personalize BUNDLE --images DIR --token \"<name>\" --init-word WORD -o token.safetensors [--steps 1000]\n"
+    "  personalize BUNDLE --images DIR --token \"<name>\" --init-word WORD -o token.safetensors [--steps 3000]\n"
     "         [--vectors 1] [--directions N] [--mu M] [--lr LR] [--two-sided|--one-sided] [--draws D]\n"
     "         [--cosine-lr|--constant-lr] [--word-directions|--all-directions] [--caption \"a photo of a {}\" ...]\n"
     "         [--seed 0] [--no-sg] [--no-puts]\n"

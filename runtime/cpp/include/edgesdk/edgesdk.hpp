@@ -90,7 +90,7 @@ struct PersonalizeOptions {
   std::string token;           // the new word, "<mything>"
   std::string init_word;       // a vocabulary word to start from
   std::string output;          // learned token (.safetensors); the checkpoint goes next to it
-  int64_t steps = 1000;        // optimizer steps in total (a resumed run counts its done steps)
+  int64_t steps = 3000;        // optimizer steps in total (a resumed run counts its done steps); the lr decays over them
   int num_vectors = 1;
   // The estimator; the defaults are runtime/personalize.py default_config()'s (benchmarks/personalization.py)
   int directions = 2;          // n: one-sided n + 1 forwards per draw, two-sided 2n
