@@ -117,7 +117,11 @@ def vocabulary() -> list[str]:
 
 def random_spec(rng: np.random.Generator) -> ShapeSpec:
     colour = COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]
-    backgrounds = [c for c in COLOUR_NAMES if c != colour]
+    return _placed(rng, colour, [c for c in COLOUR_NAMES if c != colour])
+
+
+def _placed(rng: np.random.Generator, colour: str, backgrounds: list[str], **extra: object) -> ShapeSpec:
+    """Kind, size, position, background, rotation and jitter drawn in that order (the data sets depend on it)."""
     return ShapeSpec(
         kind=KINDS[rng.integers(len(KINDS))],
         colour=colour,
@@ -126,6 +130,7 @@ def random_spec(rng: np.random.Generator) -> ShapeSpec:
         background=backgrounds[rng.integers(len(backgrounds))],
         rotation=float(rng.uniform(-15.0, 15.0)),
         jitter=(float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.04, 0.04))),
+        **extra,
     )
 
 
@@ -159,17 +164,7 @@ def random_continuous_spec(rng: np.random.Generator) -> ShapeSpec:
     hollow = not colour and bool(rng.random() < HOLLOW_SHARE)
     contrast = delta_e2000(_NAMED_LAB, _lab(fill))
     backgrounds = [c for c, d in zip(COLOUR_NAMES, contrast, strict=True) if d >= MIN_CONTRAST and c != colour]
-    return ShapeSpec(
-        kind=KINDS[rng.integers(len(KINDS))],
-        colour=colour,
-        size=SIZES[rng.integers(len(SIZES))],
-        position=POSITIONS[rng.integers(len(POSITIONS))],
-        background=backgrounds[rng.integers(len(backgrounds))],
-        rotation=float(rng.uniform(-15.0, 15.0)),
-        jitter=(float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.04, 0.04))),
-        fill=fill,
-        hollow=hollow,
-    )
+    return _placed(rng, colour, backgrounds, fill=fill, hollow=hollow)
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, rotation: float) -> list[tuple[float, float]]:
