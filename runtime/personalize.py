@@ -257,9 +257,9 @@ class PersonalizeResult:
 def default_mu(bundle: Bundle) -> float:
     """μ = 1e-1 on every bundle. On int8/int4 files a 1e-3 perturbation drowns in rounding (benchmarks/zo_regime.py:
     w8a8 cosine ~0; w8, w4 ~7 % of the noise-free value), while 1e-1 keeps 59-73 % on every recipe and backend. On
-    fp32, 1e-3 keeps the pointwise signal, but learns far less per step with the default estimator (pink-star on
-    the shipped fp32 tiny-sd: CIEDE2000 50.1 -> 45.6 in 1000 steps at 1e-3, -> 24.6 in 600 at 1e-1): the larger
-    perturbation also smooths the loss, whose small-scale wiggles an estimate from two queries cannot average."""
+    fp32, 1e-3 keeps the pointwise signal but learned far less per step with word directions (an earlier variant
+    of them, pink-star on the shipped fp32 tiny-sd: CIEDE2000 50.1 -> 45.6 in 1000 steps at 1e-3, -> 24.6 in 600
+    at 1e-1): the larger perturbation also smooths the loss, whose small-scale wiggles two queries cannot average."""
     del bundle  # one μ for every recipe; kept as a function of the bundle for the CLI and the C++ runtime's mirror
     return 1e-1
 
