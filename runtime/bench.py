@@ -101,7 +101,7 @@ def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 
     rss_imported = peak_rss_mb()
     t0 = time.perf_counter()
     bundle = Bundle.open(bundle_path)
-    text_to_image = bundle.family == "tiny-sd"  # other bundles (users' own models) get per-component figures only
+    text_to_image = bundle.task == "text-to-image"  # other tasks get per-component figures only
     pipe = TextToImage(bundle, backend=backend, threads=threads) if text_to_image else None
     load_s = time.perf_counter() - t0
     quantized = bundle.manifest.get("quantization", {}).get("recipe", "fp32") != "fp32"

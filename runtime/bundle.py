@@ -21,6 +21,11 @@ KNOWN_FORMAT_VERSIONS = (1,)
 _HASH_CHUNK = 1 << 20  # 1 MiB: bounded memory for multi-GB weights on a phone
 
 
+# the task of bundles from before the manifest's "task" field, by family
+LEGACY_TASKS = {"tiny-sd": "text-to-image", "stable-diffusion": "text-to-image", "onestep": "one-step-text-to-image",
+                "bnn": "classify", "viws": "restore"}
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One input or output of a component. Dynamic dims are strings ("batch"), fixed dims integers."""
@@ -83,6 +88,15 @@ class Bundle:
     @property
     def family(self) -> str:
         return str(self.manifest.get("family", ""))
+
+    @property
+    def task(self) -> str:
+        """The runtime task that opens this bundle (``edgesdk.runtime.tasks``). Bundles written before the manifest
+        said it are read by their family."""
+        task = self.manifest.get("task")
+        if isinstance(task, str) and task:
+            return task
+        return LEGACY_TASKS.get(self.family, "run")
 
     @property
     def model(self) -> dict[str, Any]:

@@ -18,8 +18,6 @@ train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
 app.add_typer(train_app, name="train")
 
 CHECKPOINTS = Path("checkpoints")
-DEFAULT_STEPS = 25
-DEFAULT_SAMPLER = "ddim"
 
 
 def _version(value: bool) -> None:
@@ -243,34 +241,30 @@ def export_cmd(
 ) -> None:
     """Export a model: capture with torch.export, quantize, lower per target, write a verified bundle, check parity."""
     from edgesdk.exporting import FAMILIES, export_model
-    from edgesdk.quant.recipes import Calibration
+    from edgesdk.quant.configs import Calibration
 
     log = (lambda _msg: None) if json_out else (lambda msg: typer.echo(msg, err=True))
-    if from_diffusers is not None:
-        from edgesdk.exporting import export_diffusers
-
-        if family is not None or model is not None:
-            raise EdgeSDKError("--from-diffusers names the model itself; drop the family / --model")
-        path = export_diffusers(from_diffusers, output, target, quant=quant or "fp32", image_size=image_size,
-                                overwrite=overwrite, zo_batch=zo_batch, log=log)
-        _print_summary(path, json_out)
-        return
-    if image_size is not None:
-        raise EdgeSDKError("--image-size applies to --from-diffusers only")
     if model is not None:
         from edgesdk.user_model import export_user_model
 
-        if family is not None:
-            raise EdgeSDKError(f"give either a model family ('{family}') or --model, not both")
+        if family is not None or from_diffusers is not None:
+            raise EdgeSDKError(f"give either a model family ('{family or 'stable-diffusion'}') or --model, not both")
+        if image_size is not None:
+            raise EdgeSDKError("--image-size applies to --from-diffusers only")
         path = export_user_model(model, output, target, quant=quant or "fp32", calibration=calibration,
                                  overwrite=overwrite, log=log)
-    else:
-        if family is None:
-            raise EdgeSDKError(f"name a model family ({' | '.join(FAMILIES)}) or pass --model "
-                               "model.pt2|package.module:factory")
-        recipe_calibration = Calibration(samples=calibration_samples, trajectory=calibration_trajectory)
-        path = export_model(family, output, target, weights=weights, overwrite=overwrite, quant=quant,
-                            calibration=recipe_calibration, log=log, zo_batch=zo_batch)
+        _print_summary(path, json_out)
+        return
+    if from_diffusers is not None:  # the folder names the model: family stable-diffusion, the folder its weights
+        if family is not None or weights is not None:
+            raise EdgeSDKError("--from-diffusers names the model itself; drop the family / --weights")
+        family, weights = "stable-diffusion", from_diffusers
+    if family is None:
+        raise EdgeSDKError(f"name a model family ({' | '.join(FAMILIES)}) or pass --model "
+                           "model.pt2|package.module:factory")
+    recipe_calibration = Calibration(samples=calibration_samples, trajectory=calibration_trajectory)
+    path = export_model(family, output, target, weights=weights, overwrite=overwrite, quant=quant,
+                        calibration=recipe_calibration, log=log, zo_batch=zo_batch, image_size=image_size)
     _print_summary(path, json_out)
 
 
@@ -322,11 +316,11 @@ def sample_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt; repeat for several."),
     backend: str = typer.Option("onnx", help="onnx | executorch | tensorrt"),
-    steps: int = typer.Option(DEFAULT_STEPS, help="Denoising steps (not for one-step bundles)."),
+    steps: int | None = typer.Option(None, help="Denoising steps (default 25; not for one-step bundles)."),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
     guidance: float | None = typer.Option(None, help="Classifier-free guidance scale (default: the bundle's; not "
                                                      "for one-step bundles)."),
-    sampler: str = typer.Option(DEFAULT_SAMPLER, help="ddim | dpmpp-2m (not for one-step bundles)"),
+    sampler: str | None = typer.Option(None, help="ddim (default) | dpmpp-2m (not for one-step bundles)"),
     per_prompt: int = typer.Option(1, help="Images per prompt."),
     output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG grid to write."),
     threads: int | None = typer.Option(None, help="CPU threads for the backend."),
@@ -337,55 +331,31 @@ def sample_cmd(
     A one-step bundle (family onestep) runs its generator once per image: no steps, sampler or guidance."""
     import time
 
-    from edgesdk.runtime.bundle import Bundle
     from edgesdk.runtime.image import save_grid
-    from edgesdk.runtime.onestep import COMPONENTS as ONESTEP_COMPONENTS
-    from edgesdk.runtime.onestep import OneStepTextToImage
-    from edgesdk.runtime.pipeline import TextToImage
+    from edgesdk.runtime.personalize import load_tokens
+    from edgesdk.runtime.tasks import open_text_to_image
 
     if per_prompt < 1:
         raise EdgeSDKError(f"--per-prompt must be at least 1, got {per_prompt}")
     start = time.perf_counter()
-    opened = Bundle.open(bundle)
-    one_step = opened.family == "onestep"
-    if one_step:
-        _refuse_sampler_options(steps=steps, sampler=sampler, guidance=guidance)
-    from edgesdk.runtime.personalize import load_tokens
-
+    pipe = open_text_to_image(bundle, backend=backend, threads=threads)
     learned: dict = {}
     for path in embedding:
         learned.update(load_tokens(path))
-    if one_step:
-        pipe = OneStepTextToImage(opened, backend=backend, threads=threads)
-        components, how = ONESTEP_COMPONENTS, "one step"
-    else:
-        pipe = TextToImage(opened, backend=backend, threads=threads)
-        components, how = ("text_encoder", "unet", "vae_decoder"), f"{sampler} {steps} steps"
     prompts = [p for p in prompt for _ in range(per_prompt)]
     for words in prompts:
         pipe.tokenizer.embed(words, pipe.token_table, learned)  # a typo fails before any model loads
-    for component in components:
+    pipe.check_sampling(steps, sampler, guidance)  # a one-step bundle refuses them before any model loads
+    how = pipe.describe(steps, sampler)
+    for component in pipe.sample_components:
         pipe.session(component)
     loaded = time.perf_counter()
-    if one_step:
-        images = pipe.generate(prompts, seed=seed, learned=learned or None)
-    else:
-        images = pipe.generate(prompts, steps=steps, seed=seed, guidance_scale=guidance, sampler=sampler,
-                               learned=learned or None)
+    images = pipe.sample(prompts, seed=seed, learned=learned or None, steps=steps, sampler=sampler,
+                         guidance_scale=guidance)
     done = time.perf_counter()
     path = save_grid(images, output, columns=per_prompt)
     typer.echo(f"wrote {path}: {len(images)} images, {backend}, {how}; "
                f"loaded in {loaded - start:.2f} s, generated in {done - loaded:.2f} s")
-
-
-def _refuse_sampler_options(**given: object) -> None:
-    """Sampler options on a one-step bundle: a value other than the default is refused, never silently ignored."""
-    defaults = {"steps": DEFAULT_STEPS, "sampler": DEFAULT_SAMPLER, "guidance": None}
-    passed = [f"--{name} {value}" for name, value in given.items() if value != defaults[name]]
-    if passed:
-        them = "it" if len(passed) == 1 else "them"
-        raise EdgeSDKError(f"{', '.join(passed)}: a one-step bundle (family onestep) samples in one generator "
-                           f"evaluation, with no steps, sampler or guidance; drop {them}")
 
 
 @app.command("personalize")
@@ -572,8 +542,8 @@ def evaluate_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
     backend: str = typer.Option("onnx", help="onnx | executorch | tensorrt"),
     samples: int = typer.Option(100, help="Images to generate and score."),
-    steps: int = typer.Option(DEFAULT_STEPS, help="Denoising steps (not for one-step bundles)."),
-    sampler: str = typer.Option(DEFAULT_SAMPLER, help="ddim | dpmpp-2m (not for one-step bundles)"),
+    steps: int | None = typer.Option(None, help="Denoising steps (default 25; not for one-step bundles)."),
+    sampler: str | None = typer.Option(None, help="ddim (default) | dpmpp-2m (not for one-step bundles)"),
     seed: int = typer.Option(0),
     grid: Path | None = typer.Option(None, help="Also save the first 50 images as a PNG grid."),
     json_out: bool = typer.Option(False, "--json"),
@@ -582,13 +552,10 @@ def evaluate_cmd(
     import json
 
     from edgesdk.evaluate import prompt_accuracy
-    from edgesdk.runtime.bundle import Bundle
     from edgesdk.runtime.image import save_grid
 
     if samples < 1:
         raise EdgeSDKError(f"--samples must be at least 1, got {samples}")
-    if Bundle.open(bundle).family == "onestep":
-        _refuse_sampler_options(steps=steps, sampler=sampler)
     report, images, _ = prompt_accuracy(bundle, backend=backend, samples=samples, steps=steps, sampler=sampler,
                                         seed=seed)
     if grid:
@@ -597,7 +564,8 @@ def evaluate_cmd(
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         acc = ", ".join(f"{k} {v:.1%}" for k, v in report.accuracy.items())
-        how = "one step" if report.extra["sampler"] == "onestep" else f"{sampler} {steps} steps"
+        how = "one step" if report.extra["sampler"] == "onestep" else \
+            f"{report.extra['sampler']} {report.extra['steps']} steps"
         typer.echo(f"prompt accuracy on {report.samples} samples ({backend}, {how}): {acc}")
 
 

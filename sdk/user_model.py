@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from edgesdk.export.capture import ComponentSpec
 from edgesdk.export.pipeline import Log, export_bundle, parse_targets
-from edgesdk.quant.recipes import check_targets, recipe_from_name
+from edgesdk.quant.configs import config_from_name
 from edgesdk.runtime.errors import EdgeSDKError
 
 
@@ -96,12 +96,12 @@ def load_calibration(source: Path, spec: ComponentSpec) -> list[tuple[Tensor, ..
 
 def export_user_model(source: str, output: Path, targets: str | list[str] = "", quant: str = "fp32",
                       calibration: Path | None = None, overwrite: bool = False, log: Log = print) -> Path:
-    recipe = recipe_from_name(quant)
+    recipe = config_from_name(quant)
     target_list = parse_targets(targets) if targets else list(recipe.targets)
-    check_targets(recipe, target_list)
+    recipe.check_targets(target_list)
     spec = load_user_model(source)
     calibration_inputs = None
-    if recipe.is_static:
+    if recipe.needs_calibration:
         if calibration is None:
             raise EdgeSDKError(f"recipe '{recipe.name}' needs --calibration DIR|FILE.npz with real inputs")
         calibration_inputs = {"model": load_calibration(calibration, spec)}

@@ -31,7 +31,7 @@ def _tiny_sd(out: Path) -> Path:
 
 def _tiny_sd_w8a8(out: Path) -> Path:
     from edgesdk.exporting import export_model
-    from edgesdk.quant.recipes import Calibration
+    from edgesdk.quant.configs import Calibration
 
     return export_model("tiny-sd", out, "executorch,onnx", quant="w8a8", calibration=Calibration(samples=8), **QUIET)
 
