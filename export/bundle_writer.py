@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.export.onnx import LargeOnnx
+from edgesdk.quant.onnx_files import LargeOnnx
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.files import publish_folder, temp_folder_for
 

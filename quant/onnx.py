@@ -24,7 +24,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgesdk.export.onnx import LargeOnnx, OnnxModel, as_model_file
+from edgesdk.quant.onnx_files import LargeOnnx, OnnxModel, as_model_file
 from edgesdk.quant.recipes import LOSSLESS, Recipe
 from edgesdk.runtime.errors import EdgeSDKError
 

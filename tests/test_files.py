@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from edgesdk.export.bundle_writer import BundleWriter
-from edgesdk.export.onnx import save_large
+from edgesdk.quant.onnx_files import save_large
 from edgesdk.reporting import write_json
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.files import atomic_file, atomic_folder, write_bytes

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import distributed as dist
 
 from edgesdk.runtime.errors import EdgeSDKError
@@ -101,16 +101,6 @@ def save_weights(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_file(path) as tmp:
         save_file(contiguous, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
-
-
-def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    if not path.exists():
-        raise EdgeSDKError(f"weights file not found: {path}")
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
-    return load_file(str(path)), metadata
 
 
 class TrainProgress:
