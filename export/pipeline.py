@@ -14,10 +14,11 @@ import torch
 
 from edgesdk.export.bundle_writer import BundleWriter
 from edgesdk.export.capture import CapturedComponent, ComponentSpec, capture
-from edgesdk.export.onnx import LargeOnnx, OnnxModel, lower_to_onnx, onnx_op_counts
+from edgesdk.export.onnx import lower_to_onnx, onnx_op_counts
 from edgesdk.export.parity import EagerSession, compare
 from edgesdk.export.tensorrt import build_engine, build_script, tensorrt_status
 from edgesdk.quant.configs import FP32Config, QuantConfig
+from edgesdk.quant.onnx_files import LargeOnnx, OnnxModel
 from edgesdk.runtime.errors import EdgeSDKError
 
 TARGETS = ("executorch", "onnx", "tensorrt")
@@ -215,7 +216,8 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
                   quality: Callable[[Path], dict] | None = None, log: Log = print) -> Path:
     """Capture, lower, write, check parity, and commit a bundle. Nothing is left behind on failure. ``task``: the
     runtime task that opens it (``edgesdk.runtime.tasks``; "run": components only, as `edgesdk run` runs them)."""
-    from edgesdk import __version__
+    # the installed distribution's version: the export room does not import the edgesdk front package
+    from importlib.metadata import version
 
     torch.manual_seed(0)
     recipe = recipe or FP32Config()
@@ -239,7 +241,7 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
         if "tensorrt" in targets:
             script = build_script({n: c["files"]["tensorrt"] for n, c in components.items()})
             writer.add_bytes("tensorrt/build_engines.sh", script.encode())
-        manifest = {"family": family, "task": task, "created_by": f"edgesdk {__version__}",
+        manifest = {"family": family, "task": task, "created_by": f"edgesdk {version('edgesdk')}",
                     "quantization": {"recipe": recipe.name, **recipe.to_dict()}, "model": model_meta,
                     "assets": asset_paths, "components": components}
         writer.write_manifest(manifest)

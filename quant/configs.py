@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch
     from torch.export import ExportedProgram
 
-    from edgesdk.quant.onnx import OnnxModel
+    from edgesdk.quant.onnx_files import OnnxModel
 
 ALL_TARGETS = ("executorch", "onnx", "tensorrt")
 
@@ -238,7 +238,8 @@ class W4Config(QuantConfig):
         return int4_module(program, self.group_size)
 
     def quantize_onnx(self, model, calibration, target):  # noqa: ANN001, ANN201
-        from edgesdk.quant.onnx import LargeOnnx, quantize_onnx_4bit
+        from edgesdk.quant.onnx import quantize_onnx_4bit
+        from edgesdk.quant.onnx_files import LargeOnnx
 
         if isinstance(model, LargeOnnx):
             raise EdgeSDKError("w4 on ONNX Runtime is not supported for models over 2 GB; use --quant w8")

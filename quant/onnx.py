@@ -24,7 +24,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgesdk.export.onnx import LargeOnnx, OnnxModel, as_model_file
+from edgesdk.quant.onnx_files import LargeOnnx, OnnxModel, as_model_file
 
 # ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2; AVX-512 without VNNI) sum pairs of products in
 # int16 (VPMADDUBSW), which saturates on full-range 8-bit weights: a graph that computes at 34 dB SQNR ran at 18 dB

@@ -97,7 +97,9 @@ def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 
     rss_start = peak_rss_mb()
     if backend == "executorch":
         # The Python binding pulls in torch (~300 MB); an app linking the C++ runtime does not. Measured apart.
-        import executorch.runtime  # noqa: F401
+        from edgesdk.runtime.executorch_backend import import_bindings
+
+        import_bindings()
     rss_imported = peak_rss_mb()
     t0 = time.perf_counter()
     bundle = Bundle.open(bundle_path)

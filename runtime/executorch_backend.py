@@ -18,6 +18,12 @@ from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.onebit import model_source
 
 
+def import_bindings() -> None:
+    """Import executorch.runtime (and torch with it) now, so that `edgesdk bench` can measure that cost apart from
+    loading a program. Only this module imports them: the rest of the runtime stays torch-free."""
+    import executorch.runtime  # noqa: F401
+
+
 class ExecuTorchSession(ManifestNamedSession):
     """An ExecuTorch .pte program (XNNPACK-delegated). Positional inputs in the manifest's order."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -204,12 +205,26 @@ def train_evaluator_cmd(
 
 # ------------------------------------------------------------------------------------------------ export
 
+FACTORY_FORM = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # package.module:factory
+
+
+def positional_model(name: str | None, families: tuple[str, ...]) -> str | None:
+    """The user's model when `edgesdk export NAME` names one rather than a family: an existing file, a .pt2 path
+    or package.module:factory (what --model takes). None for a family or no name; an error for anything else."""
+    if name is None or name in families:
+        return None
+    if name.endswith(".pt2") or FACTORY_FORM.fullmatch(name) or Path(name).is_file():
+        return name
+    raise EdgeSDKError(f"unknown model family '{name}'; available: {', '.join(families)}; to export your own model "
+                       "give its path (model.pt2) or package.module:factory")
+
 
 @app.command("export")
 def export_cmd(
     family: str | None = typer.Argument(None, help="Model family: tiny-sd | onestep (a one-step student of "
                                                     "tiny-sd) | bnn (a binary classifier) | viws (video rain / haze "
-                                                    "/ snow removal). Or give --model."),
+                                                    "/ snow removal). Or your own model, as --model takes it: "
+                                                    "model.pt2 or package.module:factory."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (NAME.edge)."),
     model: str | None = typer.Option(None, "--model", help="Your own model: model.pt2 (torch.export.save) or "
                                                           "package.module:factory returning (module, inputs)."),
@@ -244,6 +259,11 @@ def export_cmd(
     from edgesdk.quant.configs import Calibration
 
     log = (lambda _msg: None) if json_out else (lambda msg: typer.echo(msg, err=True))
+    named_model = positional_model(family, tuple(FAMILIES))
+    if named_model is not None:
+        if model is not None:
+            raise EdgeSDKError(f"give the model once: '{named_model}' or --model '{model}', not both")
+        family, model = None, named_model
     if model is not None:
         from edgesdk.user_model import export_user_model
 

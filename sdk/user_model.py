@@ -66,7 +66,8 @@ def load_user_model(source: str) -> ComponentSpec:
         input_names, output_names = (list(made[2][0]), list(made[2][1])) if len(made) == 3 else (
             _names("input", len(examples)), _names("output", count))
     else:
-        raise EdgeSDKError(f"--model takes a .pt2 file or package.module:factory, got '{source}'")
+        raise EdgeSDKError(f"a model to export is a .pt2 file (torch.export.save) or package.module:factory, got "
+                           f"'{source}'")
     batch = int(examples[0].shape[0]) if examples and examples[0].dim() > 0 else 1
     return ComponentSpec("model", module, examples, input_names, output_names, static_batch=batch)
 

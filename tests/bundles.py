@@ -62,7 +62,7 @@ def _onestep(out: Path) -> Path:
 def _stable_diffusion(out: Path) -> Path:
     """A tiny random SD-1.5-shaped diffusers pipeline (written from configs, no download), imported on both
     backends with every ONNX file through the external-data route that > 2 GB models take."""
-    import edgesdk.export.onnx as onnx_stage
+    import edgesdk.quant.onnx_files as onnx_stage
     from edgesdk.exporting import export_diffusers
     from edgesdk.zoo.diffusers_sd import write_random_pipeline
 

@@ -32,8 +32,8 @@ from edgesdk.runtime import EdgeSDKError, ImageClassifier
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.onebit import pack, sign_runs, unpack
 from edgesdk.train.bnn import BNNTrainConfig, train_bnn
-from edgesdk.train.common import load_weights
 from edgesdk.zoo.bnn import BNN, PRESETS, binary_share, default_bnn_path, folded_for_inference, load_bnn
+from edgesdk.zoo.weights import load_weights
 from tests.conftest import run_cli, run_without_torch
 
 # spec §2: the multiplier at |z| = 0.05 (inside m), 0.3, 0.5, 1.0, 1.5 and 1.6 (clipped)

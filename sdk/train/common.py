@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import distributed as dist
 
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.files import atomic_file
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,8 @@ def distributed() -> Iterator[DistContext]:
 
 def atomic_torch_save(obj: object, path: Path) -> None:
     """Write a checkpoint under a temporary name, then rename: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path) -> dict | None:
@@ -99,22 +98,9 @@ def resume(checkpoint: Path, train_config: dict, model: torch.nn.Module,
 
 def save_weights(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, object]) -> None:
     """Shipped weights: safetensors, with JSON-encoded metadata (config, vocabulary...). Atomic."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    save_file(contiguous, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
-    os.chmod(tmp, 0o644)  # a shipped file, readable by everyone
-    os.replace(tmp, path)
-
-
-def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    if not path.exists():
-        raise EdgeSDKError(f"weights file not found: {path}")
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
-    return load_file(str(path)), metadata
+    with atomic_file(path) as tmp:
+        save_file(contiguous, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
 
 
 class TrainProgress:

@@ -24,8 +24,9 @@ from edgesdk.export.parity import compare
 from edgesdk.quant.int4 import bake_quant_aware, make_quant_aware
 from edgesdk.runtime.bundle import file_sha256
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.train.common import TrainProgress, atomic_torch_save, load_checkpoint, load_weights, save_weights
+from edgesdk.train.common import TrainProgress, atomic_torch_save, load_checkpoint, save_weights
 from edgesdk.zoo.onestep import OneStep, default_onestep_path, load_onestep
+from edgesdk.zoo.weights import load_weights
 
 
 @dataclass
