@@ -436,9 +436,9 @@ def personalize_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Learn a new word from a few images on the device: forward passes of the exported model only, no torch."""
+    from edgesdk.progress import TrainProgress
     from edgesdk.runtime.personalize import checkpoint_path_for, personalize
     from edgesdk.runtime.zo import checkpoint_step
-    from edgesdk.train.common import TrainProgress
 
     if backend not in ("onnx", "executorch"):
         raise EdgeSDKError(f"--backend {backend!r}: personalization runs on onnx or executorch")
