@@ -90,9 +90,14 @@ def summary_tables(summary: dict) -> None:
 
 
 def runnable_backends(bundle: Bundle) -> list[str]:
-    """The bundle's targets that can run on this machine (TensorRT only where it imports)."""
+    """The bundle's targets that can run on this machine (TensorRT only where it imports; ExecuTorch where its
+    Python binding and torch are installed, which a core install has not)."""
+    from edgesdk.extras import module_installed
+
     names = []
     for target in bundle.targets():
+        if target == "executorch" and not (module_installed("executorch") and module_installed("torch")):
+            continue
         if target == "tensorrt":
             try:
                 import tensorrt  # noqa: F401
