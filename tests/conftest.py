@@ -90,18 +90,19 @@ _BLOCK_TORCH_EVERYWHERE = BLOCK_TORCH.replace('raise ImportError', '''import os,
             raise ImportError''')
 
 
-def run_cli_without_torch(*args: str, tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli_without_torch(*args: str, tmp_path: Path, timeout: float = 300,
+                          env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The CLI in a child process (and its children) where importing torch fails; fails the test if anything tried
-    to import torch, even where the command caught the ImportError."""
+    to import torch, even where the command caught the ImportError. ``env``: more environment variables."""
     blocker = tmp_path / "torch-blocker"
     blocker.mkdir(exist_ok=True)
     (blocker / "sitecustomize.py").write_text(_BLOCK_TORCH_EVERYWHERE, encoding="utf-8")
     attempts = blocker / "attempts.log"
     attempts.unlink(missing_ok=True)
     python_path = os.pathsep.join(p for p in (str(blocker), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": python_path,
-           "EDGESDK_TORCH_ATTEMPTS": str(attempts)}
+    child_env = {**os.environ, **(env or {}), "PYTHONWARNINGS": "ignore", "PYTHONPATH": python_path,
+                 "EDGESDK_TORCH_ATTEMPTS": str(attempts)}
     result = subprocess.run([sys.executable, "-m", "edgesdk.cli", *args], capture_output=True, text=True,
-                            timeout=timeout, env=env, check=False)
+                            timeout=timeout, env=child_env, check=False)
     assert not attempts.exists(), f"edgesdk {args[0]} tried to import torch:\n{attempts.read_text()[-3000:]}"
     return result
