@@ -254,3 +254,8 @@ def test_executorch_commands_run_without_torch_on_the_cpp_runtime(shared: Callab
                                  "-o", str(tmp_path / "token.safetensors"), "--json", tmp_path=tmp_path, env=cpp)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["steps"] == 2
+    done = run_cli_without_torch("bench", str(tiny_sd), "--steps", "1", "--runs", "1", "--json", tmp_path=tmp_path,
+                                 env=cpp)
+    assert done.returncode == 0, done.stderr[-2000:]
+    bench = json.loads(done.stdout)["backends"]
+    assert set(bench) == {"executorch", "onnx"} and bench["executorch"]["sample"]["p50_ms"] > 0
