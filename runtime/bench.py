@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.runtime.backends import open_session
+from edgesdk.runtime.backends import executorch_runtime, open_session
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.pipeline import TextToImage
@@ -95,7 +95,7 @@ def _example_inputs(bundle: Bundle, component: str, batch: int, rng: np.random.G
 def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 5, component_runs: int = 20,
                   threads: int | None = None, sampler: str = "ddim") -> dict:
     rss_start = peak_rss_mb()
-    if backend == "executorch":
+    if backend == "executorch" and executorch_runtime() == "python":
         # The Python binding pulls in torch (~300 MB); an app linking the C++ runtime does not. Measured apart.
         from edgesdk.runtime.executorch_backend import import_bindings
 

@@ -36,8 +36,8 @@ class ExecuTorchSession(ManifestNamedSession):
             import torch
             from executorch.runtime import Runtime
         except ImportError as e:
-            raise EdgeSDKError(f"backend 'executorch' needs the executorch and torch packages ({e}); "
-                               "install them or use backend 'onnx'") from None
+            raise EdgeSDKError(f"backend 'executorch' needs the executorch Python binding, which needs torch ({e}): "
+                               "pip install 'edgesdk[export]', or use backend 'onnx'") from None
         self._torch: Any = torch
         self._info = info
         source = model_source(path)  # a .1bit container is unpacked to the program's bytes here, at load

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from edgesdk.extras import require_extra
 from edgesdk.runtime.errors import EdgeSDKError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -50,6 +51,7 @@ def train_tiny_sd_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train tiny-sd (VAE, then text encoder + UNet). Under torchrun, runs DDP across the processes."""
+    require_extra("train tiny-sd", "train")
     from edgesdk.train.tiny_sd import TinySDTrainConfig, train_tiny_sd
 
     if palette not in ("continuous", "named"):
@@ -80,6 +82,7 @@ def train_onestep_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Distil tiny-sd into a one-step generator with f-distill. Under torchrun, averages over the processes."""
+    require_extra("train onestep", "train")
     from edgesdk.train.onestep import OneStepTrainConfig, train_onestep
 
     cfg = OneStepTrainConfig(divergence=divergence, iterations=iterations, update_freq=update_freq, batch=batch,
@@ -104,6 +107,7 @@ def train_onestep_w4_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Fine-tune a one-step student with 4-bit weights to match its fp32 self, so `--quant w4` exports keep it."""
+    require_extra("train onestep-w4", "train")
     from edgesdk.train.quant_aware import QuantAwareConfig, train_quant_aware
 
     cfg = QuantAwareConfig(iterations=iterations, batch=batch, lr=lr, group=group, seed=seed)
@@ -135,6 +139,7 @@ def train_bnn_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train a binary ResNet with ReSTE (or the STE baseline). Under torchrun, runs DDP across the processes."""
+    require_extra("train bnn", "train")
     from edgesdk.train.bnn import BNNTrainConfig, train_bnn
     from edgesdk.zoo.bnn import default_bnn_path
 
@@ -174,6 +179,7 @@ def train_viws_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train ViWS-Net on synthetic rain / haze / snow clips. Under torchrun, runs DDP across the processes."""
+    require_extra("train viws", "train")
     from edgesdk.train.viws import ViWSTrainConfig, train_viws
 
     cfg = ViWSTrainConfig(steps=steps, batch=batch, lr=lr, clips_per_weather=clips_per_weather, size=size,
@@ -196,6 +202,7 @@ def train_evaluator_cmd(
     quiet: bool = typer.Option(False),
 ) -> None:
     """Train the attribute classifier that scores generated images (never sees generated images)."""
+    require_extra("train evaluator", "train")
     from edgesdk.train.evaluator import EvaluatorTrainConfig, train_evaluator
 
     report = train_evaluator(output, checkpoint_dir, EvaluatorTrainConfig(steps=steps, seed=seed),
@@ -255,6 +262,7 @@ def export_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the bundle summary as JSON."),
 ) -> None:
     """Export a model: capture with torch.export, quantize, lower per target, write a verified bundle, check parity."""
+    require_extra("export", "export")
     from edgesdk.exporting import FAMILIES, export_model
     from edgesdk.quant.configs import Calibration
 
@@ -426,9 +434,9 @@ def personalize_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Learn a new word from a few images on the device: forward passes of the exported model only, no torch."""
+    from edgesdk.progress import TrainProgress
     from edgesdk.runtime.personalize import checkpoint_path_for, personalize
     from edgesdk.runtime.zo import checkpoint_step
-    from edgesdk.train.common import TrainProgress
 
     if backend not in ("onnx", "executorch"):
         raise EdgeSDKError(f"--backend {backend!r}: personalization runs on onnx or executorch")
@@ -571,6 +579,7 @@ def evaluate_cmd(
     """Prompt accuracy: share of samples whose kind/colour/size/background the evaluator reads back."""
     import json
 
+    require_extra("evaluate", "export", modules=("torch",))  # the evaluator network is PyTorch
     from edgesdk.evaluate import prompt_accuracy
     from edgesdk.runtime.image import save_grid
 

@@ -86,9 +86,17 @@ def summary_tables(summary: dict) -> None:
 
 
 def runnable_backends(bundle: Bundle) -> list[str]:
-    """The bundle's targets that can run on this machine (TensorRT only where it imports)."""
+    """The bundle's targets that can run on this machine (TensorRT only where it imports; ExecuTorch where its
+    Python binding or the C++ runtime's library is installed, which a core install has not)."""
+    from edgesdk.runtime.backends import executorch_runtime
+
     names = []
     for target in bundle.targets():
+        if target == "executorch":
+            try:
+                executorch_runtime()
+            except EdgeSDKError:
+                continue
         if target == "tensorrt":
             try:
                 import tensorrt  # noqa: F401

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from edgesdk.exporting import export_model
+from edgesdk.progress import TrainProgress
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.train.common import TrainProgress, save_weights
+from edgesdk.train.common import save_weights
 from edgesdk.train.viws import (
     ViWSTrainConfig,
     augment,

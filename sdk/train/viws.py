@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from edgesdk.progress import TrainProgress
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.train.common import TrainProgress, atomic_torch_save, distributed, resume, save_weights
+from edgesdk.train.common import atomic_torch_save, distributed, resume, save_weights
 from edgesdk.zoo.viws import (
     PRESETS,
     WEATHERS,
