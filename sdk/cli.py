@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from edgesdk.extras import require_extra
+from edgesdk.families import FAMILIES
 from edgesdk.runtime.errors import EdgeSDKError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -228,10 +229,9 @@ def positional_model(name: str | None, families: tuple[str, ...]) -> str | None:
 
 @app.command("export")
 def export_cmd(
-    family: str | None = typer.Argument(None, help="Model family: tiny-sd | onestep (a one-step student of "
-                                                    "tiny-sd) | bnn (a binary classifier) | viws (video rain / haze "
-                                                    "/ snow removal). Or your own model, as --model takes it: "
-                                                    "model.pt2 or package.module:factory."),
+    family: str | None = typer.Argument(None, help=f"Model family: {' | '.join(FAMILIES)} (edgesdk.families). Or "
+                                                    "your own model, as --model takes it: model.pt2 or "
+                                                    "package.module:factory."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (NAME.edge)."),
     model: str | None = typer.Option(None, "--model", help="Your own model: model.pt2 (torch.export.save) or "
                                                           "package.module:factory returning (module, inputs)."),
@@ -263,7 +263,7 @@ def export_cmd(
 ) -> None:
     """Export a model: capture with torch.export, quantize, lower per target, write a verified bundle, check parity."""
     require_extra("export", "export")
-    from edgesdk.exporting import FAMILIES, export_model
+    from edgesdk.exporting import export_model
     from edgesdk.quant.configs import Calibration
 
     log = (lambda _msg: None) if json_out else (lambda msg: typer.echo(msg, err=True))
