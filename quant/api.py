@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor, nn
-from torch.export import ExportedProgram
 
 from edgesdk.quant.configs import QuantConfig
 from edgesdk.runtime.errors import EdgeSDKError
+
+if TYPE_CHECKING:  # torch is imported when a torch model is quantized: reading a config (the CLI, the families'
+    # table) costs nothing
+    from torch import Tensor, nn
+    from torch.export import ExportedProgram
 
 
 def quantize(model: nn.Module | ExportedProgram | bytes, config: QuantConfig, *,
@@ -34,6 +37,9 @@ def quantize(model: nn.Module | ExportedProgram | bytes, config: QuantConfig, *,
             raise EdgeSDKError("pass input_names matching the calibration tuples to quantize an ONNX graph")
         feeds = [{n: np.asarray(t) for n, t in zip(names, inputs, strict=True)} for inputs in calibration]
         return config.quantize_onnx(model, feeds, target)
+    import torch
+    from torch.export import ExportedProgram
+
     if target != "executorch":
         raise EdgeSDKError(f"a torch model is quantized here for target executorch; for '{target}' export it to "
                            "ONNX first (edgesdk.export.onnx.lower_to_onnx) and pass the bytes")
