@@ -66,6 +66,9 @@ class Family:
 
     def why_not_recipe(self, name: str) -> str:
         """' (why)' for a known recipe this family does not offer; '' when there is nothing to add."""
+        if name == "binary":  # offered only by families of networks trained binary
+            return f" (recipe 'binary' stores the weights of a network trained binary; {self.name} is not: export " \
+                   "family bnn)"
         return ""
 
     def check_options(self, options: ExportOptions, config: QuantConfig) -> ExportOptions:

@@ -58,12 +58,6 @@ class OneStepFamily(Family):
     recipe_names: ClassVar[tuple[str, ...]] = ("fp32", "w8a8", "w8", "w4")
     description: ClassVar[str] = "a one-step student of tiny-sd (f-distill)"
 
-    def why_not_recipe(self, name: str) -> str:
-        if name == "binary":
-            return f" (recipe 'binary' stores the weights of a network trained binary; {self.name} is not: export " \
-                   "family bnn)"
-        return ""
-
     def check_options(self, options: ExportOptions, config: QuantConfig) -> ExportOptions:
         if options.zo_batch:
             raise EdgeSDKError(f"--zo-batch {options.zo_batch}: onestep bundles carry no personalization methods; "

@@ -56,7 +56,9 @@ class StableDiffusionFamily(Family):
     description: ClassVar[str] = "a Stable Diffusion 1.x/2.x diffusers folder (--from-diffusers)"
 
     def why_not_recipe(self, name: str) -> str:
-        return " (static int8 needs calibration trajectories edgesdk records for tiny-sd only)"
+        if name == "w8a8":
+            return " (static int8 needs calibration trajectories edgesdk records for tiny-sd only)"
+        return super().why_not_recipe(name)
 
     def variant(self, config: QuantConfig) -> QuantConfig:
         if isinstance(config, W8Config):

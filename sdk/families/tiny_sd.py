@@ -136,12 +136,6 @@ class TinySDFamily(Family):
     options: ClassVar[frozenset[str]] = frozenset({"zo_batch"})
     description: ClassVar[str] = "latent text-to-image diffusion, personalizable on the device"
 
-    def why_not_recipe(self, name: str) -> str:
-        if name == "binary":
-            return f" (recipe 'binary' stores the weights of a network trained binary; {self.name} is not: export " \
-                   "family bnn)"
-        return ""
-
     def check_options(self, options: ExportOptions, config: QuantConfig) -> ExportOptions:
         options = super().check_options(options, config)
         # bundles of the recipes that keep the zeroth-order signal carry the personalization method by default
