@@ -210,12 +210,12 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
 
 
 def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, assets: dict[str, object],
-                  task: str = "run",
+                  task: str | None = None,
                   targets: list[str], output: Path, overwrite: bool = False, recipe: QuantConfig | None = None,
                   calibration: dict[str, list[tuple[torch.Tensor, ...]]] | None = None,
                   quality: Callable[[Path], dict] | None = None, log: Log = print) -> Path:
     """Capture, lower, write, check parity, and commit a bundle. Nothing is left behind on failure. ``task``: the
-    runtime task that opens it (``edgesdk.runtime.tasks``; "run": components only, as `edgesdk run` runs them)."""
+    runtime task that opens it (``edgesdk.runtime.tasks``); None leaves it to the reader (``Bundle.task``)."""
     # the installed distribution's version: the export room does not import the edgesdk front package
     from importlib.metadata import version
 
@@ -241,7 +241,7 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
         if "tensorrt" in targets:
             script = build_script({n: c["files"]["tensorrt"] for n, c in components.items()})
             writer.add_bytes("tensorrt/build_engines.sh", script.encode())
-        manifest = {"family": family, "task": task, "created_by": f"edgesdk {version('edgesdk')}",
+        manifest = {"family": family, **({"task": task} if task else {}), "created_by": f"edgesdk {version('edgesdk')}",
                     "quantization": {"recipe": recipe.name, **recipe.to_dict()}, "model": model_meta,
                     "assets": asset_paths, "components": components}
         writer.write_manifest(manifest)

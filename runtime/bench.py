@@ -103,8 +103,15 @@ def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 
     rss_imported = peak_rss_mb()
     t0 = time.perf_counter()
     bundle = Bundle.open(bundle_path)
-    text_to_image = bundle.task == "text-to-image"  # other tasks get per-component figures only
-    pipe = TextToImage(bundle, backend=backend, threads=threads) if text_to_image else None
+    # whole samples for a text-to-image bundle whose vocabulary has the benchmark prompt's words; per-component
+    # figures only for the rest (other tasks, synthetic vocabularies)
+    pipe = TextToImage(bundle, backend=backend, threads=threads) if bundle.task == "text-to-image" else None
+    if pipe is not None:
+        try:
+            pipe.tokenizer.embed(BENCH_PROMPT, pipe.token_table)
+        except EdgeSDKError:
+            pipe = None
+    text_to_image = pipe is not None
     load_s = time.perf_counter() - t0
     quantized = bundle.manifest.get("quantization", {}).get("recipe", "fp32") != "fp32"
     file_sizes = bundle.file_sizes()

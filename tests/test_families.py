@@ -89,7 +89,7 @@ def test_a_family_refuses_recipes_and_options_it_does_not_have():
 def test_a_new_family_is_one_module_and_one_registry_line(toy_registered: None, tmp_path: Path):
     out = export_model("toy", tmp_path / "toy.edge", "onnx", quant="w8", log=lambda _m: None)
     bundle = Bundle.open(out)
-    assert bundle.family == "toy" and bundle.task == "classify"
+    assert bundle.family == "toy" and bundle.manifest["task"] == "classify"
     assert bundle.manifest["quantization"]["recipe"] == "w8"
     classifier = open_pipeline(bundle, backend="onnx")
     assert isinstance(classifier, ImageClassifier)
@@ -108,3 +108,15 @@ def test_a_bundle_of_another_task_names_the_command_that_serves_it(toy_registere
     expected = "is a 'classify' bundle, not text-to-image; use `edgesdk classify`"
     with pytest.raises(EdgeSDKError, match=re.escape(expected)):
         open_text_to_image(out)
+
+
+@pytest.mark.parametrize(("manifest", "task"), [
+    ({"family": "tiny-sd", "task": "restore"}, "restore"),  # what the manifest says wins
+    ({"family": "mine", "model": {"task": "classify"}}, "classify"),  # else the model section's task
+    ({"family": "onestep"}, "one-step-text-to-image"),  # else the family's, for bundles from before the field
+    ({"family": "synthetic", "model": {"latent_channels": 4}}, "text-to-image"),  # else a latent model samples
+    ({"family": "custom", "model": {"source": "model.pt2"}}, "run"),  # else components only
+], ids=["manifest", "model", "family", "latent", "run"])
+def test_the_task_of_a_bundle(manifest: dict, task: str):
+    assert Bundle(Path("x.edge"), {**manifest, "components": {}}).task == task
+
