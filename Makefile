@@ -1,5 +1,6 @@
 # Each target creates .venv on first use. torch is installed first, pinned, from the CPU wheel, so that no
-# resolver ever pulls a multi-GB CUDA build.
+# resolver ever pulls a multi-GB CUDA build. `pip install edgesdk` alone is the torch-free runtime; demo and test
+# need every extra.
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-0.1.0
@@ -11,7 +12,7 @@ CPP     := runtime/cpp/build
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,diffusers]'
+	$(PY) -m pip install --quiet -e '.[export,train,diffusers,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -97,8 +97,9 @@ def scaled_weights(path: Path) -> Path:
 def int8_bundle(weights: Path | None, out: Path, backends: list[str]) -> Path:
     """w8 bundle (int8 weights, no calibration), ExecuTorch methods at batch 1, 2 and 3, no quality hook."""
     from edgesdk.export.pipeline import export_bundle
-    from edgesdk.exporting import ZO_BATCH, tiny_sd_assets, tiny_sd_components, tiny_sd_metadata
-    from edgesdk.quant.recipes import W8
+    from edgesdk.families import ZO_BATCH
+    from edgesdk.families.tiny_sd import tiny_sd_assets, tiny_sd_components, tiny_sd_metadata
+    from edgesdk.quant.configs import W8Config
     from edgesdk.runtime.bundle import Bundle
     from edgesdk.zoo.tiny_sd import load_tiny_sd
 
@@ -112,7 +113,7 @@ def int8_bundle(weights: Path | None, out: Path, backends: list[str]) -> Path:
                   for c in tiny_sd_components(model)]
     print(f"exporting {out} ({', '.join(backends)}) ...", flush=True)
     return export_bundle(components, family="tiny-sd", model_meta=tiny_sd_metadata(model),
-                         assets=tiny_sd_assets(model), targets=backends, output=out, recipe=W8(), overwrite=True,
+                         assets=tiny_sd_assets(model), targets=backends, output=out, recipe=W8Config(), overwrite=True,
                          log=lambda _m: None)
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from edgesdk.evaluate import prompt_accuracy
-from edgesdk.exporting import export_model, tiny_sd_components
-from edgesdk.quant.recipes import recipe_from_name
+from edgesdk.exporting import export_model
+from edgesdk.families.tiny_sd import tiny_sd_components
+from edgesdk.quant.configs import config_from_name
 from edgesdk.reporting import bench_bundle, write_json
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.zoo.tiny_sd import load_tiny_sd
@@ -49,7 +50,7 @@ def main() -> int:
     eager_ms = eager_unet_ms()
     rows: list[dict] = []
     for recipe_name in RECIPES:
-        recipe = recipe_from_name(recipe_name)
+        recipe = config_from_name(recipe_name)
         path = args.workdir / ("tiny-sd.edge" if recipe_name == "fp32" else f"tiny-sd-{recipe_name}.edge")
         if not (args.reuse and (path / "manifest.json").exists()):
             print(f"exporting {recipe_name} -> {path}")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from edgesdk.exporting import eager_session_factory, export_model
+from edgesdk.exporting import export_model
+from edgesdk.families.tiny_sd import eager_session_factory
 from edgesdk.reporting import write_json
 from edgesdk.runtime.pipeline import TextToImage
 

@@ -22,7 +22,7 @@ Methods:
   With --reuse a bundle already in --workdir is used as it is: delete it after a change to the export. The ONNX
   Runtime process imports no torch; the ExecuTorch binding imports torch (a phone linking the C++ runtime does
   not: the `after imports` column shows that floor). On ExecuTorch the diffusers import's w8 rewrites convolutions
-  as im2col + linear to quantize them (``Recipe.convolutions_as_linear``), within that 64 MB patch budget.
+  as im2col + linear to quantize them (``W8Config.convolutions_as_linear``), within that 64 MB patch budget.
 - ``zo-cpp``: the same step on the same ExecuTorch bundle through the C++ runtime, as an app without Python runs it:
   ``edgesdk-run personalize BUNDLE --images DIR --query-batch Q --threads T --json`` (build it with ``make cpp``),
   the concept images written as PNG at the size first. Its peak is the process's own VmHWM; the steps-only peak and

@@ -185,7 +185,7 @@ def main() -> None:
 
 def ablation_record(folder: Path) -> dict:
     """How the given ablation networks were trained, from their metadata (and the trainer's summary, if there)."""
-    from edgesdk.train.common import load_weights
+    from edgesdk.zoo.weights import load_weights
 
     record: dict = {"folder": str(folder)}
     for variant in VARIANTS:

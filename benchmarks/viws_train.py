@@ -60,7 +60,7 @@ def train_all(args: argparse.Namespace, steps: int, checkpoints: Path, outputs: 
 
 
 def seconds_per_step(path: Path) -> float:
-    from edgesdk.train.common import load_weights
+    from edgesdk.zoo.weights import load_weights
 
     _, info = load_weights(path)
     return float(info["seconds_per_step_after_warmup"])

@@ -33,7 +33,7 @@ DEMO_PROMPTS = [
 
 def eager_reference(bundle_dir: Path, prompts: list[str], steps: int, seed: int) -> np.ndarray:
     """The same numpy sampler driven by eager PyTorch modules: the reference the exported files must match."""
-    from edgesdk.exporting import eager_session_factory
+    from edgesdk.families.tiny_sd import eager_session_factory
 
     pipe = TextToImage(bundle_dir, backend="eager", session_factory=eager_session_factory())
     return pipe.generate(prompts, steps=steps, seed=seed, return_float=True)

@@ -6,15 +6,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from edgesdk.export.onnx import LargeOnnx
+from edgesdk.quant.onnx_files import LargeOnnx
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.files import publish_folder, temp_folder_for
 
 FORMAT = "edgesdk-bundle"
 
@@ -36,7 +35,8 @@ class BundleWriter:
         if self.destination.exists() and not overwrite:
             raise EdgeSDKError(f"{destination} already exists; pass --overwrite to replace it")
         self.destination.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.", dir=self.destination.parent))
+        # created with the umask's mode (mkdtemp would make it 0700, and the bundle unreadable to anyone else)
+        self.staging = temp_folder_for(self.destination)
         self.checksums: dict[str, str] = {}
 
     def add_bytes(self, relpath: str, data: bytes) -> str:
@@ -58,7 +58,6 @@ class BundleWriter:
             raise EdgeSDKError(f"internal: external data {model.data_path.name} would not match {relpath}")
         for source, rel in ((model.path, relpath), (model.data_path, data_relpath)):
             shutil.move(str(source), str(self.staging / rel))
-            os.chmod(self.staging / rel, 0o644)  # mkstemp made it owner-only; a bundle's files are readable
             self.checksums[rel] = file_sha256(self.staging / rel)
         shutil.rmtree(model.path.parent, ignore_errors=True)
         return relpath
@@ -81,14 +80,7 @@ class BundleWriter:
 
     def commit(self) -> Path:
         """Move the finished bundle into place (replacing an old one only now, at the very end)."""
-        if self.destination.exists():
-            backup = self.destination.with_name(self.destination.name + ".old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(self.destination, backup)
-            os.replace(self.staging, self.destination)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(self.staging, self.destination)
+        publish_folder(self.staging, self.destination)
         return self.destination
 
     def abort(self) -> None:

@@ -14,10 +14,11 @@ import torch
 
 from edgesdk.export.bundle_writer import BundleWriter
 from edgesdk.export.capture import CapturedComponent, ComponentSpec, capture
-from edgesdk.export.onnx import LargeOnnx, OnnxModel, lower_to_onnx, onnx_op_counts
+from edgesdk.export.onnx import lower_to_onnx, onnx_op_counts
 from edgesdk.export.parity import EagerSession, compare
 from edgesdk.export.tensorrt import build_engine, build_script, tensorrt_status
-from edgesdk.quant.recipes import FP32, Recipe, check_targets
+from edgesdk.quant.configs import FP32Config, QuantConfig
+from edgesdk.quant.onnx_files import LargeOnnx, OnnxModel
 from edgesdk.runtime.errors import EdgeSDKError
 
 TARGETS = ("executorch", "onnx", "tensorrt")
@@ -49,17 +50,17 @@ def parse_targets(text: str | list[str]) -> list[str]:
 
 
 def lower_component(captured: CapturedComponent, targets: list[str], writer: BundleWriter, log: Log,
-                    recipe: Recipe | None = None, calibration: list[tuple[torch.Tensor, ...]] | None = None) -> dict:
-    """Quantize (per the recipe) and lower one captured component to every target; return its manifest entry."""
+                    recipe: QuantConfig | None = None,
+                    calibration: list[tuple[torch.Tensor, ...]] | None = None) -> dict:
+    """Quantize (per the config: each target lowers the graph the config prepares and quantizes for it) and lower one
+    captured component to every target; return its manifest entry."""
     from edgesdk.export.executorch import lower_to_executorch
-    from edgesdk.quant.matmul_form import linear_layer_program
-    from edgesdk.quant.onnx import quantize_onnx
 
-    recipe = recipe or FP32()
+    recipe = recipe or FP32Config()
     calibration = calibration or []
     spec = captured.spec
     feeds = [{n: t.numpy() for n, t in zip(spec.input_names, inputs, strict=True)} for inputs in calibration]
-    tag = "" if recipe.name == "fp32" else f" [{recipe.name}]"
+    tag = f" [{recipe.name}]"
     inputs, outputs = spec.io_metadata(captured.example_outputs)
     entry: dict = {"inputs": inputs, "outputs": outputs, "files": {}, "static_shapes": {},
                    "dynamic_dims": {"batch": {"min": 1, "max": spec.max_batch}}, "delegation": {}, "parity": {},
@@ -82,16 +83,16 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
             program = captured.static
             entry["static_shapes"]["onnx"] = {"batch": spec.static_batch}
         log(f"  {spec.name}: exporting ONNX ({'dynamic' if captured.dynamic else 'static'} batch){tag}")
-        if recipe.weight_bits == 4:  # 4-bit kernels are GEMMs only: convolutions go to im2col + MatMul first
-            program = linear_layer_program(program, spec.max_batch if captured.dynamic else None)
+        program = recipe.prepare_graph(program, "onnx", spec.max_batch if captured.dynamic else None)
         data = lower_to_onnx(program, spec.input_names, spec.output_names, spec.name)
-        data = quantize_onnx(data, recipe, feeds, "onnx")
+        data = recipe.quantize_onnx(data, feeds, "onnx")
         entry["delegation"]["onnx"] = {"onnx_ops": onnx_op_counts(data), **integer_share(data)}
         entry["files"]["onnx"] = add_model_file(writer, entry, "onnx", f"onnx/{spec.name}.onnx", data, recipe)
     if "tensorrt" in targets:
         log(f"  {spec.name}: exporting TensorRT-ready ONNX (static shapes){tag}")
-        data = lower_to_onnx(captured.static, spec.input_names, spec.output_names, spec.name)
-        data = quantize_onnx(data, recipe, feeds, "tensorrt")
+        program = recipe.prepare_graph(captured.static, "tensorrt")
+        data = lower_to_onnx(program, spec.input_names, spec.output_names, spec.name)
+        data = recipe.quantize_onnx(data, feeds, "tensorrt")
         entry["files"]["tensorrt"] = writer.add_onnx(f"tensorrt/{spec.name}.onnx", data)
         entry["static_shapes"]["tensorrt"] = {"batch": spec.static_batch}
         can_build, why_not = tensorrt_status()
@@ -105,44 +106,37 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
 
 
 def add_model_file(writer: BundleWriter, entry: dict, target: str, relpath: str, data: OnnxModel,
-                   recipe: Recipe) -> str:
-    """Write one model file; with 1-bit weights, as a ``.1bit`` container (runs of +-1.0f stored as bits)."""
+                   recipe: QuantConfig) -> str:
+    """Write one model file, stored as the config says (1-bit weights: a ``.1bit`` container of runs of +-1.0f
+    stored as bits, recorded under the entry's ``one_bit``)."""
     if isinstance(data, LargeOnnx):
         return writer.add_onnx(relpath, data)
-    if recipe.weight_bits != 1:
-        return writer.add_bytes(relpath, data)
-    from edgesdk.runtime.onebit import SUFFIX, pack
-
-    container, header = pack(data)
-    entry.setdefault("one_bit", {})[target] = {"binary_weights": header["binary_words"],
-                                               "unpacked_bytes": header["original_size"],
-                                               "stored_bytes": len(container)}
-    return writer.add_bytes(relpath + SUFFIX, container)
+    stored, suffix, record = recipe.stored(data)
+    if record is not None:
+        entry.setdefault("one_bit", {})[target] = record
+    return writer.add_bytes(relpath + suffix, stored)
 
 
-def executorch_programs(captured: CapturedComponent, recipe: Recipe,
+def executorch_programs(captured: CapturedComponent, recipe: QuantConfig,
                         calibration: list[tuple[torch.Tensor, ...]]) -> dict[str, torch.export.ExportedProgram]:
     """The programs of one .pte: "forward" at the static batch, and "forward_b<N>" per extra batch. The extra ones
     come from the dynamic-batch capture, quantized once and captured at each batch, so every method carries the
     same quantization parameters (observers see the same calibration values either way)."""
     from edgesdk.export.capture import inputs_at_batch
-    from edgesdk.quant.matmul_form import linear_layer_program
-    from edgesdk.quant.pt2e import quantize_program, quantized_module
 
     spec = captured.spec
     static, dynamic = captured.static, captured.dynamic
     extra = [b for b in spec.extra_batches if b != spec.static_batch]
-    if recipe.convolutions_as_linear:
-        limit = recipe.im2col_limit_bytes
-        static = linear_layer_program(static, max_patch_bytes=limit)
-        dynamic = linear_layer_program(dynamic, spec.max_batch, limit) if dynamic is not None and extra else dynamic
-    programs = {"forward": quantize_program(static, recipe, calibration, spec.example_inputs)}
+    static = recipe.prepare_graph(static, "executorch")
+    if dynamic is not None and extra:
+        dynamic = recipe.prepare_graph(dynamic, "executorch", spec.max_batch)
+    programs = {"forward": recipe.quantize_program(static, calibration, spec.example_inputs)}
     if extra:
         if dynamic is None:
             raise EdgeSDKError(f"component '{spec.name}' asks for ExecuTorch batches {extra} but its batch cannot be "
                                f"made dynamic ({captured.why_static})")
         examples = tuple(dynamic.example_inputs[0])
-        module = quantized_module(dynamic, recipe, calibration, examples)
+        module = recipe.quantized_module(dynamic, calibration, examples)
         with torch.no_grad():
             for batch in extra:
                 programs[f"forward_b{batch}"] = torch.export.export(module, inputs_at_batch(spec.example_inputs, batch))
@@ -216,15 +210,18 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
 
 
 def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, assets: dict[str, object],
-                  targets: list[str], output: Path, overwrite: bool = False, recipe: Recipe | None = None,
+                  task: str | None = None,
+                  targets: list[str], output: Path, overwrite: bool = False, recipe: QuantConfig | None = None,
                   calibration: dict[str, list[tuple[torch.Tensor, ...]]] | None = None,
                   quality: Callable[[Path], dict] | None = None, log: Log = print) -> Path:
-    """Capture, lower, write, check parity, and commit a bundle. Nothing is left behind on failure."""
-    from edgesdk import __version__
+    """Capture, lower, write, check parity, and commit a bundle. Nothing is left behind on failure. ``task``: the
+    runtime task that opens it (``edgesdk.runtime.tasks``); None leaves it to the reader (``Bundle.task``)."""
+    # the installed distribution's version: the export room does not import the edgesdk front package
+    from importlib.metadata import version
 
     torch.manual_seed(0)
-    recipe = recipe or FP32()
-    check_targets(recipe, targets)
+    recipe = recipe or FP32Config()
+    recipe.check_targets(targets)
     writer = BundleWriter(output, overwrite=overwrite)
     try:
         components: dict[str, dict] = {}
@@ -244,7 +241,7 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
         if "tensorrt" in targets:
             script = build_script({n: c["files"]["tensorrt"] for n, c in components.items()})
             writer.add_bytes("tensorrt/build_engines.sh", script.encode())
-        manifest = {"family": family, "created_by": f"edgesdk {__version__}",
+        manifest = {"family": family, **({"task": task} if task else {}), "created_by": f"edgesdk {version('edgesdk')}",
                     "quantization": {"recipe": recipe.name, **recipe.to_dict()}, "model": model_meta,
                     "assets": asset_paths, "components": components}
         writer.write_manifest(manifest)

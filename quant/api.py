@@ -1,19 +1,22 @@
-"""One verb: ``quantize(model, recipe, ...)`` for a torch model, a captured program, or an ONNX graph."""
+"""One verb: ``quantize(model, config, ...)`` for a torch model, a captured program, or an ONNX graph."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor, nn
-from torch.export import ExportedProgram
 
-from edgesdk.quant.recipes import Recipe
+from edgesdk.quant.configs import QuantConfig
 from edgesdk.runtime.errors import EdgeSDKError
 
+if TYPE_CHECKING:  # torch is imported when a torch model is quantized: reading a config (the CLI, the families'
+    # table) costs nothing
+    from torch import Tensor, nn
+    from torch.export import ExportedProgram
 
-def quantize(model: nn.Module | ExportedProgram | bytes, recipe: Recipe, *,
+
+def quantize(model: nn.Module | ExportedProgram | bytes, config: QuantConfig, *,
              example_inputs: tuple[Tensor, ...] | None = None,
              calibration: Sequence[tuple[Tensor, ...]] = (), target: str = "executorch",
              input_names: Sequence[str] | None = None) -> ExportedProgram | bytes:
@@ -22,21 +25,20 @@ def quantize(model: nn.Module | ExportedProgram | bytes, recipe: Recipe, *,
     - an ``nn.Module`` (with ``example_inputs``) or an ``ExportedProgram``, for ExecuTorch: a quantized
       ``ExportedProgram`` ready for ``to_edge_transform_and_lower``;
     - ONNX bytes, for ``target="onnx"`` or ``"tensorrt"``: quantized Q/DQ ONNX bytes (calibration tuples are
-      matched to ``input_names``). With ``W4`` only MatMul / Gemm weights become 4-bit here; convolutions do too
+      matched to ``input_names``). With ``W4Config`` only MatMul / Gemm weights become 4-bit here; convolutions do too
       when the graph was exported from ``edgesdk.quant.matmul_form.linear_layer_program`` (as ``edgesdk export``
       does).
     """
     if isinstance(model, bytes):
-        from edgesdk.quant.onnx import quantize_onnx
-
         if target not in ("onnx", "tensorrt"):
             raise EdgeSDKError(f"an ONNX graph is quantized for target onnx or tensorrt, not '{target}'")
         names = list(input_names or [])
         if calibration and len(names) != len(calibration[0]):
             raise EdgeSDKError("pass input_names matching the calibration tuples to quantize an ONNX graph")
         feeds = [{n: np.asarray(t) for n, t in zip(names, inputs, strict=True)} for inputs in calibration]
-        return quantize_onnx(model, recipe, feeds, target)
-    from edgesdk.quant.pt2e import quantize_program
+        return config.quantize_onnx(model, feeds, target)
+    import torch
+    from torch.export import ExportedProgram
 
     if target != "executorch":
         raise EdgeSDKError(f"a torch model is quantized here for target executorch; for '{target}' export it to "
@@ -49,4 +51,4 @@ def quantize(model: nn.Module | ExportedProgram | bytes, recipe: Recipe, *,
             raise EdgeSDKError("quantizing an nn.Module needs example_inputs")
         with torch.no_grad():
             program = torch.export.export(model.eval(), example_inputs)
-    return quantize_program(program, recipe, calibration, example_inputs)
+    return config.quantize_program(program, calibration, example_inputs)

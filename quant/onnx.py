@@ -24,9 +24,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgesdk.export.onnx import LargeOnnx, OnnxModel, as_model_file
-from edgesdk.quant.recipes import LOSSLESS, Recipe
-from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.quant.onnx_files import LargeOnnx, OnnxModel, as_model_file
 
 # ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2; AVX-512 without VNNI) sum pairs of products in
 # int16 (VPMADDUBSW), which saturates on full-range 8-bit weights: a graph that computes at 34 dB SQNR ran at 18 dB
@@ -43,14 +41,10 @@ class FeedsReader(CalibrationDataReader):
         return next(self._iter, None)
 
 
-def quantize_onnx(model: OnnxModel, recipe: Recipe, calibration: Sequence[dict[str, np.ndarray]],
-                  target: str) -> OnnxModel:
-    if recipe.name in LOSSLESS:
-        return model
-    if recipe.weight_bits == 4:
-        if isinstance(model, LargeOnnx):
-            raise EdgeSDKError("w4 on ONNX Runtime is not supported for models over 2 GB; use --quant w8")
-        return quantize_onnx_4bit(model, recipe)
+def quantize_onnx_int8(model: OnnxModel, static: bool, calibration: Sequence[dict[str, np.ndarray]],
+                       target: str) -> OnnxModel:
+    """int8 Q/DQ: static (activation ranges from the calibration feeds, per target as the module says) or dynamic
+    (int8 weights, activations quantized on the fly)."""
     large = isinstance(model, LargeOnnx)
     with tempfile.TemporaryDirectory() as tmp:
         prepared, out = Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
@@ -62,9 +56,7 @@ def quantize_onnx(model: OnnxModel, recipe: Recipe, calibration: Sequence[dict[s
             source = Path(tmp) / "in.onnx"
             source.write_bytes(model)
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        if recipe.is_static:
-            if not calibration:
-                raise EdgeSDKError(f"recipe '{recipe.name}' needs calibration data and none was given")
+        if static:
             symmetric = target == "tensorrt"
             quantize_static(
                 str(prepared), str(out), FeedsReader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -124,7 +116,7 @@ def replace_nodes(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> None:
     model.graph.initializer.extend(kept)
 
 
-def quantize_onnx_4bit(model: bytes, recipe: Recipe) -> bytes:
+def quantize_onnx_4bit(model: bytes, group_size: int) -> bytes:
     """MatMulNBits: 4-bit weights in blocks along the input features, on the grid of ``edgesdk.quant.int4`` (the
     one ExecuTorch gets; ONNX Runtime's own quantizer picks other scales); accuracy level 4 quantizes the
     activations to int8 on the fly, the same regime as ExecuTorch's 8da4w. The graph must already be in
@@ -139,7 +131,7 @@ def quantize_onnx_4bit(model: bytes, recipe: Recipe) -> bytes:
     for node in graph.graph.node:
         weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
         matrix = numpy_helper.to_array(weight) if weight is not None else None
-        group = group_for(matrix.shape[0], recipe.group_size or 64) if matrix is not None and matrix.ndim == 2 \
+        group = group_for(matrix.shape[0], group_size) if matrix is not None and matrix.ndim == 2 \
             else None
         if group is None:
             nodes.append(node)

@@ -1,4 +1,5 @@
-"""ExecuTorch quantization: PT2E with the XNNPACK quantizer, on a captured (static-shape) program."""
+"""ExecuTorch quantization on a captured program: int8 through PT2E with the XNNPACK quantizer, 8da4w through torchao.
+Which one runs is the config's choice (``edgesdk.quant.configs``)."""
 
 from __future__ import annotations
 
@@ -9,48 +10,35 @@ import torch
 from torch import Tensor
 from torch.export import ExportedProgram
 
-from edgesdk.quant.recipes import LOSSLESS, Recipe
 from edgesdk.runtime.errors import EdgeSDKError
 
 
-def quantize_program(program: ExportedProgram, recipe: Recipe, calibration: Sequence[tuple[Tensor, ...]],
-                     example_inputs: tuple[Tensor, ...]) -> ExportedProgram:
-    """Insert int8 quantization per the recipe, observe the calibration inputs, and re-capture."""
-    if recipe.name in LOSSLESS:
-        return program
-    module = quantized_module(program, recipe, calibration, example_inputs)
-    return torch.export.export(module, example_inputs)
-
-
-def quantized_module(program: ExportedProgram, recipe: Recipe, calibration: Sequence[tuple[Tensor, ...]],
-                     example_inputs: tuple[Tensor, ...]) -> torch.nn.Module:
-    """The quantized module before re-capture. From a dynamic-batch program it can be captured at any batch, with
-    the same quantization parameters at each."""
+def int8_module(program: ExportedProgram, static: bool, calibration: Sequence[tuple[Tensor, ...]],
+                example_inputs: tuple[Tensor, ...]) -> torch.nn.Module:
+    """int8 weights per channel through XNNPACK's quantizer: activations per tensor from the calibration inputs
+    (``static``) or quantized on the fly. The module before re-capture: from a dynamic-batch program it can be captured
+    at any batch, with the same quantization parameters at each."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    if recipe.name in LOSSLESS:
-        return program.module()
-    if recipe.weight_bits == 4:
-        return quantized_module_4bit(program, recipe)
     quantizer = XNNPACKQuantizer()
-    if not recipe.is_static:
+    if not static:
         quantizer.set_filter_function(not_a_graph_wide_dynamic_input)
-    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=not recipe.is_static)
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=not static)
     # Convolutions and linear layers only (where the time and the bytes are). Quantizing every element-wise
     # op as well took the tiny-sd UNet from 32 dB to 16 dB SQNR: the timestep (0..999) and one-sided
     # activations lose too much on an 8-bit grid. (Module-type filters missed layers nested in
     # nn.Sequential; operator types catch every one.)
-    if recipe.is_static:
+    if static:
         quantizer.set_operator_type(torch.ops.aten.conv2d.default, config)
     quantizer.set_operator_type(torch.ops.aten.linear.default, config)
     prepared = prepare_pt2e(program.module(), quantizer)
-    if recipe.is_static:
+    if static:
         if not calibration:
-            raise EdgeSDKError(f"recipe '{recipe.name}' needs calibration data and none was given")
+            raise EdgeSDKError("recipe 'w8a8' needs calibration data and none was given")
         with torch.no_grad():
             for inputs in calibration:
                 prepared(*inputs)
@@ -89,7 +77,7 @@ def not_a_graph_wide_dynamic_input(node: torch.fx.Node) -> bool:
     return sum(user.target == torch.ops.aten.linear.default for user in source.users) <= 3
 
 
-def quantized_module_4bit(program: ExportedProgram, recipe: Recipe) -> torch.nn.Module:
+def int4_module(program: ExportedProgram, group_size: int) -> torch.nn.Module:
     """8da4w: every convolution and linear layer as a linear layer (``matmul_form``), its weights 4-bit in groups
     on the grid of ``edgesdk.quant.int4`` and its input quantized to int8 on the fly; XNNPACK runs these as
     qd8-f32-qb4w GEMMs."""
@@ -100,7 +88,7 @@ def quantized_module_4bit(program: ExportedProgram, recipe: Recipe) -> torch.nn.
     from edgesdk.quant.matmul_form import as_linear_layers
 
     module, _ = as_linear_layers(program.module())
-    for fqn, group in groups_for_layers(module, recipe.group_size or 64).items():
+    for fqn, group in groups_for_layers(module, group_size).items():
         # "no clipping error": scale = max(-min/8, max/7), the grid ONNX Runtime's MatMulNBits gets too and the
         # one quantization-aware training snaps to (it maps already-snapped weights onto themselves)
         config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group),

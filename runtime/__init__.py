@@ -20,12 +20,14 @@ from edgesdk.runtime.onestep import OneStepTextToImage
 from edgesdk.runtime.pipeline import ComponentPipeline, TextToImage, initial_noise, to_uint8
 from edgesdk.runtime.restore import VideoRestorer
 from edgesdk.runtime.samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m, timesteps
+from edgesdk.runtime.tasks import TASKS, open_pipeline, open_text_to_image
 from edgesdk.runtime.tokenizer import Tokenizer
 from edgesdk.runtime.video import read_frames, restore_video, write_frames
 
 __all__ = [
     "BACKENDS",
     "SAMPLERS",
+    "TASKS",
     "Bundle",
     "ClipTokenizer",
     "ComponentInfo",
@@ -45,7 +47,9 @@ __all__ = [
     "grid",
     "initial_noise",
     "open_bundle",
+    "open_pipeline",
     "open_session",
+    "open_text_to_image",
     "psnr_y",
     "read_frames",
     "register_backend",

@@ -1,11 +1,13 @@
 """Inference backends behind one small interface: `session.run({name: array}) -> {name: array}`.
 
 Every adapter takes and returns numpy arrays, so pipelines never see a framework type. torch is imported
-only inside the ExecuTorch factory, because `executorch.runtime` exchanges torch tensors.
+only inside the ExecuTorch factory, because `executorch.runtime` exchanges torch tensors; where torch is not
+installed, .pte files run on the C++ runtime's C library instead (runtime/cpp_backend.py).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,11 +244,48 @@ def _onnx_factory(bundle: Bundle, component: str, threads: int | None, lean_memo
     return OnnxSession(bundle.path_of(info.files["onnx"]), info, threads, lean_memory)
 
 
+# Which ExecuTorch runtime runs .pte files: "python" (the executorch binding, which needs torch), "cpp" (the C++
+# runtime's C library through ctypes, no torch: runtime/cpp_backend.py) or "auto" (the binding where it is
+# installed, else the C library where it is built).
+EXECUTORCH_RUNTIME_ENV = "EDGESDK_EXECUTORCH_RUNTIME"
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None  # found, not imported: torch costs nothing here
+    except (ImportError, ValueError):
+        return False
+
+
+def executorch_runtime() -> str:
+    """"python" or "cpp": the ExecuTorch runtime that sessions on backend "executorch" use here (see above)."""
+    choice = os.environ.get(EXECUTORCH_RUNTIME_ENV, "auto")
+    if choice not in ("auto", "python", "cpp"):
+        raise EdgeSDKError(f"{EXECUTORCH_RUNTIME_ENV}={choice!r}: choose auto, python or cpp")
+    if choice != "auto":
+        return choice
+    if _installed("executorch") and _installed("torch"):
+        return "python"
+    from edgesdk.runtime.cpp_backend import library_path
+
+    if library_path() is not None:
+        return "cpp"
+    raise EdgeSDKError("backend 'executorch' needs the executorch Python binding, which needs torch (pip install "
+                       "'edgesdk[export]'), or the C++ runtime's library (`make cpp` in a checkout; "
+                       "EDGESDK_CPP_LIB names a build); or use backend 'onnx'")
+
+
 def _executorch_factory(bundle: Bundle, component: str, threads: int | None, lean_memory: bool) -> Session:
+    info = bundle.component(component)
+    if executorch_runtime() == "cpp":
+        from edgesdk.runtime.cpp_backend import CppExecuTorchSession
+
+        return CppExecuTorchSession(bundle, info, threads, lean_memory)
     # threads: XNNPACK's thread pool is process-wide in the ExecuTorch pybindings; not settable per session
     from edgesdk.runtime.executorch_backend import ExecuTorchSession  # the one module that may pull in torch
 
-    info = bundle.component(component)
     return ExecuTorchSession(bundle.path_of(info.files["executorch"]), info, lean_memory)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.runtime.backends import open_session
+from edgesdk.runtime.backends import executorch_runtime, open_session
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.pipeline import TextToImage
@@ -95,14 +95,23 @@ def _example_inputs(bundle: Bundle, component: str, batch: int, rng: np.random.G
 def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 5, component_runs: int = 20,
                   threads: int | None = None, sampler: str = "ddim") -> dict:
     rss_start = peak_rss_mb()
-    if backend == "executorch":
+    if backend == "executorch" and executorch_runtime() == "python":
         # The Python binding pulls in torch (~300 MB); an app linking the C++ runtime does not. Measured apart.
-        import executorch.runtime  # noqa: F401
+        from edgesdk.runtime.executorch_backend import import_bindings
+
+        import_bindings()
     rss_imported = peak_rss_mb()
     t0 = time.perf_counter()
     bundle = Bundle.open(bundle_path)
-    text_to_image = bundle.family == "tiny-sd"  # other bundles (users' own models) get per-component figures only
-    pipe = TextToImage(bundle, backend=backend, threads=threads) if text_to_image else None
+    # whole samples for a text-to-image bundle whose vocabulary has the benchmark prompt's words; per-component
+    # figures only for the rest (other tasks, synthetic vocabularies)
+    pipe = TextToImage(bundle, backend=backend, threads=threads) if bundle.task == "text-to-image" else None
+    if pipe is not None:
+        try:
+            pipe.tokenizer.embed(BENCH_PROMPT, pipe.token_table)
+        except EdgeSDKError:
+            pipe = None
+    text_to_image = pipe is not None
     load_s = time.perf_counter() - t0
     quantized = bundle.manifest.get("quantization", {}).get("recipe", "fp32") != "fp32"
     file_sizes = bundle.file_sizes()

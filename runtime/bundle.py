@@ -21,6 +21,11 @@ KNOWN_FORMAT_VERSIONS = (1,)
 _HASH_CHUNK = 1 << 20  # 1 MiB: bounded memory for multi-GB weights on a phone
 
 
+# the task of bundles that do not name one (written before the manifest's "task" field), by family
+LEGACY_TASKS = {"tiny-sd": "text-to-image", "stable-diffusion": "text-to-image", "onestep": "one-step-text-to-image",
+                "bnn": "classify", "viws": "restore"}
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One input or output of a component. Dynamic dims are strings ("batch"), fixed dims integers."""
@@ -83,6 +88,16 @@ class Bundle:
     @property
     def family(self) -> str:
         return str(self.manifest.get("family", ""))
+
+    @property
+    def task(self) -> str:
+        """The runtime task that opens this bundle (``edgesdk.runtime.tasks``): the manifest's ``task``; for a bundle
+        that does not say (written before the field existed, or by hand), the model section's ``task``, else its
+        family's, else text-to-image for a latent model, else "run" (components only)."""
+        for task in (self.manifest.get("task"), self.model.get("task"), LEGACY_TASKS.get(self.family)):
+            if isinstance(task, str) and task:
+                return task
+        return "text-to-image" if "latent_channels" in self.model else "run"
 
     @property
     def model(self) -> dict[str, Any]:

@@ -18,6 +18,12 @@ from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.onebit import model_source
 
 
+def import_bindings() -> None:
+    """Import executorch.runtime (and torch with it) now, so that `edgesdk bench` can measure that cost apart from
+    loading a program. Only this module imports them: the rest of the runtime stays torch-free."""
+    import executorch.runtime  # noqa: F401
+
+
 class ExecuTorchSession(ManifestNamedSession):
     """An ExecuTorch .pte program (XNNPACK-delegated). Positional inputs in the manifest's order."""
 
@@ -30,8 +36,8 @@ class ExecuTorchSession(ManifestNamedSession):
             import torch
             from executorch.runtime import Runtime
         except ImportError as e:
-            raise EdgeSDKError(f"backend 'executorch' needs the executorch and torch packages ({e}); "
-                               "install them or use backend 'onnx'") from None
+            raise EdgeSDKError(f"backend 'executorch' needs the executorch Python binding, which needs torch ({e}): "
+                               "pip install 'edgesdk[export]', or use backend 'onnx'") from None
         self._torch: Any = torch
         self._info = info
         source = model_source(path)  # a .1bit container is unpacked to the program's bytes here, at load

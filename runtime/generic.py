@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from edgesdk.runtime.backends import open_session
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.files import write_bytes
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -53,7 +53,5 @@ def run_component(bundle_path: Path, inputs: list[str], component: str | None = 
     if output is not None:
         buffer = io.BytesIO()
         np.savez(buffer, **outputs)
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, output)
+        write_bytes(output, buffer.getvalue())
     return outputs

@@ -3,14 +3,13 @@ torch."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.files import atomic_file
 
 
 def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
@@ -31,17 +30,12 @@ def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
 
 
 def save_grid(images: np.ndarray, path: str | Path, columns: int | None = None) -> Path:
-    """Write the grid atomically (temp file + os.replace): a crash never leaves half a PNG behind."""
+    """Write the grid atomically (``atomic_file``): a crash never leaves half a PNG behind. PNG unless the suffix
+    names another format PIL writes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix or ".png", prefix=".tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(grid(images, columns)).save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    canvas = grid(images, columns)
+    with atomic_file(path) as tmp:
+        Image.fromarray(canvas).save(tmp, format=None if path.suffix else "PNG")
     return path
 
 

@@ -8,23 +8,114 @@ for the graph it will actually run (``optimized_model_filepath``) and compare we
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from edgesdk.runtime.onebit import model_source
 
 INT_TYPES = ("int8", "uint8", "int4", "uint4")
 
+# ONNX TensorProto.DataType -> (numpy's name for it, bytes per element as numpy_helper.to_array holds it: 4-bit
+# types one byte per element, unpacked). STRING (8) has no size and is left out.
+_DTYPES: dict[int, tuple[str, int]] = {
+    1: ("float32", 4), 2: ("uint8", 1), 3: ("int8", 1), 4: ("uint16", 2), 5: ("int16", 2), 6: ("int32", 4),
+    7: ("int64", 8), 9: ("bool", 1), 10: ("float16", 2), 11: ("float64", 8), 12: ("uint32", 4), 13: ("uint64", 8),
+    14: ("complex64", 8), 15: ("complex128", 16), 16: ("bfloat16", 2), 17: ("float8_e4m3fn", 1),
+    18: ("float8_e4m3fnuz", 1), 19: ("float8_e5m2", 1), 20: ("float8_e5m2fnuz", 1), 21: ("uint4", 1), 22: ("int4", 1),
+    23: ("float4_e2m1fn", 1),
+}
 
-def initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
+
+@dataclass(frozen=True)
+class GraphSummary:
+    """What the memory checks need from an ONNX model: its main graph's operators and weight bytes by dtype."""
+
+    op_types: list[str]
+    initializer_bytes: dict[str, int]
+
+
+# The onnx package (31 MB, the export extra) is not needed to read that much: an ONNX file is a protobuf ModelProto,
+# and the protobuf wire format is stable. Only the fields below are read; external weight data is never loaded.
+_MODEL_GRAPH, _GRAPH_NODE, _GRAPH_INITIALIZER, _NODE_OP_TYPE, _TENSOR_DIMS, _TENSOR_DATA_TYPE = 7, 1, 5, 4, 1, 2
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+    """(field number, wire type, value) of a protobuf message: an int for varints and fixed-size fields (their bits),
+    a view for length-delimited ones."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            yield number, wire, value
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            yield number, wire, data[pos:pos + size]
+            pos += size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            yield number, wire, int.from_bytes(data[pos:pos + size], "little")
+            pos += size
+        else:
+            raise ValueError(f"not an ONNX protobuf (wire type {wire} at byte {pos})")
+
+
+def _tensor_bytes(tensor: memoryview) -> tuple[str, int] | None:
+    dims: list[int] = []
+    data_type = 0
+    for number, wire, value in _fields(tensor):
+        if number == _TENSOR_DIMS:
+            if wire == 2:  # packed repeated int64
+                assert isinstance(value, memoryview)
+                pos = 0
+                while pos < len(value):
+                    dim, pos = _varint(value, pos)
+                    dims.append(dim)
+            else:
+                assert isinstance(value, int)
+                dims.append(value)
+        elif number == _TENSOR_DATA_TYPE:
+            assert isinstance(value, int)
+            data_type = value
+    if data_type not in _DTYPES:
+        return None
+    name, size = _DTYPES[data_type]
+    count = 1
+    for dim in dims:
+        count *= dim
+    return name, count * size
+
+
+def read_graph(model: Path | bytes) -> GraphSummary:
+    """The main graph's operators (in order) and initializer bytes by dtype of an ONNX file or its bytes."""
+    data = memoryview(model.read_bytes() if isinstance(model, Path) else model)
+    op_types: list[str] = []
     totals: dict[str, int] = {}
-    for tensor in model.graph.initializer:
-        array = numpy_helper.to_array(tensor)
-        totals[str(array.dtype)] = totals.get(str(array.dtype), 0) + int(np.asarray(array).nbytes)
-    return totals
+    for number, _, graph in _fields(data):
+        if number != _MODEL_GRAPH or not isinstance(graph, memoryview):
+            continue
+        for field, _, value in _fields(graph):
+            if field == _GRAPH_NODE and isinstance(value, memoryview):
+                op_types += [bytes(v).decode() for f, _, v in _fields(value)
+                             if f == _NODE_OP_TYPE and isinstance(v, memoryview)]
+            elif field == _GRAPH_INITIALIZER and isinstance(value, memoryview):
+                sized = _tensor_bytes(value)
+                if sized:
+                    totals[sized[0]] = totals.get(sized[0], 0) + sized[1]
+    return GraphSummary(op_types, totals)
 
 
 # The matrix work of a graph, as ONNX Runtime runs it: in integer kernels or in float ones.
@@ -33,7 +124,7 @@ INTEGER_KERNELS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger
 FLOAT_KERNELS = ("Conv", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "NchwcConv", "ConvTranspose")
 
 
-def session_graph(path: Path, config: dict[str, str] | None = None) -> onnx.ModelProto:
+def session_graph(path: Path, config: dict[str, str] | None = None) -> GraphSummary:
     """The graph ONNX Runtime actually runs, after its optimisations at session start, with the session options
     the runtime's own sessions use (``config`` overrides entries, e.g. to show what folding looks like)."""
     import onnxruntime as ort
@@ -53,12 +144,12 @@ def session_graph(path: Path, config: dict[str, str] | None = None) -> onnx.Mode
         source = model_source(path)  # a .1bit container: its unpacked bytes
         ort.InferenceSession(str(source) if isinstance(source, Path) else source, sess_options=options,
                              providers=["CPUExecutionProvider"])
-        return onnx.load(str(optimized))
+        return read_graph(optimized)
 
 
-def integer_kernel_share(graph: onnx.ModelProto) -> dict:
+def integer_kernel_share(graph: GraphSummary) -> dict:
     """Share of the matrix ops (conv, matmul, gemm) that run in integer kernels."""
-    ops = [node.op_type for node in graph.graph.node]
+    ops = graph.op_types
     integer = sum(op in INTEGER_KERNELS for op in ops)
     floating = sum(op in FLOAT_KERNELS for op in ops)
     return {"integer_kernel_share": round(integer / max(1, integer + floating), 4), "integer_ops": integer,
@@ -68,9 +159,7 @@ def integer_kernel_share(graph: onnx.ModelProto) -> dict:
 def onnx_weight_residency(path: Path, config: dict[str, str] | None = None) -> dict:
     """Weight bytes by dtype in the file and in ONNX Runtime's optimised graph, and whether int8 survived."""
     in_memory = session_graph(path, config)
-    source = model_source(path)
-    in_file = onnx.load(str(source)) if isinstance(source, Path) else onnx.load_from_string(source)
-    residency = compare_residency(initializer_bytes(in_file), initializer_bytes(in_memory))
+    residency = compare_residency(read_graph(model_source(path)).initializer_bytes, in_memory.initializer_bytes)
     return {**residency, **integer_kernel_share(in_memory)}
 
 

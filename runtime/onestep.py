@@ -33,6 +33,27 @@ class OneStepTextToImage(ComponentPipeline):
             raise EdgeSDKError(f"bundle {self.bundle.root.name!r} is a {self.bundle.family or 'unnamed'!r} bundle, "
                                "not a one-step generator (family onestep); sample it with TextToImage")
 
+    sample_components = COMPONENTS
+
+    def sample(self, prompts: list[str] | str, seed: int = 0, learned: dict[str, np.ndarray] | None = None,
+               steps: int | None = None, sampler: str | None = None,
+               guidance_scale: float | None = None) -> np.ndarray:
+        """``generate``; sampler options are refused, never silently ignored."""
+        self.check_sampling(steps, sampler, guidance_scale)
+        return self.generate(prompts, seed=seed, learned=learned)
+
+    def check_sampling(self, steps: int | None = None, sampler: str | None = None,
+                       guidance_scale: float | None = None) -> None:
+        given = [f"--{name} {value}" for name, value in (("steps", steps), ("sampler", sampler),
+                                                         ("guidance", guidance_scale)) if value is not None]
+        if given:
+            them = "it" if len(given) == 1 else "them"
+            raise EdgeSDKError(f"{', '.join(given)}: a one-step bundle (family onestep) samples in one generator "
+                               f"evaluation, with no steps, sampler or guidance; drop {them}")
+
+    def sampling(self, steps: int | None = None, sampler: str | None = None) -> dict[str, int | str]:
+        return {"steps": 1, "sampler": "onestep"}
+
     def generate(self, prompts: list[str] | str, seed: int = 0, learned: dict[str, np.ndarray] | None = None,
                  return_float: bool = False) -> np.ndarray:
         """uint8 images (B, H, W, 3), one per prompt, from one generator evaluation each. `learned` maps

@@ -11,9 +11,7 @@ device, and the images are read in place and never copied anywhere.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.files import atomic_file
 from edgesdk.runtime.image import center_crop
 from edgesdk.runtime.pipeline import ComponentFactory, TextToImage
 from edgesdk.runtime.tokenizer import Tokenizer
@@ -213,17 +212,9 @@ def save_token(path: Path, token: str, vectors: np.ndarray, metadata: dict[str, 
     """A learned token as .safetensors ({token: (num_vectors, width) float32}), written atomically."""
     from safetensors.numpy import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file({token: np.ascontiguousarray(vectors, dtype=np.float32)}, temp,
+    with atomic_file(path) as temp:
+        save_file({token: np.ascontiguousarray(vectors, dtype=np.float32)}, str(temp),
                   metadata={k: json.dumps(v) for k, v in metadata.items()})
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 def load_tokens(path: Path) -> dict[str, np.ndarray]:

@@ -97,9 +97,37 @@ class ComponentPipeline:
         """(B, max_tokens, width) input embeddings; every prompt is checked before any network runs."""
         return np.stack([self.tokenizer.embed(p, self.token_table, learned) for p in prompts])
 
+    # what a text-to-image task offers the CLI and apps alike: the components one sample runs, and one sampling call
+    # whose sampler options a task without a sampler refuses (None: the task's default)
+    sample_components: tuple[str, ...] = ()
+
+    def sample(self, prompts: list[str] | str, seed: int = 0, learned: dict[str, np.ndarray] | None = None,
+               steps: int | None = None, sampler: str | None = None,
+               guidance_scale: float | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def check_sampling(self, steps: int | None = None, sampler: str | None = None,
+                       guidance_scale: float | None = None) -> None:
+        """Refuse sampler options this task does not take, before any work (``sample`` calls it too)."""
+
+    def sampling(self, steps: int | None = None, sampler: str | None = None) -> dict[str, int | str]:
+        """How ``sample`` makes an image with these options: {"steps": network evaluations, "sampler": name}."""
+        raise NotImplementedError
+
+    def describe(self, steps: int | None = None, sampler: str | None = None) -> str:
+        """``sampling`` in words, for reports ("ddim 25 steps", "one step")."""
+        how = self.sampling(steps, sampler)
+        return "one step" if how["sampler"] == "onestep" else f"{how['sampler']} {how['steps']} steps"
+
+
+DEFAULT_STEPS = 25
+DEFAULT_SAMPLER = "ddim"
+
 
 class TextToImage(ComponentPipeline):
     """A diffusion bundle (tiny-sd): prompts -> text encoder -> `steps` UNet evaluations (CFG) -> VAE decoder."""
+
+    sample_components = ("text_encoder", "unet", "vae_decoder")
 
     def __init__(self, bundle: Bundle | str | Path, backend: str = "onnx", threads: int | None = None,
                  session_factory: ComponentFactory | None = None, lean_memory: bool = False) -> None:
@@ -149,6 +177,15 @@ class TextToImage(ComponentPipeline):
         latents = SAMPLERS[sampler](denoise, noise, self.alphas_cumprod, steps)
         images = self.run_component("vae_decoder", latents.astype(np.float32))
         return images if return_float else to_uint8(images)
+
+    def sample(self, prompts: list[str] | str, seed: int = 0, learned: dict[str, np.ndarray] | None = None,
+               steps: int | None = None, sampler: str | None = None,
+               guidance_scale: float | None = None) -> np.ndarray:
+        return self.generate(prompts, steps=DEFAULT_STEPS if steps is None else steps, seed=seed,
+                             guidance_scale=guidance_scale, sampler=sampler or DEFAULT_SAMPLER, learned=learned)
+
+    def sampling(self, steps: int | None = None, sampler: str | None = None) -> dict[str, int | str]:
+        return {"steps": DEFAULT_STEPS if steps is None else steps, "sampler": sampler or DEFAULT_SAMPLER}
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         """uint8 (B, H, W, 3) -> scaled latents (B, C, h, w) via the bundle's vae_encoder."""

@@ -13,12 +13,8 @@ only by a complete new one.
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +24,7 @@ import numpy as np
 
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.files import atomic_folder, publish_file, temp_file_for
 from edgesdk.runtime.image import grid, save_grid
 from edgesdk.runtime.restore import VideoRestorer, frame_to_rgb
 
@@ -50,13 +47,6 @@ class VideoInfo:
     fps: float
     size: tuple[int, int]  # (width, height)
     kind: str  # "video" | "folder"
-
-
-def _public(path: Path, mode: int) -> None:
-    """Give a finished output the permissions a plain open() would have: mkstemp/mkdtemp create 0600/0700."""
-    umask = os.umask(0)  # reading the umask means setting it; put it straight back
-    os.umask(umask)
-    os.chmod(path, mode & ~umask)
 
 
 def natural_key(name: str) -> list[Any]:
@@ -204,9 +194,7 @@ def _write_video(path: Path, frames: Iterable[np.ndarray], fps: float, notes: li
     import imageio_ffmpeg
 
     codec, pixels = WRITE_FORMATS[path.suffix.lower()]
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)  # ffmpeg reads the suffix
-    os.close(fd)
-    tmp = Path(name)
+    tmp = temp_file_for(path)  # keeps the suffix, which ffmpeg reads
     writer = None
     count, shape, pad = 0, (0, 0), (0, 0)
     try:
@@ -238,8 +226,7 @@ def _write_video(path: Path, frames: Iterable[np.ndarray], fps: float, notes: li
             raise EdgeSDKError(f"no frames to write to {str(path)!r}")
         finished, writer = writer, None
         finished.close()  # waits for ffmpeg to finish the file
-        _public(tmp, 0o666)
-        os.replace(tmp, path)
+        publish_file(tmp, path)
     except (OSError, RuntimeError) as exc:
         _abandon(writer, tmp)
         raise EdgeSDKError(f"ffmpeg could not write {str(path)!r} ({_ffmpeg_problem(exc)}); nothing was written")\
@@ -262,8 +249,7 @@ def _abandon(writer: Any, tmp: Path) -> None:
 def _write_folder(path: Path, frames: Iterable[np.ndarray]) -> Path:
     from PIL import Image
 
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
-    try:
+    with atomic_folder(path) as tmp:
         count = 0
         shape = None
         for index, frame in enumerate(frames):
@@ -276,23 +262,6 @@ def _write_folder(path: Path, frames: Iterable[np.ndarray]) -> Path:
             count += 1
         if count == 0:
             raise EdgeSDKError(f"no frames to write to {str(path)!r}")
-        _public(tmp, 0o777)
-        if path.exists():
-            # a folder cannot be replaced in one rename: move the old one aside, move the new one in, then drop
-            # the old; if the second rename fails the old one is put back
-            old = path.with_name(f".old-{path.name}-{uuid.uuid4().hex[:8]}")
-            os.rename(path, old)
-            try:
-                os.rename(tmp, path)
-            except BaseException:
-                os.rename(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -311,9 +280,7 @@ def side_by_side(degraded: np.ndarray, restored: np.ndarray) -> np.ndarray:
 
 def save_side_by_side(path: str | Path, degraded: np.ndarray, restored: np.ndarray) -> Path:
     """Write ``side_by_side`` as an image, atomically (``save_grid``: temp file + rename)."""
-    written = save_grid(_pair(degraded, restored), path, columns=2)
-    _public(written, 0o666)
-    return written
+    return save_grid(_pair(degraded, restored), path, columns=2)
 
 
 def restore_video(bundle: Bundle | str | Path, input: str | Path, output: str | Path, backend: str = "onnx",

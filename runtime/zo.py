@@ -13,12 +13,9 @@ is float64: at least the fp32 that §4 demands, and a checkpoint restores it bit
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Mapping
@@ -29,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.files import atomic_file
 
 CHECKPOINT_FORMAT = 1
 # Config fields that do not change the trajectory; every other field must match to resume a checkpoint. (`steps`
@@ -553,21 +551,11 @@ def _expect_shape(array: np.ndarray, shape: tuple[int, ...]) -> None:
 
 def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """A crash or error mid-write leaves the previous checkpoint untouched and no temp file behind."""
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes must be on disk before the rename makes them the checkpoint
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise EdgeSDKError(f"cannot write checkpoint {path}: {e}") from e
-        raise
+    except OSError as e:
+        raise EdgeSDKError(f"cannot write checkpoint {path}: {e}") from e
 
 
 _REQUIRED_KEYS = ("format", "config", "dim", "t_range", "step", "theta", "m", "v", "rng_state", "sg_buffer",

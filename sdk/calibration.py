@@ -14,7 +14,7 @@ from torch import Tensor
 
 from edgesdk.data import ShapesDataset
 from edgesdk.evaluate import evaluation_prompts
-from edgesdk.quant.recipes import Calibration
+from edgesdk.quant.configs import Calibration
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.pipeline import initial_noise
 from edgesdk.runtime.samplers import sample_ddim

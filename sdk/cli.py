@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
 import typer
 
+from edgesdk.extras import require_extra
+from edgesdk.families import FAMILIES
 from edgesdk.runtime.errors import EdgeSDKError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -18,8 +21,6 @@ train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
 app.add_typer(train_app, name="train")
 
 CHECKPOINTS = Path("checkpoints")
-DEFAULT_STEPS = 25
-DEFAULT_SAMPLER = "ddim"
 
 
 def _version(value: bool) -> None:
@@ -51,6 +52,7 @@ def train_tiny_sd_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train tiny-sd (VAE, then text encoder + UNet). Under torchrun, runs DDP across the processes."""
+    require_extra("train tiny-sd", "train")
     from edgesdk.train.tiny_sd import TinySDTrainConfig, train_tiny_sd
 
     if palette not in ("continuous", "named"):
@@ -81,6 +83,7 @@ def train_onestep_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Distil tiny-sd into a one-step generator with f-distill. Under torchrun, averages over the processes."""
+    require_extra("train onestep", "train")
     from edgesdk.train.onestep import OneStepTrainConfig, train_onestep
 
     cfg = OneStepTrainConfig(divergence=divergence, iterations=iterations, update_freq=update_freq, batch=batch,
@@ -105,6 +108,7 @@ def train_onestep_w4_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Fine-tune a one-step student with 4-bit weights to match its fp32 self, so `--quant w4` exports keep it."""
+    require_extra("train onestep-w4", "train")
     from edgesdk.train.quant_aware import QuantAwareConfig, train_quant_aware
 
     cfg = QuantAwareConfig(iterations=iterations, batch=batch, lr=lr, group=group, seed=seed)
@@ -136,6 +140,7 @@ def train_bnn_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train a binary ResNet with ReSTE (or the STE baseline). Under torchrun, runs DDP across the processes."""
+    require_extra("train bnn", "train")
     from edgesdk.train.bnn import BNNTrainConfig, train_bnn
     from edgesdk.zoo.bnn import default_bnn_path
 
@@ -175,6 +180,7 @@ def train_viws_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train ViWS-Net on synthetic rain / haze / snow clips. Under torchrun, runs DDP across the processes."""
+    require_extra("train viws", "train")
     from edgesdk.train.viws import ViWSTrainConfig, train_viws
 
     cfg = ViWSTrainConfig(steps=steps, batch=batch, lr=lr, clips_per_weather=clips_per_weather, size=size,
@@ -197,6 +203,7 @@ def train_evaluator_cmd(
     quiet: bool = typer.Option(False),
 ) -> None:
     """Train the attribute classifier that scores generated images (never sees generated images)."""
+    require_extra("train evaluator", "train")
     from edgesdk.train.evaluator import EvaluatorTrainConfig, train_evaluator
 
     report = train_evaluator(output, checkpoint_dir, EvaluatorTrainConfig(steps=steps, seed=seed),
@@ -206,12 +213,25 @@ def train_evaluator_cmd(
 
 # ------------------------------------------------------------------------------------------------ export
 
+FACTORY_FORM = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # package.module:factory
+
+
+def positional_model(name: str | None, families: tuple[str, ...]) -> str | None:
+    """The user's model when `edgesdk export NAME` names one rather than a family: an existing file, a .pt2 path
+    or package.module:factory (what --model takes). None for a family or no name; an error for anything else."""
+    if name is None or name in families:
+        return None
+    if name.endswith(".pt2") or FACTORY_FORM.fullmatch(name) or Path(name).is_file():
+        return name
+    raise EdgeSDKError(f"unknown model family '{name}'; available: {', '.join(families)}; to export your own model "
+                       "give its path (model.pt2) or package.module:factory")
+
 
 @app.command("export")
 def export_cmd(
-    family: str | None = typer.Argument(None, help="Model family: tiny-sd | onestep (a one-step student of "
-                                                    "tiny-sd) | bnn (a binary classifier) | viws (video rain / haze "
-                                                    "/ snow removal). Or give --model."),
+    family: str | None = typer.Argument(None, help=f"Model family: {' | '.join(FAMILIES)} (edgesdk.families). Or "
+                                                    "your own model, as --model takes it: model.pt2 or "
+                                                    "package.module:factory."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (NAME.edge)."),
     model: str | None = typer.Option(None, "--model", help="Your own model: model.pt2 (torch.export.save) or "
                                                           "package.module:factory returning (module, inputs)."),
@@ -242,35 +262,37 @@ def export_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the bundle summary as JSON."),
 ) -> None:
     """Export a model: capture with torch.export, quantize, lower per target, write a verified bundle, check parity."""
-    from edgesdk.exporting import FAMILIES, export_model
-    from edgesdk.quant.recipes import Calibration
+    require_extra("export", "export")
+    from edgesdk.exporting import export_model
+    from edgesdk.quant.configs import Calibration
 
     log = (lambda _msg: None) if json_out else (lambda msg: typer.echo(msg, err=True))
-    if from_diffusers is not None:
-        from edgesdk.exporting import export_diffusers
-
-        if family is not None or model is not None:
-            raise EdgeSDKError("--from-diffusers names the model itself; drop the family / --model")
-        path = export_diffusers(from_diffusers, output, target, quant=quant or "fp32", image_size=image_size,
-                                overwrite=overwrite, zo_batch=zo_batch, log=log)
-        _print_summary(path, json_out)
-        return
-    if image_size is not None:
-        raise EdgeSDKError("--image-size applies to --from-diffusers only")
+    named_model = positional_model(family, tuple(FAMILIES))
+    if named_model is not None:
+        if model is not None:
+            raise EdgeSDKError(f"give the model once: '{named_model}' or --model '{model}', not both")
+        family, model = None, named_model
     if model is not None:
         from edgesdk.user_model import export_user_model
 
-        if family is not None:
-            raise EdgeSDKError(f"give either a model family ('{family}') or --model, not both")
+        if family is not None or from_diffusers is not None:
+            raise EdgeSDKError(f"give either a model family ('{family or 'stable-diffusion'}') or --model, not both")
+        if image_size is not None:
+            raise EdgeSDKError("--image-size applies to --from-diffusers only")
         path = export_user_model(model, output, target, quant=quant or "fp32", calibration=calibration,
                                  overwrite=overwrite, log=log)
-    else:
-        if family is None:
-            raise EdgeSDKError(f"name a model family ({' | '.join(FAMILIES)}) or pass --model "
-                               "model.pt2|package.module:factory")
-        recipe_calibration = Calibration(samples=calibration_samples, trajectory=calibration_trajectory)
-        path = export_model(family, output, target, weights=weights, overwrite=overwrite, quant=quant,
-                            calibration=recipe_calibration, log=log, zo_batch=zo_batch)
+        _print_summary(path, json_out)
+        return
+    if from_diffusers is not None:  # the folder names the model: family stable-diffusion, the folder its weights
+        if family is not None or weights is not None:
+            raise EdgeSDKError("--from-diffusers names the model itself; drop the family / --weights")
+        family, weights = "stable-diffusion", from_diffusers
+    if family is None:
+        raise EdgeSDKError(f"name a model family ({' | '.join(FAMILIES)}) or pass --model "
+                           "model.pt2|package.module:factory")
+    recipe_calibration = Calibration(samples=calibration_samples, trajectory=calibration_trajectory)
+    path = export_model(family, output, target, weights=weights, overwrite=overwrite, quant=quant,
+                        calibration=recipe_calibration, log=log, zo_batch=zo_batch, image_size=image_size)
     _print_summary(path, json_out)
 
 
@@ -322,11 +344,11 @@ def sample_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt; repeat for several."),
     backend: str = typer.Option("onnx", help="onnx | executorch | tensorrt"),
-    steps: int = typer.Option(DEFAULT_STEPS, help="Denoising steps (not for one-step bundles)."),
+    steps: int | None = typer.Option(None, help="Denoising steps (default 25; not for one-step bundles)."),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
     guidance: float | None = typer.Option(None, help="Classifier-free guidance scale (default: the bundle's; not "
                                                      "for one-step bundles)."),
-    sampler: str = typer.Option(DEFAULT_SAMPLER, help="ddim | dpmpp-2m (not for one-step bundles)"),
+    sampler: str | None = typer.Option(None, help="ddim (default) | dpmpp-2m (not for one-step bundles)"),
     per_prompt: int = typer.Option(1, help="Images per prompt."),
     output: Path = typer.Option(Path("samples.png"), "-o", "--output", help="PNG grid to write."),
     threads: int | None = typer.Option(None, help="CPU threads for the backend."),
@@ -337,55 +359,31 @@ def sample_cmd(
     A one-step bundle (family onestep) runs its generator once per image: no steps, sampler or guidance."""
     import time
 
-    from edgesdk.runtime.bundle import Bundle
     from edgesdk.runtime.image import save_grid
-    from edgesdk.runtime.onestep import COMPONENTS as ONESTEP_COMPONENTS
-    from edgesdk.runtime.onestep import OneStepTextToImage
-    from edgesdk.runtime.pipeline import TextToImage
+    from edgesdk.runtime.personalize import load_tokens
+    from edgesdk.runtime.tasks import open_text_to_image
 
     if per_prompt < 1:
         raise EdgeSDKError(f"--per-prompt must be at least 1, got {per_prompt}")
     start = time.perf_counter()
-    opened = Bundle.open(bundle)
-    one_step = opened.family == "onestep"
-    if one_step:
-        _refuse_sampler_options(steps=steps, sampler=sampler, guidance=guidance)
-    from edgesdk.runtime.personalize import load_tokens
-
+    pipe = open_text_to_image(bundle, backend=backend, threads=threads)
     learned: dict = {}
     for path in embedding:
         learned.update(load_tokens(path))
-    if one_step:
-        pipe = OneStepTextToImage(opened, backend=backend, threads=threads)
-        components, how = ONESTEP_COMPONENTS, "one step"
-    else:
-        pipe = TextToImage(opened, backend=backend, threads=threads)
-        components, how = ("text_encoder", "unet", "vae_decoder"), f"{sampler} {steps} steps"
     prompts = [p for p in prompt for _ in range(per_prompt)]
     for words in prompts:
         pipe.tokenizer.embed(words, pipe.token_table, learned)  # a typo fails before any model loads
-    for component in components:
+    pipe.check_sampling(steps, sampler, guidance)  # a one-step bundle refuses them before any model loads
+    how = pipe.describe(steps, sampler)
+    for component in pipe.sample_components:
         pipe.session(component)
     loaded = time.perf_counter()
-    if one_step:
-        images = pipe.generate(prompts, seed=seed, learned=learned or None)
-    else:
-        images = pipe.generate(prompts, steps=steps, seed=seed, guidance_scale=guidance, sampler=sampler,
-                               learned=learned or None)
+    images = pipe.sample(prompts, seed=seed, learned=learned or None, steps=steps, sampler=sampler,
+                         guidance_scale=guidance)
     done = time.perf_counter()
     path = save_grid(images, output, columns=per_prompt)
     typer.echo(f"wrote {path}: {len(images)} images, {backend}, {how}; "
                f"loaded in {loaded - start:.2f} s, generated in {done - loaded:.2f} s")
-
-
-def _refuse_sampler_options(**given: object) -> None:
-    """Sampler options on a one-step bundle: a value other than the default is refused, never silently ignored."""
-    defaults = {"steps": DEFAULT_STEPS, "sampler": DEFAULT_SAMPLER, "guidance": None}
-    passed = [f"--{name} {value}" for name, value in given.items() if value != defaults[name]]
-    if passed:
-        them = "it" if len(passed) == 1 else "them"
-        raise EdgeSDKError(f"{', '.join(passed)}: a one-step bundle (family onestep) samples in one generator "
-                           f"evaluation, with no steps, sampler or guidance; drop {them}")
 
 
 @app.command("personalize")
@@ -436,9 +434,9 @@ def personalize_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Learn a new word from a few images on the device: forward passes of the exported model only, no torch."""
+    from edgesdk.progress import TrainProgress
     from edgesdk.runtime.personalize import checkpoint_path_for, personalize
     from edgesdk.runtime.zo import checkpoint_step
-    from edgesdk.train.common import TrainProgress
 
     if backend not in ("onnx", "executorch"):
         raise EdgeSDKError(f"--backend {backend!r}: personalization runs on onnx or executorch")
@@ -572,8 +570,8 @@ def evaluate_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory (NAME.edge)."),
     backend: str = typer.Option("onnx", help="onnx | executorch | tensorrt"),
     samples: int = typer.Option(100, help="Images to generate and score."),
-    steps: int = typer.Option(DEFAULT_STEPS, help="Denoising steps (not for one-step bundles)."),
-    sampler: str = typer.Option(DEFAULT_SAMPLER, help="ddim | dpmpp-2m (not for one-step bundles)"),
+    steps: int | None = typer.Option(None, help="Denoising steps (default 25; not for one-step bundles)."),
+    sampler: str | None = typer.Option(None, help="ddim (default) | dpmpp-2m (not for one-step bundles)"),
     seed: int = typer.Option(0),
     grid: Path | None = typer.Option(None, help="Also save the first 50 images as a PNG grid."),
     json_out: bool = typer.Option(False, "--json"),
@@ -581,14 +579,12 @@ def evaluate_cmd(
     """Prompt accuracy: share of samples whose kind/colour/size/background the evaluator reads back."""
     import json
 
+    require_extra("evaluate", "export", modules=("torch",))  # the evaluator network is PyTorch
     from edgesdk.evaluate import prompt_accuracy
-    from edgesdk.runtime.bundle import Bundle
     from edgesdk.runtime.image import save_grid
 
     if samples < 1:
         raise EdgeSDKError(f"--samples must be at least 1, got {samples}")
-    if Bundle.open(bundle).family == "onestep":
-        _refuse_sampler_options(steps=steps, sampler=sampler)
     report, images, _ = prompt_accuracy(bundle, backend=backend, samples=samples, steps=steps, sampler=sampler,
                                         seed=seed)
     if grid:
@@ -597,7 +593,8 @@ def evaluate_cmd(
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         acc = ", ".join(f"{k} {v:.1%}" for k, v in report.accuracy.items())
-        how = "one step" if report.extra["sampler"] == "onestep" else f"{sampler} {steps} steps"
+        how = "one step" if report.extra["sampler"] == "onestep" else \
+            f"{report.extra['sampler']} {report.extra['steps']} steps"
         typer.echo(f"prompt accuracy on {report.samples} samples ({backend}, {how}): {acc}")
 
 

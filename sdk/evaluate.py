@@ -50,32 +50,22 @@ def score_images(images: np.ndarray, prompts: list[str], evaluator_path: Path | 
     return AccuracyReport(samples=len(prompts), accuracy=accuracy, counted={k: v for k, v in counted.items() if v})
 
 
-def prompt_accuracy(bundle_path: Path, backend: str = "onnx", samples: int = 100, steps: int = 25,
-                    sampler: str = "ddim", seed: int = 0, batch: int = 25, guidance_scale: float | None = None,
+def prompt_accuracy(bundle_path: Path, backend: str = "onnx", samples: int = 100, steps: int | None = None,
+                    sampler: str | None = None, seed: int = 0, batch: int = 25, guidance_scale: float | None = None,
                     session_factory: Callable | None = None) -> tuple[AccuracyReport, np.ndarray, list[str]]:
-    """Sample ``samples`` images from a bundle on a backend and score them. A onestep bundle is sampled in its one
-    generator evaluation: ``steps``, ``sampler`` and ``guidance_scale`` do not apply to it (its report says 1 step)."""
-    from edgesdk.runtime.bundle import Bundle
-    from edgesdk.runtime.onestep import OneStepTextToImage
-    from edgesdk.runtime.pipeline import TextToImage
+    """Sample ``samples`` images from a text-to-image bundle on a backend and score them. Sampler options (None: the
+    bundle's defaults) are refused by a one-step bundle, which samples in one generator evaluation."""
+    from edgesdk.runtime.tasks import open_text_to_image
 
     prompts = evaluation_prompts(samples)
-    bundle = Bundle.open(bundle_path)
-    if bundle.family == "onestep":
-        one_step = OneStepTextToImage(bundle, backend=backend, session_factory=session_factory)
-        steps, sampler = 1, "onestep"
+    pipe = open_text_to_image(bundle_path, backend=backend, session_factory=session_factory)
 
-        def generate(chunk: list[str], chunk_seed: int) -> np.ndarray:
-            return one_step.generate(chunk, seed=chunk_seed)
-    else:
-        pipe = TextToImage(bundle, backend=backend, session_factory=session_factory)
-
-        def generate(chunk: list[str], chunk_seed: int) -> np.ndarray:
-            return pipe.generate(chunk, steps=steps, seed=chunk_seed, sampler=sampler, guidance_scale=guidance_scale)
+    def generate(chunk: list[str], chunk_seed: int) -> np.ndarray:
+        return pipe.sample(chunk, seed=chunk_seed, steps=steps, sampler=sampler, guidance_scale=guidance_scale)
 
     start = time.perf_counter()
     images = np.concatenate([generate(prompts[i : i + batch], seed + i) for i in range(0, samples, batch)])
     report = score_images(images, prompts)
     report.seconds = time.perf_counter() - start
-    report.extra = {"backend": backend, "steps": steps, "sampler": sampler}
+    report.extra = {"backend": backend, **pipe.sampling(steps, sampler)}
     return report, images, prompts

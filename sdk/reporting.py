@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.table import Table
 from edgesdk.runtime.backends import BACKENDS
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.files import write_text
 
 
 def _console() -> Console:
@@ -25,11 +25,7 @@ def _console() -> Console:
 
 def write_json(path: Path, value: object) -> Path:
     """Atomic JSON write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def bundle_summary(bundle_path: Path) -> dict:
@@ -90,9 +86,17 @@ def summary_tables(summary: dict) -> None:
 
 
 def runnable_backends(bundle: Bundle) -> list[str]:
-    """The bundle's targets that can run on this machine (TensorRT only where it imports)."""
+    """The bundle's targets that can run on this machine (TensorRT only where it imports; ExecuTorch where its
+    Python binding or the C++ runtime's library is installed, which a core install has not)."""
+    from edgesdk.runtime.backends import executorch_runtime
+
     names = []
     for target in bundle.targets():
+        if target == "executorch":
+            try:
+                executorch_runtime()
+            except EdgeSDKError:
+                continue
         if target == "tensorrt":
             try:
                 import tensorrt  # noqa: F401

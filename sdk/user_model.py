@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from edgesdk.export.capture import ComponentSpec
 from edgesdk.export.pipeline import Log, export_bundle, parse_targets
-from edgesdk.quant.recipes import check_targets, recipe_from_name
+from edgesdk.quant.configs import config_from_name
 from edgesdk.runtime.errors import EdgeSDKError
 
 
@@ -66,7 +66,8 @@ def load_user_model(source: str) -> ComponentSpec:
         input_names, output_names = (list(made[2][0]), list(made[2][1])) if len(made) == 3 else (
             _names("input", len(examples)), _names("output", count))
     else:
-        raise EdgeSDKError(f"--model takes a .pt2 file or package.module:factory, got '{source}'")
+        raise EdgeSDKError(f"a model to export is a .pt2 file (torch.export.save) or package.module:factory, got "
+                           f"'{source}'")
     batch = int(examples[0].shape[0]) if examples and examples[0].dim() > 0 else 1
     return ComponentSpec("model", module, examples, input_names, output_names, static_batch=batch)
 
@@ -96,12 +97,12 @@ def load_calibration(source: Path, spec: ComponentSpec) -> list[tuple[Tensor, ..
 
 def export_user_model(source: str, output: Path, targets: str | list[str] = "", quant: str = "fp32",
                       calibration: Path | None = None, overwrite: bool = False, log: Log = print) -> Path:
-    recipe = recipe_from_name(quant)
+    recipe = config_from_name(quant)
     target_list = parse_targets(targets) if targets else list(recipe.targets)
-    check_targets(recipe, target_list)
+    recipe.check_targets(target_list)
     spec = load_user_model(source)
     calibration_inputs = None
-    if recipe.is_static:
+    if recipe.needs_calibration:
         if calibration is None:
             raise EdgeSDKError(f"recipe '{recipe.name}' needs --calibration DIR|FILE.npz with real inputs")
         calibration_inputs = {"model": load_calibration(calibration, spec)}

@@ -31,7 +31,7 @@ def _tiny_sd(out: Path) -> Path:
 
 def _tiny_sd_w8a8(out: Path) -> Path:
     from edgesdk.exporting import export_model
-    from edgesdk.quant.recipes import Calibration
+    from edgesdk.quant.configs import Calibration
 
     return export_model("tiny-sd", out, "executorch,onnx", quant="w8a8", calibration=Calibration(samples=8), **QUIET)
 
@@ -62,7 +62,7 @@ def _onestep(out: Path) -> Path:
 def _stable_diffusion(out: Path) -> Path:
     """A tiny random SD-1.5-shaped diffusers pipeline (written from configs, no download), imported on both
     backends with every ONNX file through the external-data route that > 2 GB models take."""
-    import edgesdk.export.onnx as onnx_stage
+    import edgesdk.quant.onnx_files as onnx_stage
     from edgesdk.exporting import export_diffusers
     from edgesdk.zoo.diffusers_sd import write_random_pipeline
 

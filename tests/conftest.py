@@ -79,3 +79,30 @@ def run_without_torch(code: str, timeout: float = 120) -> subprocess.CompletedPr
     """``code`` in a child Python where importing torch fails (what a phone app's runtime has)."""
     return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code + '\nassert "torch" not in sys.modules\n'],
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+# Installed as sitecustomize.py on PYTHONPATH, so that every Python the command starts (bench runs each backend in a
+# child process) has torch blocked too. Each attempt is also written down: a command that catches the ImportError
+# and carries on has still tried to import torch.
+_BLOCK_TORCH_EVERYWHERE = BLOCK_TORCH.replace('raise ImportError', '''import os, traceback
+            with open(os.environ["EDGESDK_TORCH_ATTEMPTS"], "a") as log:
+                log.write(f"import {name!r} from:\\n{''.join(traceback.format_stack(limit=12))}\\n")
+            raise ImportError''')
+
+
+def run_cli_without_torch(*args: str, tmp_path: Path, timeout: float = 300,
+                          env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a child process (and its children) where importing torch fails; fails the test if anything tried
+    to import torch, even where the command caught the ImportError. ``env``: more environment variables."""
+    blocker = tmp_path / "torch-blocker"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "sitecustomize.py").write_text(_BLOCK_TORCH_EVERYWHERE, encoding="utf-8")
+    attempts = blocker / "attempts.log"
+    attempts.unlink(missing_ok=True)
+    python_path = os.pathsep.join(p for p in (str(blocker), os.environ.get("PYTHONPATH", "")) if p)
+    child_env = {**os.environ, **(env or {}), "PYTHONWARNINGS": "ignore", "PYTHONPATH": python_path,
+                 "EDGESDK_TORCH_ATTEMPTS": str(attempts)}
+    result = subprocess.run([sys.executable, "-m", "edgesdk.cli", *args], capture_output=True, text=True,
+                            timeout=timeout, env=child_env, check=False)
+    assert not attempts.exists(), f"edgesdk {args[0]} tried to import torch:\n{attempts.read_text()[-3000:]}"
+    return result

@@ -230,7 +230,7 @@ def test_cli_export_sample_and_bad_folders(sd_folder: Path, sd_bundle: Path, tmp
 
 def test_w8_through_external_data_runs_zo_steps_on_both_backends(sd_folder: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch):
-    import edgesdk.export.onnx as onnx_stage
+    import edgesdk.quant.onnx_files as onnx_stage
 
     monkeypatch.setattr(onnx_stage, "EXTERNAL_DATA_BYTES", 0)
     # ExecuTorch too: dynamically quantized, the cross-attention projections of the text (a graph input every block

@@ -15,7 +15,7 @@ from edgesdk.export.executorch import lower_to_executorch
 from edgesdk.export.parity import EagerSession, compare
 from edgesdk.export.pipeline import export_bundle, parse_targets
 from edgesdk.export.tensorrt import tensorrt_status
-from edgesdk.exporting import eager_session_factory, tiny_sd_components
+from edgesdk.families.tiny_sd import eager_session_factory, tiny_sd_components
 from edgesdk.runtime import EdgeSDKError
 from edgesdk.runtime.backends import OnnxSession
 from edgesdk.runtime.bundle import Bundle

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from edgesdk.exporting import export_model
-from edgesdk.quant import W4, quantize
+from edgesdk.quant import W4Config, quantize
 from edgesdk.quant.int4 import (
     as_matrix,
     bake_quant_aware,
@@ -88,14 +88,14 @@ def test_both_targets_store_the_same_grid():
     snapped = dequantized(linear.weight.detach().numpy(), 64)
     exact = x.numpy() @ snapped.T + linear.bias.detach().numpy()
     onnx_bytes = torch.onnx.export(linear, (x,), dynamo=True).model_proto.SerializeToString()
-    session = ort.InferenceSession(quantize(onnx_bytes, W4(), target="onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(quantize(onnx_bytes, W4Config(), target="onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     # int8 activations on the fly cost ~1 %; a wrong scale or nibble order would cost ~100 %
     assert np.abs(got - exact).max() < 0.03 * np.abs(exact).max()
 
-    from edgesdk.quant.pt2e import quantized_module_4bit
+    from edgesdk.quant.pt2e import int4_module
 
-    module = quantized_module_4bit(torch.export.export(linear, (x,)), W4())
+    module = int4_module(torch.export.export(linear, (x,)), 64)
     weights = [m.weight for m in module.modules() if isinstance(m, nn.Linear)]
     assert len(weights) == 1
     scales, codes = scales_and_codes(linear.weight.detach().numpy(), 64)

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from edgesdk.export.parity import compare
-from edgesdk.exporting import ONESTEP_SQNR_FLOOR_DB, export_model
+from edgesdk.exporting import export_model
+from edgesdk.families.onestep import ONESTEP_SQNR_FLOOR_DB
 from edgesdk.runtime import EdgeSDKError, OneStepTextToImage, TextToImage
 from edgesdk.runtime.backends import open_session
 from edgesdk.runtime.bundle import Bundle
@@ -152,7 +153,7 @@ def test_w8_onnx_bundle_with_one_step_quality(student_file: Path, tmp_path: Path
                         log=lambda _m: None)
     bundle = Bundle.open(path)
     assert bundle.family == "onestep" and bundle.manifest["quantization"]["recipe"] == "w8"
-    assert bundle.manifest["quantization"]["sqnr_floor_db"] == ONESTEP_SQNR_FLOOR_DB  # x0 output: see exporting.py
+    assert bundle.manifest["quantization"]["sqnr_floor_db"] == ONESTEP_SQNR_FLOOR_DB  # x0 output (families/onestep.py)
     quality = bundle.manifest["quality"]
     assert quality["steps"] == 1 and set(quality["prompt_accuracy"]) == {"fp32_eager", "onnx"}
     assert quality["prompt_accuracy"]["onnx"]["kind"] >= quality["prompt_accuracy"]["fp32_eager"]["kind"] - 0.2

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.train.common import load_weights
 from edgesdk.train.onestep import OneStepTrainConfig, train_onestep
 from edgesdk.zoo.onestep import load_onestep
+from edgesdk.zoo.weights import load_weights
 
 SMALL = {"batch": 4, "dataset_size": 32, "update_freq": 3}
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from edgesdk.export.capture import ComponentSpec
 from edgesdk.export.pipeline import export_bundle
-from edgesdk.quant.recipes import W4, W8, W8A8, Calibration, Recipe, check_targets, recipe_from_name
+from edgesdk.quant.configs import Calibration, QuantConfig, W4Config, W8A8Config, W8Config, config_from_name
 from edgesdk.runtime import EdgeSDKError
 from edgesdk.runtime.bundle import Bundle
 from tests.conftest import run_cli
@@ -17,18 +17,18 @@ from tests.conftest import run_cli
 
 def test_unknown_and_planned_recipes_are_refused():
     with pytest.raises(EdgeSDKError, match="unknown quantization recipe 'int3'"):
-        recipe_from_name("int3")
-    assert recipe_from_name("W8A8").calibration == Calibration()
-    assert recipe_from_name("w4").weight_bits == 4 and not recipe_from_name("w4").is_static
+        config_from_name("int3")
+    assert config_from_name("W8A8").calibration == Calibration()
+    assert config_from_name("w4").weight_bits == 4 and not config_from_name("w4").needs_calibration
 
 
 def test_recipe_a_target_cannot_express_is_refused():
     with pytest.raises(EdgeSDKError, match="'w8' cannot be expressed for target.*tensorrt"):
-        check_targets(W8(), ["onnx", "tensorrt"])
+        W8Config().check_targets(["onnx", "tensorrt"])
     with pytest.raises(EdgeSDKError, match="'w4' cannot be expressed for target.*tensorrt.*INT4"):
-        check_targets(W4(), ["executorch", "tensorrt"])
+        W4Config().check_targets(["executorch", "tensorrt"])
     with pytest.raises(EdgeSDKError, match="group size"):
-        W4(group_size=48)
+        W4Config(group_size=48)
 
 
 def test_empty_calibration_is_refused():
@@ -56,7 +56,7 @@ class SmallNet(nn.Module):
         return self.conv2(torch.relu(self.conv1(x)))
 
 
-def _small_export(tmp_path: Path, recipe: Recipe) -> Path:
+def _small_export(tmp_path: Path, recipe: QuantConfig) -> Path:
     torch.manual_seed(0)
     spec = ComponentSpec("net", SmallNet(), (torch.randn(1, 3, 16, 16),), ["x"], ["y"])
     calibration = {"net": [(torch.randn(1, 3, 16, 16),) for _ in range(8)]}
@@ -66,20 +66,20 @@ def _small_export(tmp_path: Path, recipe: Recipe) -> Path:
 
 
 def test_sqnr_below_the_recipe_floor_fails_the_export(tmp_path: Path):
-    strict = Recipe("w8a8", sqnr_floor_db=90.0, calibration=Calibration(samples=8), targets=("executorch", "onnx"))
+    strict = W8A8Config(sqnr_floor_db=90.0, calibration=Calibration(samples=8))
     with pytest.raises(EdgeSDKError, match="below the recipe's floor of 90 dB"):
         _small_export(tmp_path, strict)
     assert not (tmp_path / "net.edge").exists()
-    bundle = Bundle.open(_small_export(tmp_path, W8A8(Calibration(samples=8))))
+    bundle = Bundle.open(_small_export(tmp_path, W8A8Config(calibration=Calibration(samples=8))))
     for figures in bundle.component("net").parity.values():
-        assert all(v["sqnr_db"] >= W8A8().sqnr_floor_db for v in figures.values())
+        assert all(v["sqnr_db"] >= W8A8Config().sqnr_floor_db for v in figures.values())
 
 
 def test_w8_exports_to_executorch_and_onnx(tmp_path: Path):
-    bundle = Bundle.open(_small_export(tmp_path, W8()))
+    bundle = Bundle.open(_small_export(tmp_path, W8Config()))
     assert bundle.manifest["quantization"]["recipe"] == "w8"
     for figures in bundle.component("net").parity.values():
-        assert all(v["sqnr_db"] >= W8().sqnr_floor_db for v in figures.values())
+        assert all(v["sqnr_db"] >= W8Config().sqnr_floor_db for v in figures.values())
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +94,7 @@ def test_w8a8_tiny_sd_is_small_delegated_and_above_its_floor(w8a8_bundle: Path, 
     for name, info in quant.components.items():
         assert info.delegation["executorch"]["delegated_share"] == 1.0
         for target, figures in info.parity.items():
-            assert min(v["sqnr_db"] for v in figures.values()) >= W8A8().sqnr_floor_db, (name, target)
+            assert min(v["sqnr_db"] for v in figures.values()) >= W8A8Config().sqnr_floor_db, (name, target)
     # ONNX Runtime runs every conv / matmul of the quantized graphs in integer kernels, none in the fp32 bundle
     assert quant.component("unet").delegation["onnx"]["integer_kernel_share"] == 1.0
     assert fp32.component("unet").delegation["onnx"]["integer_kernel_share"] == 0.0
@@ -144,7 +144,7 @@ def test_one_verb_quantizes_a_module_and_an_onnx_graph():
     torch.manual_seed(0)
     model, x = SmallNet().eval(), torch.randn(1, 3, 16, 16)
     calibration = [(torch.randn(1, 3, 16, 16),) for _ in range(8)]
-    program = quantize(model, W8A8(), example_inputs=(x,), calibration=calibration)
+    program = quantize(model, W8A8Config(), example_inputs=(x,), calibration=calibration)
     targets = {str(n.target) for n in program.graph.nodes}
     assert any("quantize_per_tensor" in t for t in targets)
     with torch.no_grad():
@@ -152,12 +152,12 @@ def test_one_verb_quantizes_a_module_and_an_onnx_graph():
         assert compare(reference, program.module()(x).numpy())["sqnr_db"] >= 20
     spec = ComponentSpec("net", model, (x,), ["x"], ["y"])
     fp32_onnx = lower_to_onnx(capture(spec, dynamic_batch=False).static, ["x"], ["y"], "net")
-    quantized = quantize(fp32_onnx, W8A8(), calibration=calibration, target="onnx", input_names=["x"])
+    quantized = quantize(fp32_onnx, W8A8Config(), calibration=calibration, target="onnx", input_names=["x"])
     assert len(quantized) < len(fp32_onnx)
     out = ort.InferenceSession(quantized, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
     assert compare(reference, out)["sqnr_db"] >= 20
     with pytest.raises(EdgeSDKError, match="example_inputs"):
-        quantize(model, W8A8(), calibration=calibration)
+        quantize(model, W8A8Config(), calibration=calibration)
 
 
 class ConvNet(nn.Module):
@@ -204,18 +204,16 @@ def test_im2col_budget_keeps_large_convolutions_and_the_same_function():
     torch.testing.assert_close(module(x), model(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("recipe", [W8(), W4(group_size=16)], ids=["w8", "w4"])
-def test_quantizing_keeps_no_module_alive(recipe: Recipe):
+@pytest.mark.parametrize("recipe", [W8Config(), W4Config(group_size=16)], ids=["w8", "w4"])
+def test_quantizing_keeps_no_module_alive(recipe: QuantConfig):
     """PT2E and quantize_ hand every module they prepare to functools caches (torch.ao's, torchao's): unless the
     quantizer empties them, those modules and their weights live as long as the process (most of SD-1.5's 18.6 GB
     after lowering)."""
     import gc
     import weakref
 
-    from edgesdk.quant.pt2e import quantized_module
-
     x = torch.randn(1, 3, 16, 16)
-    module = quantized_module(torch.export.export(ConvNet().eval(), (x,)), recipe, None, (x,))
+    module = recipe.quantized_module(torch.export.export(ConvNet().eval(), (x,)), (), (x,))
     assert module(x).shape == (1, 10)
     watched = weakref.ref(module)
     del module
@@ -229,7 +227,7 @@ def test_w4_exports_every_weight_in_4_bits(tmp_path: Path):
     fp32 = export_bundle([spec], family="test", model_meta={}, assets={}, targets=["executorch", "onnx"],
                          output=tmp_path / "fp32.edge", log=lambda _m: None)
     w4 = export_bundle([spec], family="test", model_meta={}, assets={}, targets=["executorch", "onnx"],
-                       output=tmp_path / "w4.edge", recipe=W4(group_size=64), log=lambda _m: None)
+                       output=tmp_path / "w4.edge", recipe=W4Config(group_size=64), log=lambda _m: None)
     quant, base = Bundle.open(w4), Bundle.open(fp32)
     info = quant.component("net")
     assert quant.manifest["quantization"]["weight_bits"] == 4
@@ -239,7 +237,7 @@ def test_w4_exports_every_weight_in_4_bits(tmp_path: Path):
     assert info.delegation["onnx"]["onnx_ops"].get("MatMulNBits", 0) == 3
     assert "Conv" not in info.delegation["onnx"]["onnx_ops"]
     for figures in info.parity.values():
-        assert all(v["sqnr_db"] >= W4().sqnr_floor_db for v in figures.values())
+        assert all(v["sqnr_db"] >= W4Config().sqnr_floor_db for v in figures.values())
     for target in ("executorch", "onnx"):  # 42k weights: the files' fixed overhead keeps this well short of 8x
         ratio = base.file_sizes()[base.component("net").files[target]] / quant.file_sizes()[info.files[target]]
         assert ratio >= 3.0, (target, ratio)
@@ -251,7 +249,7 @@ def test_w4_tiny_sd_is_six_times_smaller_on_executorch(shared: Callable[[str], P
     quant = Bundle.open(shared("tiny-sd-w4"))
     for name, info in quant.components.items():
         assert info.delegation["executorch"]["delegated_share"] == 1.0, name
-        assert min(v["sqnr_db"] for v in info.parity["executorch"].values()) >= W4().sqnr_floor_db, name
+        assert min(v["sqnr_db"] for v in info.parity["executorch"].values()) >= W4Config().sqnr_floor_db, name
     fp32_bytes = sum(info.fp32_weight_bytes for info in quant.components.values())
     w4_bytes = sum(quant.file_sizes()[info.files["executorch"]] for info in quant.components.values())
     assert fp32_bytes / w4_bytes >= 6.0, (fp32_bytes, w4_bytes)

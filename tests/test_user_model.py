@@ -1,6 +1,8 @@
 """Users' own models: .pt2 and module:factory, calibrated w8a8, `edgesdk run`, clear refusals."""
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -75,4 +77,52 @@ def test_user_model_refusals(tmp_path: Path):
                          str(tmp_path / "d.edge"), "--target", target)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert phrase in result.stderr and "linalg_inv" in result.stderr, result.stderr
+    assert not any(tmp_path.glob("*.edge"))
+
+
+def _modes(root: Path) -> set[tuple[str, int]]:
+    """(kind, permission bits) of the folder, every folder under it and every file in it."""
+    found = set()
+    for folder, _, names in os.walk(root):
+        found.add(("dir", stat.S_IMODE(os.stat(folder).st_mode)))
+        found |= {("file", stat.S_IMODE(os.stat(Path(folder, n)).st_mode)) for n in names}
+    return found
+
+
+def test_positional_pt2_and_factory(tmp_path: Path):
+    """`edgesdk export model.pt2` and `edgesdk export package.module:factory`: the positional names the model. The
+    .pt2 export runs under umask 027: its bundle gets the modes a plain mkdir/open would give, not mkdtemp's 0700."""
+    model, inputs, _ = small_classifier()
+    torch.export.save(torch.export.export(model, inputs), str(tmp_path / "model.pt2"))
+    previous = os.umask(0o027)
+    try:
+        result = run_cli("export", str(tmp_path / "model.pt2"), "-o", str(tmp_path / "pt2.edge"), "--target", "onnx")
+    finally:
+        os.umask(previous)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((tmp_path / "pt2.edge" / "manifest.json").read_text())
+    assert manifest["family"] == "custom" and set(manifest["components"]["model"]["files"]) == {"onnx"}
+    assert _modes(tmp_path / "pt2.edge") == {("dir", 0o750), ("file", 0o640)}
+    result = run_cli("export", "tests.fixtures.user_models:small_classifier", "-o", str(tmp_path / "factory.edge"),
+                     "--target", "onnx")
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((tmp_path / "factory.edge" / "manifest.json").read_text())
+    assert manifest["family"] == "custom" and manifest["components"]["model"]["inputs"][0]["name"] == "image"
+
+
+def test_positional_refusals(tmp_path: Path):
+    result = run_cli("export", "no-such-thing", "-o", str(tmp_path / "a.edge"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "'no-such-thing'" in lines[0] and "tiny-sd, onestep, bnn, viws" in lines[0]
+    assert "model.pt2" in lines[0] and "package.module:factory" in lines[0]
+    result = run_cli("export", "tests.fixtures.user_models:small_classifier", "--model",
+                     "tests.fixtures.user_models:small_classifier", "-o", str(tmp_path / "b.edge"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "not both" in lines[0], result.stderr
+    (tmp_path / "weights.bin").write_bytes(b"not a model")  # an existing file is taken as the model, then refused
+    result = run_cli("export", str(tmp_path / "weights.bin"), "-o", str(tmp_path / "c.edge"))
+    assert result.returncode == 2 and ".pt2 file" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("export", str(tmp_path / "missing.pt2"), "-o", str(tmp_path / "d.edge"))
+    assert result.returncode == 2 and "model file not found" in result.stderr
     assert not any(tmp_path.glob("*.edge"))

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from edgesdk.exporting import export_model
+from edgesdk.progress import TrainProgress
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.train.common import TrainProgress, load_weights, save_weights
+from edgesdk.train.common import save_weights
 from edgesdk.train.viws import (
     ViWSTrainConfig,
     augment,
@@ -36,6 +37,7 @@ from edgesdk.zoo.viws import (
     load_viws,
     shift_matrix,
 )
+from edgesdk.zoo.weights import load_weights
 from tests.conftest import run_cli
 
 TINY = PRESETS["tiny"]

@@ -26,6 +26,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from edgesdk.data.classification import DATASETS, ClassificationSplit, load_classification, normalise
+from edgesdk.progress import TrainProgress
 from edgesdk.quant.binary import (
     DEFAULT_O_END,
     ESTIMATORS,
@@ -38,7 +39,6 @@ from edgesdk.quant.binary import (
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.train.common import (
     DistContext,
-    TrainProgress,
     atomic_torch_save,
     distributed,
     resume,

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import distributed as dist
 
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.files import atomic_file
 
 
 @dataclass(frozen=True)
@@ -67,10 +64,8 @@ def distributed() -> Iterator[DistContext]:
 
 def atomic_torch_save(obj: object, path: Path) -> None:
     """Write a checkpoint under a temporary name, then rename: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path) -> dict | None:
@@ -99,64 +94,9 @@ def resume(checkpoint: Path, train_config: dict, model: torch.nn.Module,
 
 def save_weights(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, object]) -> None:
     """Shipped weights: safetensors, with JSON-encoded metadata (config, vocabulary...). Atomic."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    save_file(contiguous, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
-    os.chmod(tmp, 0o644)  # a shipped file, readable by everyone
-    os.replace(tmp, path)
-
-
-def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    if not path.exists():
-        raise EdgeSDKError(f"weights file not found: {path}")
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
-    return load_file(str(path)), metadata
-
-
-class TrainProgress:
-    """A rich progress bar with loss and step rate, shown on rank 0 only."""
-
-    def __init__(self, description: str, total: int, start: int = 0, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.description = description
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[rate]:.2f} step/s"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=not enabled,
-        )
-        # Without a terminal (CI, nohup, a log file) rich draws nothing live: print a plain line instead.
-        self._plain = enabled and not self._progress.console.is_terminal
-        self._total, self._next_plain = total, start
-        self._task = self._progress.add_task(description, total=total, completed=start, loss=float("nan"), rate=0.0)
-        self._t0, self._start = time.perf_counter(), start
-
-    def __enter__(self) -> TrainProgress:
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(*exc)
-
-    def update(self, step: int, loss: float) -> None:
-        elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        rate = (step - self._start) / elapsed
-        self._progress.update(self._task, completed=step, loss=loss, rate=rate)
-        if self._plain and (step >= self._next_plain or step == self._total):
-            eta = (self._total - step) / max(rate, 1e-9)
-            print(f"{self.description} {step}/{self._total} loss {loss:.4f} {rate:.2f} step/s "
-                  f"elapsed {elapsed:.0f}s eta {eta:.0f}s", file=sys.stderr, flush=True)
-            self._next_plain = step + max(1, self._total // 20)
+    with atomic_file(path) as tmp:
+        save_file(contiguous, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
 
 
 def ema_update(ema: dict[str, torch.Tensor], params: dict[str, torch.Tensor], decay: float) -> None:

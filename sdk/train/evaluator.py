@@ -10,7 +10,8 @@ import torch
 from torch.nn import functional as F
 
 from edgesdk.data import ATTRIBUTES, ShapesDataset
-from edgesdk.train.common import TrainProgress, atomic_torch_save, load_checkpoint, save_weights
+from edgesdk.progress import TrainProgress
+from edgesdk.train.common import atomic_torch_save, load_checkpoint, save_weights
 from edgesdk.zoo.evaluator import AttributeClassifier
 
 

@@ -29,11 +29,11 @@ from torch import Tensor, nn
 from torch import distributed as dist
 
 from edgesdk.data import ShapesDataset, random_caption
+from edgesdk.progress import TrainProgress
 from edgesdk.runtime.bundle import file_sha256
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.train.common import (
     DistContext,
-    TrainProgress,
     atomic_torch_save,
     distributed,
     load_checkpoint,

@@ -33,7 +33,7 @@ def encode_concept(model: TinySD, images: np.ndarray) -> np.ndarray:
 def _embedder(model: TinySD, token: str, num_vectors: int) -> Callable[[str, torch.Tensor], torch.Tensor]:
     """caption, vectors -> (max_tokens, width) input embeddings with ``vectors`` at the placeholder, differentiable
     in ``vectors``. Tokenized by the runtime's own tokenizer, so both sides read captions identically."""
-    from edgesdk.exporting import tiny_sd_assets
+    from edgesdk.families.tiny_sd import tiny_sd_assets
     from edgesdk.runtime.tokenizer import Tokenizer
 
     assets = tiny_sd_assets(model)

@@ -21,11 +21,13 @@ from torch import Tensor
 
 from edgesdk.data.shapes import random_caption, random_spec
 from edgesdk.export.parity import compare
+from edgesdk.progress import TrainProgress
 from edgesdk.quant.int4 import bake_quant_aware, make_quant_aware
 from edgesdk.runtime.bundle import file_sha256
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.train.common import TrainProgress, atomic_torch_save, load_checkpoint, load_weights, save_weights
+from edgesdk.train.common import atomic_torch_save, load_checkpoint, save_weights
 from edgesdk.zoo.onestep import OneStep, default_onestep_path, load_onestep
+from edgesdk.zoo.weights import load_weights
 
 
 @dataclass

@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from edgesdk.data import ShapesDataset, random_caption, vocabulary
+from edgesdk.progress import TrainProgress
 from edgesdk.train.common import (
     DistContext,
-    TrainProgress,
     atomic_torch_save,
     distributed,
     ema_update,

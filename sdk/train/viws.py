@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from edgesdk.progress import TrainProgress
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.train.common import TrainProgress, atomic_torch_save, distributed, resume, save_weights
+from edgesdk.train.common import atomic_torch_save, distributed, resume, save_weights
 from edgesdk.zoo.viws import (
     PRESETS,
     WEATHERS,
@@ -189,7 +190,7 @@ def training_device(requested: str, local_rank: int = 0) -> torch.device:
 
 def initial_weights(model: ViWSNet, path: Path) -> None:
     """Load ``path`` (a viws weights file of the same configuration, discriminator included) into ``model``."""
-    from edgesdk.train.common import load_weights
+    from edgesdk.zoo.weights import load_weights
 
     if not path.is_file():
         raise EdgeSDKError(f"--init {str(path)!r} does not exist")
@@ -309,7 +310,7 @@ def train_viws(output: Path, checkpoint_dir: Path, cfg: ViWSTrainConfig | None =
 
 def training_stages(init: Path, this_run: dict) -> list[dict]:
     """The lineage of weights trained from ``init``: init's stages (or init itself as the first), then this run."""
-    from edgesdk.train.common import load_weights
+    from edgesdk.zoo.weights import load_weights
 
     def stage(info: dict) -> dict:
         cfg = info.get("train_config") or {}

@@ -192,7 +192,7 @@ def default_bnn_path(dataset: str) -> Path:
 
 def load_bnn(path: Path) -> BNN:
     """A trained network from its weights file (config in the metadata), in eval mode."""
-    from edgesdk.train.common import load_weights
+    from edgesdk.zoo.weights import load_weights
 
     tensors, metadata = load_weights(path)
     if metadata.get("family") != "bnn":

@@ -57,7 +57,7 @@ def default_weights_path() -> Path:
 
 
 def load_evaluator(path: Path | None = None) -> AttributeClassifier:
-    from edgesdk.train.common import load_weights
+    from edgesdk.zoo.weights import load_weights
 
     tensors, metadata = load_weights(path or default_weights_path())
     model = AttributeClassifier(width=int(metadata.get("width", 48)))

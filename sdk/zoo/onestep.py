@@ -100,7 +100,7 @@ def load_onestep(path: Path | None = None, teacher_path: Path | None = None) -> 
     """A student file (its UNet, fp16, plus metadata) on top of its tiny-sd teacher, in eval mode. The teacher is
     ``teacher_path``, else the shipped tiny-sd the student's metadata names (by sha256), else the shipped one."""
     from edgesdk.runtime.errors import EdgeSDKError
-    from edgesdk.train.common import load_weights
+    from edgesdk.zoo.weights import load_weights
 
     path = path or default_onestep_path()
     tensors, metadata = load_weights(path)

@@ -397,7 +397,7 @@ def default_weights_path() -> Path:
 
 def load_tiny_sd(path: Path | None = None) -> TinySD:
     """The shipped (or a given) tiny-sd in eval mode."""
-    from edgesdk.train.common import load_weights
+    from edgesdk.zoo.weights import load_weights
 
     tensors, metadata = load_weights(path or default_weights_path())
     if metadata.get("family") != "tiny-sd":

@@ -574,7 +574,7 @@ def default_viws_path() -> Path:
 
 def load_viws(path: Path | None = None) -> ViWSNet:
     """A trained network from its weights file (config in the metadata), in eval mode."""
-    from edgesdk.train.common import load_weights
+    from edgesdk.zoo.weights import load_weights
 
     path = path or default_viws_path()
     tensors, metadata = load_weights(path)

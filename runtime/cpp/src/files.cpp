@@ -47,8 +47,11 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     cursor += wrote;
     left -= static_cast<size_t>(wrote);
   }
-  // mkstemp makes the file 0600; give it the usual permissions so it reads like any file the app writes
-  ::fchmod(fd, 0644);
+  // mkstemp makes the file 0600; give it what a plain open(path, O_CREAT, 0666) would: 0666 less the umask (read
+  // by setting it and putting it back at once: the process has no other way to ask)
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd, 0666 & ~mask);
   if (::close(fd) != 0 || std::rename(temp.c_str(), path.c_str()) != 0) {
     int saved = errno;
     ::unlink(temp.c_str());

@@ -2,6 +2,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+
 #include "check.hpp"
 #include "errors.hpp"
 #include "files.hpp"
@@ -42,6 +44,19 @@ TEST_CASE("files: the same digest as the buffer, across the 1 MiB chunk boundary
   // a file numpy wrote: the digest Python's hashlib gives for it is recorded by the bundle's manifest
   CHECK_EQ(edgesdk::sha256_file_hex(check::fixture("onebit/plain.bin")),
            edgesdk::sha256_hex("plain bytes, not a container", 28));
+}
+
+TEST_CASE("files: an atomic write gets what a plain open() would (0666 less the umask), not mkstemp's 0600") {
+  std::string path = check::fixture("mode_test.bin");
+  for (mode_t mask : {mode_t(022), mode_t(027)}) {
+    const mode_t previous = ::umask(mask);
+    edgesdk::write_file_atomic(path, "x", 1);
+    ::umask(previous);
+    struct stat info {};
+    CHECK(::stat(path.c_str(), &info) == 0);
+    CHECK_EQ(info.st_mode & 0777, 0666 & ~mask);
+    std::remove(path.c_str());
+  }
 }
 
 TEST_CASE("an unreadable file is kIoError") {
