@@ -32,6 +32,9 @@ class ComponentSpec:
     # more static batches for ExecuTorch, as extra methods of the same .pte (weights stored once): e.g. the n+1
     # queries of one zeroth-order personalization step run as one forward at batch 3
     extra_batches: tuple[int, ...] = ()
+    # inputs parity (and a recipe's SQNR floor) is judged on, each a tuple at the static batch: held-out real data
+    # where the user gave some. Empty: the example inputs, which are for tracing and may be unlike real data.
+    evaluation_inputs: tuple[tuple[Tensor, ...], ...] = ()
 
     def __post_init__(self) -> None:
         # torch.export records the example's memory layout: an ExecuTorch program traced on a channels-last view

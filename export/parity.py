@@ -27,6 +27,17 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
             "sqnr_db": round(sqnr, 2)}
 
 
+def topk_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float] | None:
+    """For classifier logits (N, classes): the share of rows whose reference top-1 class is the candidate's top-1,
+    and is within the candidate's top 5. None for outputs that are not (N, classes >= 2)."""
+    if reference.ndim != 2 or reference.shape[1] < 2 or reference.shape != candidate.shape:
+        return None
+    truth = reference.argmax(axis=1)
+    top5 = np.argsort(-candidate, axis=1, kind="stable")[:, :5]
+    return {"top1_agreement": float(np.mean(candidate.argmax(axis=1) == truth)),
+            "top5_agreement": float(np.mean((top5 == truth[:, None]).any(axis=1)))}
+
+
 class EagerSession:
     """The eager-PyTorch reference behind the runtime's Session protocol (tests and parity only)."""
 

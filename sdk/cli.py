@@ -235,8 +235,11 @@ def export_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (NAME.edge)."),
     model: str | None = typer.Option(None, "--model", help="Your own model: model.pt2 (torch.export.save) or "
                                                           "package.module:factory returning (module, inputs)."),
-    calibration: Path | None = typer.Option(None, "--calibration", help="--model with a static recipe: "
-                                            "FILE.npz (arrays named after the inputs) or a folder of them."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Your own model: FILE.npz (arrays named "
+                                            "after the inputs) or a folder of them: a static recipe's calibration "
+                                            "data, whose last fifth is held out to judge parity on."),
+    eval_data: Path | None = typer.Option(None, "--eval-data", help="Your own model: FILE.npz (or a folder) to "
+                                          "judge parity and the recipe's floor on instead of the held-out rows."),
     target: str = typer.Option("", "--target", "-t",
                                help="Comma-separated: executorch, onnx, tensorrt (TensorRT-ready ONNX; engines "
                                     "only where tensorrt imports). Default: every target the recipe supports."),
@@ -247,7 +250,8 @@ def export_cmd(
     quant: str | None = typer.Option(None, help="Quantization recipe: fp32 | w8a8 (static int8) | w8 (int8 weights, "
                                                 "dynamic activations) | w4 (4-bit weights in groups of 64, 8da4w) | "
                                                 "binary (bnn: 1 bit per binary weight). Default: fp32; bnn: binary."),
-    calibration_samples: int = typer.Option(32, help="w8a8: calibration inputs per component."),
+    calibration_samples: int = typer.Option(32, help="w8a8: calibration inputs per component (your own model: "
+                                                     "batches of --calibration at most)."),
     calibration_trajectory: str = typer.Option("sampling", help="w8a8: sampling (DDIM trajectories) | uniform-t."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
     zo_batch: int | None = typer.Option(None, help="tiny-sd, --from-diffusers: ExecuTorch batch for on-device "
@@ -280,9 +284,12 @@ def export_cmd(
         if image_size is not None:
             raise EdgeSDKError("--image-size applies to --from-diffusers only")
         path = export_user_model(model, output, target, quant=quant or "fp32", calibration=calibration,
-                                 overwrite=overwrite, log=log)
+                                 overwrite=overwrite, log=log, eval_data=eval_data,
+                                 calibration_samples=calibration_samples)
         _print_summary(path, json_out)
         return
+    if eval_data is not None:
+        raise EdgeSDKError("--eval-data applies to your own model (model.pt2 or package.module:factory) only")
     if from_diffusers is not None:  # the folder names the model: family stable-diffusion, the folder its weights
         if family is not None or weights is not None:
             raise EdgeSDKError("--from-diffusers names the model itself; drop the family / --weights")

@@ -95,17 +95,52 @@ def load_calibration(source: Path, spec: ComponentSpec) -> list[tuple[Tensor, ..
     return samples
 
 
+HELD_OUT_SHARE = 0.2  # of the calibration batches, kept out of calibration to judge parity on (unless --eval-data)
+
+
+def split_held_out(batches: list[tuple[Tensor, ...]]) -> tuple[list[tuple[Tensor, ...]], list[tuple[Tensor, ...]]]:
+    """(calibration, held-out): the last fifth of the batches (at least one) is held out; a single batch serves both
+    (the report then says parity was judged on data the ranges were recorded on)."""
+    if len(batches) < 2:
+        return batches, batches
+    held = max(1, round(len(batches) * HELD_OUT_SHARE))
+    return batches[:-held], batches[-held:]
+
+
 def export_user_model(source: str, output: Path, targets: str | list[str] = "", quant: str = "fp32",
-                      calibration: Path | None = None, overwrite: bool = False, log: Log = print) -> Path:
+                      calibration: Path | None = None, overwrite: bool = False, log: Log = print,
+                      eval_data: Path | None = None, calibration_samples: int | None = None) -> Path:
+    """`edgesdk export model.pt2 | pkg.module:factory`. With data (``calibration``: .npz or a folder of them), parity
+    and the recipe's SQNR floor are judged on held-out rows of it (or on ``eval_data``), never on the example input,
+    which is for tracing only; a static recipe records its ranges on the rest (at most ``calibration_samples``
+    batches)."""
     recipe = config_from_name(quant)
     target_list = parse_targets(targets) if targets else list(recipe.targets)
     recipe.check_targets(target_list)
+    if calibration_samples is not None and calibration_samples < 1:
+        raise EdgeSDKError(f"--calibration-samples must be at least 1, got {calibration_samples}")
     spec = load_user_model(source)
+    if recipe.needs_calibration and calibration is None:
+        raise EdgeSDKError(f"recipe '{recipe.name}' needs --calibration DIR|FILE.npz with real inputs")
+    batches = load_calibration(calibration, spec) if calibration is not None else []
+    if eval_data is not None:
+        held_out, where = load_calibration(eval_data, spec), str(eval_data)
+    elif batches:
+        total = len(batches)
+        batches, held_out = split_held_out(batches)
+        where = f"{calibration}, last {len(held_out)} of {total} batches, held out" if held_out is not batches else \
+            f"{calibration} (one batch: also the calibration data; give more rows or --eval-data)"
+    else:
+        held_out, where = [], "the example input (no data given: pass --calibration or --eval-data)"
     calibration_inputs = None
     if recipe.needs_calibration:
-        if calibration is None:
-            raise EdgeSDKError(f"recipe '{recipe.name}' needs --calibration DIR|FILE.npz with real inputs")
-        calibration_inputs = {"model": load_calibration(calibration, spec)}
-    meta = {"source": source, "example_batch": spec.static_batch}
+        calibration_inputs = {"model": batches[:calibration_samples] if calibration_samples else batches}
+    spec.evaluation_inputs = tuple(held_out)
+    log(f"parity is judged on {where}")
+    meta = {"source": source, "example_batch": spec.static_batch,
+            "parity_data": {"source": where, "batches": max(1, len(held_out)),
+                            "rows": max(1, len(held_out)) * spec.static_batch}}
+    if calibration_inputs is not None:
+        meta["calibration_batches"] = len(calibration_inputs["model"])
     return export_bundle([spec], family="custom", model_meta=meta, assets={}, targets=target_list, output=output,
                          overwrite=overwrite, recipe=recipe, calibration=calibration_inputs, log=log)

@@ -126,3 +126,52 @@ def test_positional_refusals(tmp_path: Path):
     result = run_cli("export", str(tmp_path / "missing.pt2"), "-o", str(tmp_path / "d.edge"))
     assert result.returncode == 2 and "model file not found" in result.stderr
     assert not any(tmp_path.glob("*.edge"))
+
+
+def test_parity_is_judged_on_held_out_data(tmp_path: Path):
+    """With data, parity and the floor are measured on its held-out last fifth (never on the tracing example), a
+    classifier gets top-1 / top-5 agreement, and --calibration-samples caps the calibration batches."""
+    from edgesdk.export.parity import compare
+    from edgesdk.runtime.backends import open_session
+    from edgesdk.runtime.bundle import Bundle
+    from edgesdk.user_model import export_user_model
+
+    calibration = _calibration(tmp_path)  # 16 rows at the example's batch 2: 8 batches, the last 2 held out
+    logs: list[str] = []
+    out = export_user_model("tests.fixtures.user_models:small_classifier", tmp_path / "m.edge", "executorch,onnx",
+                            quant="w8a8", calibration=calibration, calibration_samples=4, log=logs.append)
+    bundle = Bundle.open(out)
+    meta = bundle.model
+    assert meta["parity_data"]["batches"] == 2 and meta["parity_data"]["rows"] == 4, meta
+    assert meta["calibration_batches"] == 4
+    assert any("parity is judged on" in line and "held out" in line for line in logs), logs
+    held_out = np.load(calibration)["image"][-4:]
+    model, _, _ = small_classifier()
+    with torch.no_grad():
+        reference = np.concatenate([model(torch.from_numpy(held_out[i : i + 2])).numpy() for i in (0, 2)])
+    for target in ("onnx", "executorch"):
+        figures = bundle.component("model").parity[target]["logits"]
+        session = open_session(bundle, "model", target)
+        got = np.concatenate([session.run({"image": held_out[i : i + 2]})["logits"] for i in (0, 2)])
+        assert figures["sqnr_db"] == compare(reference, got)["sqnr_db"], target  # these rows, not the example's
+        expected_top1 = float(np.mean(got.argmax(1) == reference.argmax(1)))
+        assert figures["top1_agreement"] == expected_top1 and 0.0 <= figures["top5_agreement"] <= 1.0
+
+
+def test_every_target_is_judged_before_a_refusal(tmp_path: Path):
+    from edgesdk.export.capture import ComponentSpec
+    from edgesdk.export.pipeline import export_bundle
+    from edgesdk.quant.configs import W8Config
+    from edgesdk.runtime.errors import EdgeSDKError
+
+    model, examples, _ = small_classifier()
+    spec = ComponentSpec("model", model, examples, ["image"], ["logits"], static_batch=2)
+    try:
+        export_bundle([spec], family="custom", model_meta={}, assets={}, targets=["executorch", "onnx"],
+                      output=tmp_path / "strict.edge", recipe=W8Config(sqnr_floor_db=150.0), log=lambda _m: None)
+    except EdgeSDKError as e:
+        message = str(e)
+    else:
+        raise AssertionError("a 150 dB floor must refuse an int8 export")
+    assert "model on executorch" in message and "model on onnx" in message, message
+    assert not (tmp_path / "strict.edge").exists()
