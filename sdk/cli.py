@@ -227,6 +227,13 @@ def positional_model(name: str | None, families: tuple[str, ...]) -> str | None:
                        "give its path (model.pt2) or package.module:factory")
 
 
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise EdgeSDKError(f"{option} takes comma-separated numbers, got {text!r}") from None
+
+
 @app.command("export")
 def export_cmd(
     family: str | None = typer.Argument(None, help=f"Model family: {' | '.join(FAMILIES)} (edgesdk.families). Or "
@@ -240,6 +247,13 @@ def export_cmd(
                                             "data, whose last fifth is held out to judge parity on."),
     eval_data: Path | None = typer.Option(None, "--eval-data", help="Your own model: FILE.npz (or a folder) to "
                                           "judge parity and the recipe's floor on instead of the held-out rows."),
+    image_resize: int | None = typer.Option(None, "--image-resize", help="Your own model, a folder of images as "
+                                            "data: the shorter side in px before the centre crop to the input's size "
+                                            "(default: crop / 0.875)."),
+    image_mean: str = typer.Option("0", "--image-mean", help="Folder of images: per-channel mean of [0, 1] pixels, "
+                                   "e.g. 0.485,0.456,0.406."),
+    image_std: str = typer.Option("1", "--image-std", help="Folder of images: per-channel std, e.g. "
+                                  "0.229,0.224,0.225."),
     target: str = typer.Option("", "--target", "-t",
                                help="Comma-separated: executorch, onnx, tensorrt (TensorRT-ready ONNX; engines "
                                     "only where tensorrt imports). Default: every target the recipe supports."),
@@ -283,9 +297,13 @@ def export_cmd(
             raise EdgeSDKError(f"give either a model family ('{family or 'stable-diffusion'}') or --model, not both")
         if image_size is not None:
             raise EdgeSDKError("--image-size applies to --from-diffusers only")
+        from edgesdk.user_model import ImagePreprocess
+
+        preprocess = ImagePreprocess(image_resize, _floats(image_mean, "--image-mean"),
+                                     _floats(image_std, "--image-std"))
         path = export_user_model(model, output, target, quant=quant or "fp32", calibration=calibration,
                                  overwrite=overwrite, log=log, eval_data=eval_data,
-                                 calibration_samples=calibration_samples)
+                                 calibration_samples=calibration_samples, preprocess=preprocess)
         _print_summary(path, json_out)
         return
     if eval_data is not None:

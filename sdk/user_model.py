@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from edgesdk.export.capture import ComponentSpec
@@ -72,11 +74,77 @@ def load_user_model(source: str) -> ComponentSpec:
     return ComponentSpec("model", module, examples, input_names, output_names, static_batch=batch)
 
 
-def load_calibration(source: Path, spec: ComponentSpec) -> list[tuple[Tensor, ...]]:
-    """A .npz (arrays named after the inputs, or in input order) or a folder of them; rows split into batches."""
-    files = sorted(source.glob("*.npz")) if source.is_dir() else [source]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+RESIZE_RATIO = 0.875  # default: the shorter side resized to crop / 0.875 first (224 <- 256), then centre-cropped
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How a folder of images becomes a model's input: the shorter side resized to ``resize`` (default: the crop's
+    side / 0.875), a centre crop to the input's height and width, pixels scaled to [0, 1], then (x - mean) / std per
+    channel (one value for all channels, or one per channel)."""
+
+    resize: int | None = None
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        if self.resize is not None and self.resize < 1:
+            raise EdgeSDKError(f"--image-resize must be a positive number of pixels, got {self.resize}")
+        if not self.std or any(not np.isfinite(v) or v <= 0 for v in self.std):
+            raise EdgeSDKError(f"--image-std values must be finite and positive, got {list(self.std)}")
+        if not self.mean or any(not np.isfinite(v) for v in self.mean):
+            raise EdgeSDKError(f"--image-mean values must be finite, got {list(self.mean)}")
+
+    def apply(self, image: Image.Image, channels: int, height: int, width: int) -> np.ndarray:
+        """One PIL image -> float32 (channels, height, width)."""
+        image = image.convert("RGB" if channels == 3 else "L")
+        shorter = self.resize or round(max(height, width) / RESIZE_RATIO)
+        scale = shorter / min(image.size)
+        image = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
+                             Image.BILINEAR)
+        left, top = (image.width - width) // 2, (image.height - height) // 2
+        pixels = np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.float32) / 255.0
+        pixels = pixels.reshape(height, width, channels).transpose(2, 0, 1)
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels):
+                raise EdgeSDKError(f"--image-{name} takes 1 or {channels} values for this model, got {len(values)}")
+        mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
+        return (pixels - mean) / std
+
+
+def load_image_folder(folder: Path, spec: ComponentSpec, preprocess: ImagePreprocess) -> list[tuple[Tensor, ...]]:
+    """Calibration / evaluation batches from a folder of images, for a model with one (N, C, H, W) input."""
+    example = spec.example_inputs[0]
+    if len(spec.example_inputs) != 1 or example.dim() != 4 or example.shape[1] not in (1, 3):
+        raise EdgeSDKError(f"a folder of images feeds a model with one (N, 1 or 3, H, W) input; this one takes "
+                           f"{[tuple(t.shape) for t in spec.example_inputs]}: give .npz arrays instead")
+    channels, height, width = (int(d) for d in example.shape[1:])
+    pixels = []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        try:
+            with Image.open(path) as image:
+                pixels.append(preprocess.apply(image, channels, height, width))
+        except (OSError, Image.DecompressionBombError, ValueError) as exc:
+            raise EdgeSDKError(f"cannot read image {path}: {exc}") from None
+    batch = spec.static_batch
+    if len(pixels) < batch:
+        raise EdgeSDKError(f"{folder} holds {len(pixels)} images ({', '.join(IMAGE_SUFFIXES)}); the model's batch "
+                           f"of {batch} needs at least {batch}")
+    stacked = torch.from_numpy(np.stack(pixels)).to(example.dtype)
+    return [(stacked[i : i + batch],) for i in range(0, len(pixels) - batch + 1, batch)]
+
+
+def load_calibration(source: Path, spec: ComponentSpec,
+                     preprocess: ImagePreprocess | None = None) -> list[tuple[Tensor, ...]]:
+    """A .npz (arrays named after the inputs, or in input order), a folder of them, or a folder of images (prepared
+    by ``preprocess``); rows split into batches at the model's static batch."""
     if not source.exists():
         raise EdgeSDKError(f"calibration data not found: {source}")
+    if source.is_dir() and not any(source.glob("*.npz")):
+        return load_image_folder(source, spec, preprocess or ImagePreprocess())
+    files = sorted(source.glob("*.npz")) if source.is_dir() else [source]
     samples: list[tuple[Tensor, ...]] = []
     for file in files:
         with np.load(file, allow_pickle=False) as data:
@@ -109,11 +177,12 @@ def split_held_out(batches: list[tuple[Tensor, ...]]) -> tuple[list[tuple[Tensor
 
 def export_user_model(source: str, output: Path, targets: str | list[str] = "", quant: str = "fp32",
                       calibration: Path | None = None, overwrite: bool = False, log: Log = print,
-                      eval_data: Path | None = None, calibration_samples: int | None = None) -> Path:
-    """`edgesdk export model.pt2 | pkg.module:factory`. With data (``calibration``: .npz or a folder of them), parity
-    and the recipe's SQNR floor are judged on held-out rows of it (or on ``eval_data``), never on the example input,
-    which is for tracing only; a static recipe records its ranges on the rest (at most ``calibration_samples``
-    batches)."""
+                      eval_data: Path | None = None, calibration_samples: int | None = None,
+                      preprocess: ImagePreprocess | None = None) -> Path:
+    """`edgesdk export model.pt2 | pkg.module:factory`. With data (``calibration``: .npz, a folder of them, or a folder
+    of images prepared by ``preprocess``), parity and the recipe's SQNR floor are judged on held-out rows of it (or on
+    ``eval_data``), never on the example input, which is for tracing only; a static recipe records its ranges on the
+    rest (at most ``calibration_samples`` batches)."""
     recipe = config_from_name(quant)
     target_list = parse_targets(targets) if targets else list(recipe.targets)
     recipe.check_targets(target_list)
@@ -122,9 +191,9 @@ def export_user_model(source: str, output: Path, targets: str | list[str] = "", 
     spec = load_user_model(source)
     if recipe.needs_calibration and calibration is None:
         raise EdgeSDKError(f"recipe '{recipe.name}' needs --calibration DIR|FILE.npz with real inputs")
-    batches = load_calibration(calibration, spec) if calibration is not None else []
+    batches = load_calibration(calibration, spec, preprocess) if calibration is not None else []
     if eval_data is not None:
-        held_out, where = load_calibration(eval_data, spec), str(eval_data)
+        held_out, where = load_calibration(eval_data, spec, preprocess), str(eval_data)
     elif batches:
         total = len(batches)
         batches, held_out = split_held_out(batches)

@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from tests.conftest import run_cli
@@ -175,3 +176,48 @@ def test_every_target_is_judged_before_a_refusal(tmp_path: Path):
         raise AssertionError("a 150 dB floor must refuse an int8 export")
     assert "model on executorch" in message and "model on onnx" in message, message
     assert not (tmp_path / "strict.edge").exists()
+
+
+def test_a_folder_of_images_is_calibration_data(tmp_path: Path):
+    """Images are resized (shorter side), centre-cropped to the input's size and normalised as told; the batches are
+    what the export calibrates on and judges parity on."""
+    from PIL import Image
+
+    from edgesdk.export.capture import ComponentSpec
+    from edgesdk.runtime.bundle import Bundle
+    from edgesdk.user_model import ImagePreprocess, export_user_model, load_calibration
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    model, examples, _ = small_classifier()  # (2, 3, 16, 16)
+    spec = ComponentSpec("model", model, examples, ["image"], ["logits"], static_batch=2)
+    preprocess = ImagePreprocess(resize=16, mean=(0.5,), std=(0.25, 0.25, 0.5))
+    batches = load_calibration(folder, spec, preprocess)
+    assert len(batches) == 5 and batches[0][0].shape == (2, 3, 16, 16)
+    # by hand: 24 x 40 -> shorter side 16 (16 x 27, PIL's width x height (27, 16)), centre crop 16 x 16
+    image = Image.open(folder / "0.png").convert("RGB").resize((27, 16), Image.BILINEAR)
+    crop = np.asarray(image.crop((5, 0, 21, 16)), np.float32).transpose(2, 0, 1) / 255.0
+    expected = (crop - 0.5) / np.array([0.25, 0.25, 0.5], np.float32).reshape(3, 1, 1)
+    np.testing.assert_allclose(batches[0][0][0].numpy(), expected, atol=1e-6)
+    out = export_user_model("tests.fixtures.user_models:small_classifier", tmp_path / "m.edge", "onnx",
+                            quant="w8a8", calibration=folder, preprocess=preprocess, log=lambda _m: None)
+    assert Bundle.open(out).model["parity_data"]["batches"] == 1  # 5 batches: 4 calibrate, 1 judges
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_bytes(b"not a png")
+    (bad / "b.png").write_bytes(b"not a png")
+    result = run_cli("export", "tests.fixtures.user_models:small_classifier", "-o", str(tmp_path / "x.edge"),
+                     "--quant", "w8a8", "--calibration", str(bad), "--target", "onnx")
+    assert result.returncode == 2 and result.stderr.startswith("error: cannot read image"), result.stderr
+    from edgesdk.cli import _floats  # the CLI's parser of --image-mean / --image-std (one CLI run is enough above)
+    from edgesdk.runtime.errors import EdgeSDKError
+
+    assert _floats("0.485, 0.456,0.406", "--image-mean") == (0.485, 0.456, 0.406)
+    with pytest.raises(EdgeSDKError, match="--image-std takes comma-separated numbers"):
+        _floats("0.2,x", "--image-std")
+    with pytest.raises(EdgeSDKError, match="--image-std values must be finite and positive"):
+        ImagePreprocess(std=(0.0,))
