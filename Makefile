@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(MAKE) cpp > $(BUILD)/cpp-build.log 2>&1 & build=$$!; \
 	EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(PY) -m pytest -q -rs -n 2 --dist loadfile --durations=30; tests=$$?; \
 	wait $$build || { cat $(BUILD)/cpp-build.log; exit 1; }; exit $$tests
-	cd $(CPP) && EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(abspath $(VENV))/bin/ctest --output-on-failure
+	cd $(CPP) && EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(abspath $(VENV))/bin/ctest --output-on-failure -j2
 
 # The C++ runtime (runtime/cpp): library, edgesdk-run and its tests, built against the executorch wheel's C++
 # package with the venv's CMake (>= 3.28, from PyPI) and Ninja.
@@ -44,7 +44,7 @@ cpp: $(STAMP)
 # references into $(CPP)/fixtures once, over the shared test bundles of tests/bundles.py: those of
 # $EDGESDK_TEST_BUNDLES when set, as `make test` sets it, else exported there).
 cpp-test: cpp
-	cd $(CPP) && $(abspath $(VENV))/bin/ctest --output-on-failure
+	cd $(CPP) && $(abspath $(VENV))/bin/ctest --output-on-failure -j2
 
 bench: $(STAMP)
 	$(PY) benchmarks/sampling.py
