@@ -47,7 +47,6 @@ class Family:
     runtime_task: ClassVar[str]  # the runtime task that opens its bundles (edgesdk.runtime.tasks)
     default_recipe: ClassVar[str] = "fp32"
     options: ClassVar[frozenset[str]] = frozenset()  # ExportOptions fields it accepts beyond weights/calibration
-    description: ClassVar[str] = ""
 
     recipe_names: ClassVar[tuple[str, ...]] = ("fp32",)  # what --quant accepts here
 

@@ -44,7 +44,6 @@ class BNNFamily(Family):
     runtime_task: ClassVar[str] = "classify"
     default_recipe: ClassVar[str] = "binary"
     recipe_names: ClassVar[tuple[str, ...]] = ("binary", "fp32")
-    description: ClassVar[str] = "a binary classifier (ReSTE)"
 
     def load(self, options: ExportOptions, config: QuantConfig, log: Log) -> BNN:
         from edgesdk.zoo.bnn import default_bnn_path, load_bnn

@@ -56,7 +56,6 @@ class OneStepFamily(Family):
     name: ClassVar[str] = "onestep"
     runtime_task: ClassVar[str] = "one-step-text-to-image"
     recipe_names: ClassVar[tuple[str, ...]] = ("fp32", "w8a8", "w8", "w4")
-    description: ClassVar[str] = "a one-step student of tiny-sd (f-distill)"
 
     def check_options(self, options: ExportOptions, config: QuantConfig) -> ExportOptions:
         if options.zo_batch:

@@ -53,7 +53,6 @@ class StableDiffusionFamily(Family):
     runtime_task: ClassVar[str] = "text-to-image"
     recipe_names: ClassVar[tuple[str, ...]] = ("fp32", "w8")
     options: ClassVar[frozenset[str]] = frozenset({"zo_batch", "image_size"})
-    description: ClassVar[str] = "a Stable Diffusion 1.x/2.x diffusers folder (--from-diffusers)"
 
     def why_not_recipe(self, name: str) -> str:
         if name == "w8a8":

@@ -134,7 +134,6 @@ class TinySDFamily(Family):
     runtime_task: ClassVar[str] = "text-to-image"
     recipe_names: ClassVar[tuple[str, ...]] = ("fp32", "w8a8", "w8", "w4")
     options: ClassVar[frozenset[str]] = frozenset({"zo_batch"})
-    description: ClassVar[str] = "latent text-to-image diffusion, personalizable on the device"
 
     def check_options(self, options: ExportOptions, config: QuantConfig) -> ExportOptions:
         options = super().check_options(options, config)

@@ -44,7 +44,6 @@ class ViWSFamily(Family):
     name: ClassVar[str] = "viws"
     runtime_task: ClassVar[str] = "restore"
     recipe_names: ClassVar[tuple[str, ...]] = ("fp32", "w8", "w8a8")
-    description: ClassVar[str] = "video rain / haze / snow removal (ViWS-Net)"
 
     def load(self, options: ExportOptions, config: QuantConfig, log: Log) -> ViWSNet:
         from edgesdk.zoo.viws import default_viws_path, load_viws
