@@ -36,12 +36,40 @@ def lower_to_onnx(program: ExportedProgram, input_names: list[str], output_names
         model = onnx.load(str(path))  # loads external weights too, if the exporter wrote any
         # the checker takes the path form past 2 GB (it cannot serialise the message)
         onnx.checker.check_model(model if weight_bytes(model) <= onnx_files.EXTERNAL_DATA_BYTES else str(path))
+        name_layer_nodes(model, program)
         # The exporter annotates every node with its PyTorch origin (module path, stack, FX node): useful while
         # debugging an export, dead weight on a device (about 1 MB of the 12 MB tiny-sd UNet).
         for node in model.graph.node:
             del node.metadata_props[:]
             node.doc_string = ""
         return as_model_file(model, component)
+
+
+LAYER_OPS = ("Conv", "MatMul", "Gemm")
+_WEIGHT_ARG = re.compile(r"args = \(%\w+, %(\w+)")
+
+
+def name_layer_nodes(model: onnx.ModelProto, program: ExportedProgram) -> None:
+    """Name each Conv / MatMul / Gemm node that applies a parameter ``<layer>/<op>``, ``<layer>`` its weight's path
+    without ``.weight`` (``edgesdk.quant.sensitivity``'s names): the exporter folds a 3-D linear layer's transposed
+    weight into an anonymous initializer, so only the node's origin (the FX node it came from, read before that
+    annotation is dropped) still says which layer it is. Per-layer choices (``--fallback``) find their nodes by it."""
+    parameters = program.graph_signature.inputs_to_parameters  # placeholder -> parameter path
+    taken = {n.name for n in model.graph.node}
+    for node in model.graph.node:
+        if node.op_type not in LAYER_OPS:
+            continue
+        origin = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.fx_node"), "")
+        found = _WEIGHT_ARG.search(origin)
+        path = parameters.get(found.group(1)) if found else None
+        if path is None or not path.endswith(".weight"):
+            continue
+        name, count = f"{path.removesuffix('.weight')}/{node.op_type}", 1
+        while name in taken:
+            count += 1
+            name = f"{path.removesuffix('.weight')}/{node.op_type}_{count}"
+        taken.add(name)
+        node.name = name
 
 
 def _reason(exc: Exception) -> str:

@@ -14,6 +14,7 @@ import torch
 
 from edgesdk.export.bundle_writer import BundleWriter
 from edgesdk.export.capture import CapturedComponent, ComponentSpec, capture
+from edgesdk.export.fallback import MAX_FALLBACK_ROUNDS, LayerChoice
 from edgesdk.export.onnx import lower_to_onnx, onnx_op_counts
 from edgesdk.export.parity import EagerSession, compare
 from edgesdk.export.tensorrt import build_engine, build_script, tensorrt_status
@@ -164,12 +165,13 @@ def integer_share(data: OnnxModel) -> dict:
 
 
 def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str], log: Log,
-               sqnr_floor_db: float | None = None) -> dict[str, dict]:
+               sqnr_floor_db: float | None = None, refuse: bool = True) -> dict[str, dict]:
     """Each exported file, opened by the runtime, against eager PyTorch on the component's evaluation inputs (held-out
     data where the spec has some, else its example inputs); SQNR over all of them, and top-1 / top-5 agreement for
     classifier outputs (N, classes).
 
-    Every target of every component is judged before any is refused: the error lists each one below the floor.
+    Every target of every component is judged before any is refused: the error lists each one below the floor
+    (``refuse=False``: the caller judges, ``below_floor``).
     The TensorRT-ready ONNX is checked on ONNX Runtime's CPU provider (no GPU here): it proves the graph
     computes the right function; the engine itself is checked where it is built.
     """
@@ -179,7 +181,6 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
 
     bundle = Bundle.open(bundle_dir)
     results: dict[str, dict] = {}
-    below: list[str] = []
     for spec in specs:
         batches = spec.evaluation_inputs or (spec.example_inputs,)
         feeds = [{n: t.numpy() for n, t in zip(spec.input_names, inputs, strict=True)} for inputs in batches]
@@ -216,15 +217,23 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
             agreement = f"  top-1 agreement {min(top1):.1%}" if top1 else ""
             log(f"  parity {spec.name:12s} {target:10s} max-abs/range {worst:.2e}  SQNR {sqnr:.1f} dB{agreement} "
                 f"({where})")
-            if sqnr_floor_db is not None and sqnr < sqnr_floor_db:
-                below.append(f"{spec.name} on {target} {sqnr:.1f} dB")
             del session, got  # one runtime session at a time
             release_memory()
-    if below:
+    below = [f"{name} on {target} {sqnr:.1f} dB" for name, target, sqnr in below_floor(results, sqnr_floor_db)]
+    if below and refuse:
         raise EdgeSDKError(f"SQNR vs eager fp32 below the recipe's floor of {sqnr_floor_db:.0f} dB: "
                            f"{', '.join(below)}; nothing was written (try more calibration samples or a milder "
                            "recipe)")
     return results
+
+
+def below_floor(results: dict[str, dict], sqnr_floor_db: float | None) -> list[tuple[str, str, float]]:
+    """(component, target, worst output SQNR) of every file whose parity is below the floor."""
+    if sqnr_floor_db is None:
+        return []
+    worst = [(name, target, min(v["sqnr_db"] for v in figures.values()))
+             for name, per_target in results.items() for target, figures in per_target.items()]
+    return [(name, target, sqnr) for name, target, sqnr in worst if sqnr < sqnr_floor_db]
 
 
 def _stacked(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -236,42 +245,62 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
                   task: str | None = None,
                   targets: list[str], output: Path, overwrite: bool = False, recipe: QuantConfig | None = None,
                   calibration: dict[str, list[tuple[torch.Tensor, ...]]] | None = None,
-                  quality: Callable[[Path], dict] | None = None, log: Log = print) -> Path:
+                  quality: Callable[[Path], dict] | None = None, log: Log = print,
+                  sensitivity: bool = False) -> Path:
     """Capture, lower, write, check parity, and commit a bundle. Nothing is left behind on failure. ``task``: the
-    runtime task that opens it (``edgesdk.runtime.tasks``); None leaves it to the reader (``Bundle.task``)."""
+    runtime task that opens it (``edgesdk.runtime.tasks``); None leaves it to the reader (``Bundle.task``).
+    ``sensitivity``: with a recipe that quantizes layer by layer, measure and record each layer's sensitivity (always
+    done for ``--fallback``); with ``--fallback auto`` the bundle is lowered again, with more layers in fp32, until
+    every target meets the floor (``LayerChoice``)."""
     # the installed distribution's version: the export room does not import the edgesdk front package
     from importlib.metadata import version
 
     torch.manual_seed(0)
     recipe = recipe or FP32Config()
     recipe.check_targets(targets)
+    if getattr(recipe, "fallback", "none") != "none" and not calibration:
+        raise EdgeSDKError("--fallback needs calibration data: the layers are chosen on it")
     writer = BundleWriter(output, overwrite=overwrite)
     try:
-        components: dict[str, dict] = {}
-        for spec in specs:
-            log(f"capturing {spec.name} with torch.export")
-            captured = capture(spec, dynamic_batch="onnx" in targets or bool(spec.extra_batches))
-            components[spec.name] = lower_component(captured, targets, writer, log, recipe,
-                                                    (calibration or {}).get(spec.name))
-            del captured  # the captured and lowered programs are written: free them before the next component
-            release_memory()
         asset_paths: dict[str, str] = {}
         for name, value in assets.items():
             if isinstance(value, np.ndarray):
                 asset_paths[name] = writer.add_array(f"assets/{name}.npy", value)
             else:
                 asset_paths[name] = writer.add_json(f"assets/{name}.json", value)
-        if "tensorrt" in targets:
-            script = build_script({n: c["files"]["tensorrt"] for n, c in components.items()})
-            writer.add_bytes("tensorrt/build_engines.sh", script.encode())
-        manifest = {"family": family, **({"task": task} if task else {}), "created_by": f"edgesdk {version('edgesdk')}",
-                    "quantization": {"recipe": recipe.name, **recipe.to_dict()}, "model": model_meta,
-                    "assets": asset_paths, "components": components}
-        writer.write_manifest(manifest)
-        release_memory()
-        log("checking parity against eager PyTorch")
-        for name, figures in run_parity(writer.staging, specs, targets, log, recipe.sqnr_floor_db).items():
-            components[name]["parity"] = figures
+        choice = LayerChoice(recipe, sensitivity, log, components=len(specs))
+        for round_number in range(1, MAX_FALLBACK_ROUNDS + 1):
+            components: dict[str, dict] = {}
+            for spec in specs:
+                log(f"capturing {spec.name} with torch.export")
+                captured = capture(spec, dynamic_batch="onnx" in targets or bool(spec.extra_batches))
+                spec_calibration = (calibration or {}).get(spec.name)
+                component_recipe = choice.recipe_for(captured, spec_calibration)
+                components[spec.name] = lower_component(captured, targets, writer, log, component_recipe,
+                                                        spec_calibration)
+                components[spec.name].update(choice.manifest_entry(spec.name))
+                del captured  # the captured and lowered programs are written: free them before the next component
+                release_memory()
+            if "tensorrt" in targets:
+                script = build_script({n: c["files"]["tensorrt"] for n, c in components.items()})
+                writer.add_bytes("tensorrt/build_engines.sh", script.encode())
+            quantization = {"recipe": recipe.name, **recipe.to_dict()}
+            if recipe.per_layer_choice:
+                quantization["fallback"] = {"mode": getattr(recipe, "fallback", "none"), "rounds": round_number,
+                                            "layers": choice.float_layers()}
+            manifest = {"family": family, **({"task": task} if task else {}),
+                        "created_by": f"edgesdk {version('edgesdk')}", "quantization": quantization,
+                        "model": model_meta, "assets": asset_paths, "components": components}
+            writer.write_manifest(manifest)
+            release_memory()
+            log("checking parity against eager PyTorch")
+            results = run_parity(writer.staging, specs, targets, log, recipe.sqnr_floor_db, refuse=not choice.auto)
+            for name, figures in results.items():
+                components[name]["parity"] = figures
+            below = below_floor(results, recipe.sqnr_floor_db)
+            if not below:
+                break
+            choice.widen(below, last_round=round_number == MAX_FALLBACK_ROUNDS)
         if quality is not None:  # end-to-end figures the family knows how to measure (e.g. prompt accuracy)
             writer.write_manifest(manifest)
             manifest["quality"] = quality(writer.staging)

@@ -57,6 +57,9 @@ class QuantConfig:
     weight_bits: ClassVar[int] = 8
     # leaves every value as the model computes it: no quantization pass, no end-to-end quality check needed
     lossless: ClassVar[bool] = False
+    # quantizes layer by layer on recorded ranges: per-layer sensitivity can be measured and layers kept in float
+    # (``edgesdk.quant.sensitivity``, ``--fallback``)
+    per_layer_choice: ClassVar[bool] = False
     # benchmarks/zo_regime.py: static int8 activations (w8a8) leave the zeroth-order estimate almost no signal at
     # usable perturbation sizes and 4-bit weights move the loss surface too coarsely; bundles of the schemes that
     # keep it carry the personalization method by default
@@ -129,29 +132,45 @@ class FP32Config(QuantConfig):
     keeps_zeroth_order_signal: ClassVar[bool] = True
 
 
+FALLBACK_MODES = ("none", "auto", "layers")
+
+
 @dataclass(frozen=True)
 class W8A8Config(QuantConfig):
-    """Static int8 weights (per channel) and activations (per tensor), ranges recorded on calibration inputs."""
+    """Static int8 weights (per channel) and activations (per tensor), ranges recorded on calibration inputs.
+
+    ``fallback``: "none" quantizes every convolution and linear layer; "auto" keeps the fewest, most sensitive ones in
+    fp32 until the SQNR floor is met on every target (the export picks them, ``edgesdk.quant.sensitivity``);
+    "layers" keeps ``float_layers`` in fp32 as named. ``float_layers`` is what one component is lowered with."""
 
     name: ClassVar[str] = "w8a8"
+    per_layer_choice: ClassVar[bool] = True
     sqnr_floor_db: float = 12.0
     calibration: Calibration | None = dataclasses.field(default_factory=Calibration)
+    fallback: str = "none"
+    float_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.calibration is None:
             raise EdgeSDKError("recipe 'w8a8' records activation ranges: it needs a Calibration")
+        if self.fallback not in FALLBACK_MODES:
+            raise EdgeSDKError(f"unknown fallback '{self.fallback}'; use none, auto or a list of layer names")
+        if self.fallback == "layers" and not self.float_layers:
+            raise EdgeSDKError("--fallback with layer names needs at least one name")
 
     def quantized_module(self, program, calibration, example_inputs):  # noqa: ANN001, ANN201 - see the base class
         from edgesdk.quant.pt2e import int8_module
 
-        return int8_module(program, static=True, calibration=calibration, example_inputs=example_inputs)
+        return int8_module(program, static=True, calibration=calibration, example_inputs=example_inputs,
+                           float_layers=self.float_layers)
 
     def quantize_onnx(self, model, calibration, target):  # noqa: ANN001, ANN201
         from edgesdk.quant.onnx import quantize_onnx_int8
 
         if not calibration:
             raise EdgeSDKError(f"recipe '{self.name}' needs calibration data and none was given")
-        return quantize_onnx_int8(model, static=True, calibration=calibration, target=target)
+        return quantize_onnx_int8(model, static=True, calibration=calibration, target=target,
+                                  float_layers=self.float_layers)
 
 
 @dataclass(frozen=True)
@@ -271,11 +290,18 @@ CONFIGS: dict[str, type[QuantConfig]] = {c.name: c for c in (FP32Config, W8A8Con
                                                               BinaryConfig)}
 
 
-def config_from_name(name: str, calibration: Calibration | None = None) -> QuantConfig:
-    """``--quant NAME`` -> its config (``calibration`` applies to the static scheme only)."""
+def config_from_name(name: str, calibration: Calibration | None = None, fallback: str = "none") -> QuantConfig:
+    """``--quant NAME`` -> its config (``calibration`` and ``fallback`` apply to the static scheme only; ``fallback``
+    is none, auto, or comma-separated layer names to keep in fp32)."""
     key = name.strip().lower()
     if key not in CONFIGS:
         raise EdgeSDKError(f"unknown quantization recipe '{name}'; choose from {', '.join(CONFIGS)}")
+    fallback = fallback.strip()
     if CONFIGS[key] is W8A8Config:
-        return W8A8Config(calibration=calibration or Calibration())
+        if fallback.lower() in ("none", "auto", ""):
+            return W8A8Config(calibration=calibration or Calibration(), fallback=fallback.lower() or "none")
+        names = tuple(dict.fromkeys(n.strip() for n in fallback.split(",") if n.strip()))
+        return W8A8Config(calibration=calibration or Calibration(), fallback="layers", float_layers=names)
+    if fallback.lower() not in ("none", ""):
+        raise EdgeSDKError(f"--fallback applies to the static int8 recipe (w8a8) only, not '{key}'")
     return CONFIGS[key]()

@@ -42,9 +42,10 @@ class FeedsReader(CalibrationDataReader):
 
 
 def quantize_onnx_int8(model: OnnxModel, static: bool, calibration: Sequence[dict[str, np.ndarray]],
-                       target: str) -> OnnxModel:
+                       target: str, float_layers: Sequence[str] = ()) -> OnnxModel:
     """int8 Q/DQ: static (activation ranges from the calibration feeds, per target as the module says) or dynamic
-    (int8 weights, activations quantized on the fly)."""
+    (int8 weights, activations quantized on the fly). ``float_layers`` (``edgesdk.quant.sensitivity`` names) stay
+    fp32."""
     large = isinstance(model, LargeOnnx)
     with tempfile.TemporaryDirectory() as tmp:
         prepared, out = Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
@@ -56,6 +57,7 @@ def quantize_onnx_int8(model: OnnxModel, static: bool, calibration: Sequence[dic
             source = Path(tmp) / "in.onnx"
             source.write_bytes(model)
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        excluded = nodes_of_layers(prepared, float_layers) if float_layers else []
         if static:
             symmetric = target == "tensorrt"
             quantize_static(
@@ -67,17 +69,26 @@ def quantize_onnx_int8(model: OnnxModel, static: bool, calibration: Sequence[dic
                 calibrate_method=CalibrationMethod.Percentile if symmetric else CalibrationMethod.MinMax,
                 # Only the heavy ops: element-wise glue stays fp32, and so does the timestep, whose value
                 # (0..999) an 8-bit grid would blur by several steps before the sinusoidal embedding.
-                op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+                op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_exclude=excluded,
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                                "CalibPercentile": 99.99},
                 use_external_data_format=large,
             )
         else:
             quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                             reduce_range=REDUCE_RANGE, use_external_data_format=large)
+                             reduce_range=REDUCE_RANGE, use_external_data_format=large, nodes_to_exclude=excluded)
         if not large:
             return out.read_bytes()
         return as_model_file(onnx.load(str(out)), model.path.stem)
+
+
+def nodes_of_layers(path: Path, layers: Sequence[str]) -> list[str]:
+    """The Conv / MatMul / Gemm nodes of these layers: named ``<layer>/<op>`` at export
+    (``edgesdk.export.onnx.name_layer_nodes``), or reading the initializer ``<layer>.weight``."""
+    wanted = set(layers)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1
+            and (n.name.split("/")[0] in wanted or n.input[1].removesuffix(".weight") in wanted)]
 
 
 def gemm_as_matmul(model: onnx.ModelProto) -> int:

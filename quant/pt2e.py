@@ -14,17 +14,18 @@ from edgesdk.runtime.errors import EdgeSDKError
 
 
 def int8_module(program: ExportedProgram, static: bool, calibration: Sequence[tuple[Tensor, ...]],
-                example_inputs: tuple[Tensor, ...]) -> torch.nn.Module:
+                example_inputs: tuple[Tensor, ...], float_layers: Sequence[str] = ()) -> torch.nn.Module:
     """int8 weights per channel through XNNPACK's quantizer: activations per tensor from the calibration inputs
     (``static``) or quantized on the fly. The module before re-capture: from a dynamic-batch program it can be captured
-    at any batch, with the same quantization parameters at each."""
+    at any batch, with the same quantization parameters at each. ``float_layers`` (``edgesdk.quant.sensitivity``
+    names) stay fp32."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer()
+    quantizer = _quantizer_keeping_float(XNNPACKQuantizer, set(float_layers))()
     if not static:
         quantizer.set_filter_function(not_a_graph_wide_dynamic_input)
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=not static)
@@ -48,6 +49,58 @@ def int8_module(program: ExportedProgram, static: bool, calibration: Sequence[tu
     converted = convert_pt2e(prepared)
     forget_cached_modules()
     return converted
+
+
+def _quantizer_keeping_float(base: type, float_layers: set[str]) -> type:
+    """``base`` (XNNPACK's quantizer) with the annotations of ``float_layers`` removed after it annotates: those
+    layers get no observers, so they run in fp32 between a dequantize and a quantize of their neighbours."""
+    if not float_layers:
+        return base
+    from edgesdk.quant.sensitivity import QUANTIZED_OPS, layer_name
+
+    class KeepingFloat(base):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            removed: set[torch.fx.Node] = set()
+            for node in model.graph.nodes:
+                if node.target in QUANTIZED_OPS and layer_name(node) in float_layers:
+                    removed.add(node)
+                    for user in node.users:  # a fused activation (conv + relu) carries the pattern's output
+                        annotation = user.meta.get("quantization_annotation")
+                        if annotation is not None and not annotation.input_qspec_map:
+                            removed.add(user)
+            for node in removed:
+                node.meta.pop("quantization_annotation", None)
+            _drop_specs_shared_with(model.graph, removed)
+            return model
+
+    return KeepingFloat
+
+
+def _drop_specs_shared_with(graph: torch.fx.Graph, removed: set[torch.fx.Node]) -> None:
+    """Nodes whose quantization shares the parameters of a node left in float (a pooling or flatten after it) lose
+    their annotation too: what they would share no longer exists."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    def refers_to_removed(spec: object) -> bool:
+        if not isinstance(spec, SharedQuantizationSpec):
+            return False
+        edge_or_node = spec.edge_or_node
+        nodes = edge_or_node if isinstance(edge_or_node, tuple) else (edge_or_node,)
+        return any(n in removed for n in nodes)
+
+    changed = True
+    while changed:
+        changed = False
+        for node in graph.nodes:
+            annotation = node.meta.get("quantization_annotation")
+            if annotation is None:
+                continue
+            specs = [annotation.output_qspec, *annotation.input_qspec_map.values()]
+            if any(refers_to_removed(spec) for spec in specs):
+                node.meta.pop("quantization_annotation")
+                removed.add(node)
+                changed = True
 
 
 def forget_cached_modules() -> None:

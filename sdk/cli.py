@@ -267,6 +267,10 @@ def export_cmd(
     calibration_samples: int = typer.Option(32, help="w8a8: calibration inputs per component (your own model: "
                                                      "batches of --calibration at most)."),
     calibration_trajectory: str = typer.Option("sampling", help="w8a8: sampling (DDIM trajectories) | uniform-t."),
+    fallback: str = typer.Option("none", "--fallback", help="Your own model, w8a8: auto keeps the fewest, most "
+                                 "sensitive layers in fp32 until the SQNR floor is met on every target; or "
+                                 "comma-separated layer names (as edgesdk inspect lists them) to keep in fp32; "
+                                 "none quantizes every layer."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
     zo_batch: int | None = typer.Option(None, help="tiny-sd, --from-diffusers: ExecuTorch batch for on-device "
                                                    "personalization's n+1 queries in one forward (an extra method; 0: "
@@ -303,11 +307,14 @@ def export_cmd(
                                      _floats(image_std, "--image-std"))
         path = export_user_model(model, output, target, quant=quant or "fp32", calibration=calibration,
                                  overwrite=overwrite, log=log, eval_data=eval_data,
-                                 calibration_samples=calibration_samples, preprocess=preprocess)
+                                 calibration_samples=calibration_samples, preprocess=preprocess, fallback=fallback)
         _print_summary(path, json_out)
         return
     if eval_data is not None:
         raise EdgeSDKError("--eval-data applies to your own model (model.pt2 or package.module:factory) only")
+    if fallback.strip().lower() != "none":
+        raise EdgeSDKError("--fallback applies to your own model (model.pt2 or package.module:factory); the families "
+                           "ship recipes that meet their floors")
     if from_diffusers is not None:  # the folder names the model: family stable-diffusion, the folder its weights
         if family is not None or weights is not None:
             raise EdgeSDKError("--from-diffusers names the model itself; drop the family / --weights")

@@ -39,6 +39,7 @@ def bundle_summary(bundle_path: Path) -> dict:
             "files": {t: {"path": p, "bytes": sizes.get(p, 0)} for t, p in raw["files"].items()},
             "static_shapes": raw.get("static_shapes", {}), "parity": raw.get("parity", {}),
             "delegation": raw.get("delegation", {}),
+            "sensitivity": raw.get("sensitivity"), "float_layers": raw.get("float_layers", []),
         }
     vocabulary = manifest["assets"].get("vocabulary")
     return {
@@ -76,6 +77,9 @@ def summary_tables(summary: dict) -> None:
             table.add_row(name, target, file["path"], _mb(file["bytes"]), "-" if rel is None else f"{rel:.2e}",
                           "-" if sqnr is None else f"{sqnr:.1f}", share)
     console.print(table)
+    for name, comp in summary["components"].items():
+        if comp.get("sensitivity"):
+            sensitivity_table(console, name, comp["sensitivity"], comp.get("float_layers", []))
     quality = summary.get("quality")
     if quality:
         console.print(f"prompt accuracy ({quality['samples']} samples, {quality['steps']} steps): " + "; ".join(
@@ -83,6 +87,25 @@ def summary_tables(summary: dict) -> None:
             for where, acc in quality["prompt_accuracy"].items()))
     if summary.get("vocabulary"):
         console.print("vocabulary: " + " ".join(summary["vocabulary"]))
+
+
+WORST_LAYERS_SHOWN = 8
+
+
+def sensitivity_table(console: Console, component: str, sensitivity: dict, float_layers: list[str]) -> None:
+    """The layers int8 hurts most (one at a time, simulated), and which of them the bundle keeps in fp32."""
+    layers = sensitivity["layers"]
+    table = Table(title=f"{component}: the {min(WORST_LAYERS_SHOWN, len(layers))} of {len(layers)} int8 layers that "
+                        f"cost most alone (all int8, simulated: {sensitivity['all_layers_sqnr_db']:.1f} dB; "
+                        f"{sensitivity['rows']} evaluation rows)")
+    for col in ("layer", "op", "SQNR dB alone", "share of the noise", "kept in fp32"):
+        table.add_column(col)
+    for layer in layers[:WORST_LAYERS_SHOWN]:
+        table.add_row(layer["layer"], layer["op"], f"{layer['sqnr_db']:.1f}", f"{layer['noise_share']:.1%}",
+                      "yes" if layer["layer"] in float_layers else "")
+    console.print(table)
+    if float_layers:
+        console.print(f"{component}: {len(float_layers)} layer(s) kept in fp32: {', '.join(float_layers)}")
 
 
 def runnable_backends(bundle: Bundle) -> list[str]:

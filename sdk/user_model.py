@@ -178,12 +178,14 @@ def split_held_out(batches: list[tuple[Tensor, ...]]) -> tuple[list[tuple[Tensor
 def export_user_model(source: str, output: Path, targets: str | list[str] = "", quant: str = "fp32",
                       calibration: Path | None = None, overwrite: bool = False, log: Log = print,
                       eval_data: Path | None = None, calibration_samples: int | None = None,
-                      preprocess: ImagePreprocess | None = None) -> Path:
+                      preprocess: ImagePreprocess | None = None, fallback: str = "none") -> Path:
     """`edgesdk export model.pt2 | pkg.module:factory`. With data (``calibration``: .npz, a folder of them, or a folder
     of images prepared by ``preprocess``), parity and the recipe's SQNR floor are judged on held-out rows of it (or on
     ``eval_data``), never on the example input, which is for tracing only; a static recipe records its ranges on the
-    rest (at most ``calibration_samples`` batches)."""
-    recipe = config_from_name(quant)
+    rest (at most ``calibration_samples`` batches). A static recipe measures each layer's sensitivity (recorded in the
+    manifest); ``fallback``: none, auto (keep the fewest most sensitive layers in fp32 until the floor is met on every
+    target) or comma-separated layer names to keep in fp32."""
+    recipe = config_from_name(quant, fallback=fallback)
     target_list = parse_targets(targets) if targets else list(recipe.targets)
     recipe.check_targets(target_list)
     if calibration_samples is not None and calibration_samples < 1:
@@ -212,4 +214,5 @@ def export_user_model(source: str, output: Path, targets: str | list[str] = "", 
     if calibration_inputs is not None:
         meta["calibration_batches"] = len(calibration_inputs["model"])
     return export_bundle([spec], family="custom", model_meta=meta, assets={}, targets=target_list, output=output,
-                         overwrite=overwrite, recipe=recipe, calibration=calibration_inputs, log=log)
+                         overwrite=overwrite, recipe=recipe, calibration=calibration_inputs, log=log,
+                         sensitivity=True)

@@ -221,3 +221,103 @@ def test_a_folder_of_images_is_calibration_data(tmp_path: Path):
         _floats("0.2,x", "--image-std")
     with pytest.raises(EdgeSDKError, match="--image-std values must be finite and positive"):
         ImagePreprocess(std=(0.0,))
+
+
+def test_per_layer_sensitivity_names_the_layers_int8_hurts():
+    """One layer at a time, simulated: the convolutions around a 300x outlier channel cost most (the one writing
+    it most of all); a model without one loses little anywhere; the fewest layers kept in fp32 reach a target."""
+    from edgesdk.export.capture import ComponentSpec, capture
+    from edgesdk.quant.sensitivity import layer_sensitivity
+    from tests.fixtures.user_models import outlier_classifier
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(2, 3, 16, 16, generator=generator),) for _ in range(6)]
+    reports = {}
+    for factory in (small_classifier, outlier_classifier):
+        model, examples, _ = factory()
+        spec = ComponentSpec("model", model, examples, ["image"], ["logits"], static_batch=2)
+        reports[factory.__name__] = layer_sensitivity(capture(spec, dynamic_batch=False).static, batches[:4],
+                                                      batches[4:])
+    plain, outlier = reports["small_classifier"], reports["outlier_classifier"]
+    assert {s.layer for s in plain.layers} == {"features.0", "features.2", "head"}
+    assert min(s.sqnr_db for s in plain.layers) > 30 and plain.all_quantized_sqnr_db > 30
+    assert [s.layer for s in outlier.layers] == ["features.0", "features.2", "head"], outlier.layers
+    assert outlier.all_quantized_sqnr_db < 5 and outlier.layers[0].noise_share > 0.5
+    assert abs(sum(s.noise_share for s in outlier.layers) - 1.0) < 1e-6
+    assert outlier.float_layers_for(15.0) == ["features.0", "features.2"]
+    assert outlier.simulate(["features.0", "features.2"]) >= 15.0 > outlier.simulate(["features.0"])
+    assert plain.float_layers_for(15.0) == []
+
+
+def test_fallback_auto_keeps_the_sensitive_layers_in_fp32(tmp_path: Path):
+    """Refused at plain w8a8 (judged on held-out rows); with --fallback auto the fewest sensitive layers stay fp32
+    on every target, the bundle meets the floor, and the manifest / inspect --json carry the layers and the
+    per-layer figures."""
+    import onnx
+
+    from edgesdk.runtime.errors import EdgeSDKError
+    from edgesdk.user_model import export_user_model
+
+    calibration = _calibration(tmp_path)
+    source = "tests.fixtures.user_models:outlier_classifier"
+    with pytest.raises(EdgeSDKError, match="below the recipe's floor of 12 dB: model on onnx"):
+        export_user_model(source, tmp_path / "plain.edge", "onnx", quant="w8a8", calibration=calibration,
+                          log=lambda _m: None)
+    logs: list[str] = []
+    bundle = export_user_model(source, tmp_path / "mixed.edge", "executorch,onnx", quant="w8a8",
+                               calibration=calibration, fallback="auto", log=logs.append)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    model = manifest["components"]["model"]
+    assert manifest["quantization"]["fallback"]["layers"] == {"model": ["features.0", "features.2"]}
+    assert model["float_layers"] == ["features.0", "features.2"]
+    assert all(v["logits"]["sqnr_db"] >= 12.0 for v in model["parity"].values()), model["parity"]
+    assert [s["layer"] for s in model["sensitivity"]["layers"]] == ["features.0", "features.2", "head"]
+    assert any("keeping 2 of 3 layers in fp32" in line for line in logs), logs
+    graph = onnx.load(str(bundle / model["files"]["onnx"])).graph  # fp32 weights for those two only
+    weight_inputs = {n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert {w for w in weight_inputs if w in dequantized} and "features.0.weight" in weight_inputs
+    assert "features.2.weight" in weight_inputs
+    summary = run_cli("inspect", str(bundle), "--json")
+    assert summary.returncode == 0, summary.stderr[-2000:]
+    component = json.loads(summary.stdout)["components"]["model"]
+    assert component["float_layers"] == ["features.0", "features.2"] and component["sensitivity"]["rows"] == 4
+    shown = run_cli("inspect", str(bundle))
+    assert "kept in fp32" in shown.stdout and "features.0" in shown.stdout
+
+
+def test_fallback_refusals(tmp_path: Path):
+    from edgesdk.quant.configs import W8A8Config, config_from_name
+    from edgesdk.runtime.errors import EdgeSDKError
+
+    named = config_from_name("w8a8", fallback="features.0, head,head")
+    assert isinstance(named, W8A8Config) and named.fallback == "layers" and named.float_layers == ("features.0", "head")
+    with pytest.raises(EdgeSDKError, match="applies to the static int8 recipe"):
+        config_from_name("w8", fallback="auto")
+    result = run_cli("export", "tests.fixtures.user_models:small_classifier", "-o", str(tmp_path / "x.edge"),
+                     "--quant", "w8a8", "--calibration", str(_calibration(tmp_path)), "--target", "onnx",
+                     "--fallback", "features.0,fc9")
+    assert result.returncode == 2 and "--fallback names no int8 layer 'fc9'" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "x.edge").exists()
+    result = run_cli("export", "bnn", "-o", str(tmp_path / "y.edge"), "--fallback", "auto")
+    assert result.returncode == 2 and "--fallback applies to your own model" in result.stderr, result.stderr
+
+
+def test_fallback_widens_after_a_real_miss():
+    """When an export misses the floor although the simulation cleared it, the component's simulated target rises
+    by the shortfall and more layers stay fp32; with every layer in fp32 already, or in the last round, it refuses."""
+    from edgesdk.export.fallback import LayerChoice
+    from edgesdk.quant.configs import W8A8Config
+    from edgesdk.quant.sensitivity import LayerSensitivity, SensitivityReport
+    from edgesdk.runtime.errors import EdgeSDKError
+
+    names = [f"layer{i}" for i in range(6)]
+    report = SensitivityReport([LayerSensitivity(n, "conv2d", 10.0 + i, 0.1) for i, n in enumerate(names)], 5.0,
+                               8, simulate=lambda kept: 5.0 + 4.0 * len(kept))  # each fp32 layer: +4 dB
+    choice = LayerChoice(W8A8Config(fallback="auto"), measure=True, log=lambda _m: None)
+    choice.reports["model"], choice.chosen["model"], choice.target_db["model"] = report, ("layer0", "layer1"), 15.0
+    choice.widen([("model", "onnx", 10.5), ("model", "executorch", 11.0)], last_round=False)
+    # target 15 + (12 - 10.5) + 1 = 17.5 dB: 5 + 4k >= 17.5 -> k = 4
+    assert choice.chosen["model"] == ("layer0", "layer1", "layer2", "layer3")
+    with pytest.raises(EdgeSDKError, match="with 4 of 6 layers in fp32: model on onnx 11.0 dB"):
+        choice.widen([("model", "onnx", 11.0)], last_round=True)
