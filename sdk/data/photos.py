@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,3 +174,27 @@ def write_npz(path: Path, count: int, size: int = 224, split: str = "held_out", 
     with atomic_file(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **{input_name: normalised(images), "label": labels})
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgesdk.data.photos DIR [--count N]``: held-out images as PNGs, for ``--calibration DIR``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--count", type=int, default=640)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--split", default="held_out", choices=SPLITS)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        paths = write_image_folder(args.folder, args.count, args.size, args.split, args.seed)
+    except EdgeSDKError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(paths)} images ({args.size}x{args.size}, {args.split}) to {args.folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
