@@ -1,6 +1,7 @@
 # Each target creates .venv on first use. torch is installed first, pinned, from the CPU wheel, so that no
 # resolver ever pulls a multi-GB CUDA build. `pip install edgesdk` alone is the torch-free runtime; demo and test
-# need every extra.
+# need every extra. torchvision and timm (the standard architectures of edgesdk.zoo.standard) go in without their
+# dependencies, so that nothing replaces the CPU torch.
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-0.1.0
@@ -13,6 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[export,train,diffusers,dev]'
+	$(PY) -m pip install --quiet --no-deps torchvision==0.29.1 timm==1.0.31
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -211,6 +211,35 @@ def train_evaluator_cmd(
     typer.echo(f"wrote {output}; held-out accuracy: " + ", ".join(f"{k} {v:.1%}" for k, v in report.items()))
 
 
+@train_app.command("standard")
+def train_standard_cmd(
+    archs: list[str] = typer.Argument(..., help="resnet18, mobilenet_v2, mobilenet_v3_small, efficientnet_b0, "
+                                                "deit_tiny, or all."),
+    steps: int | None = typer.Option(None, min=1, help="Default 300 (batch 16, 224 px)."),
+    retrain: bool = typer.Option(False, help="Train even when the cache holds weights made with these settings."),
+    threads: int = typer.Option(1, min=1, help="Compute threads (results are reproducible at a given count)."),
+) -> None:
+    """Brief training of standard torchvision / timm architectures on the photo image set, into the cache
+    ($EDGESDK_CACHE/standard, default ~/.cache/edgesdk): weights that behave like trained ones, for
+    `edgesdk export --model edgesdk.zoo.standard:ARCH`."""
+    require_extra("train standard", "train")
+    import torch
+
+    from edgesdk.train.standard import config_for, ensure_trained
+    from edgesdk.zoo.standard import ARCHITECTURES
+
+    names = list(ARCHITECTURES) if archs == ["all"] else archs
+    unknown = [a for a in names if a not in ARCHITECTURES]
+    if unknown:
+        raise EdgeSDKError(f"unknown standard architecture(s) {', '.join(unknown)}; choose from "
+                           f"{', '.join(ARCHITECTURES)} or all")
+    torch.set_num_threads(threads)
+    for arch in names:
+        cfg = config_for(arch, **({"steps": steps} if steps else {}))
+        path = ensure_trained(arch, cfg, log=typer.echo, retrain=retrain)
+        typer.echo(f"{arch}: {path}")
+
+
 # ------------------------------------------------------------------------------------------------ export
 
 FACTORY_FORM = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # package.module:factory
