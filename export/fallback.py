@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -21,6 +22,39 @@ from edgesdk.runtime.errors import EdgeSDKError
 
 MAX_FALLBACK_ROUNDS = 4
 SHOWN_LAYERS = 3  # the worst layers the export's log names
+
+
+TOP1_MISS_DB = 3.0  # a top-1 agreement miss asks the fallback for this much more simulated SQNR
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """One exported file below the floor: what it missed, and by how many dB of SQNR (an estimate for top-1)."""
+
+    component: str
+    target: str
+    what: str
+    missing_db: float
+
+
+def floor_text(sqnr_floor_db: float | None, top1_floor: float | None) -> str:
+    parts = [f"{sqnr_floor_db:.0f} dB"] if sqnr_floor_db is not None else []
+    return " and ".join(parts + ([f"{top1_floor:.0%} top-1 agreement"] if top1_floor is not None else []))
+
+
+def below_floor(results: dict[str, dict], sqnr_floor_db: float | None,
+                top1_floor: float | None = None) -> list[Shortfall]:
+    """Every file whose worst output SQNR is below the floor, or whose classifier top-1 agreement with fp32 is."""
+    below = []
+    for name, per_target in results.items():
+        for target, figures in per_target.items():
+            sqnr = min(v["sqnr_db"] for v in figures.values())
+            top1 = min((v["top1_agreement"] for v in figures.values() if "top1_agreement" in v), default=None)
+            if sqnr_floor_db is not None and sqnr < sqnr_floor_db:
+                below.append(Shortfall(name, target, f"{name} on {target} {sqnr:.1f} dB", sqnr_floor_db - sqnr))
+            elif top1_floor is not None and top1 is not None and top1 < top1_floor:
+                below.append(Shortfall(name, target, f"{name} on {target} top-1 agreement {top1:.1%}", TOP1_MISS_DB))
+    return below
 
 
 class LayerChoice:
@@ -81,24 +115,23 @@ class LayerChoice:
     def float_layers(self) -> dict[str, list[str]]:
         return {name: list(layers) for name, layers in self.chosen.items()}
 
-    def widen(self, below: list[tuple[str, str, float]], last_round: bool) -> None:
-        """After an export whose parity missed the floor (component, target, SQNR): keep more layers in fp32, or
-        refuse when no more can help."""
-        floor = self.recipe.sqnr_floor_db
-        worst: dict[str, tuple[str, float]] = {}
-        for name, target, sqnr in below:
-            if name not in worst or sqnr < worst[name][1]:
-                worst[name] = (target, sqnr)
-        summary = ", ".join(f"{name} on {target} {sqnr:.1f} dB" for name, (target, sqnr) in worst.items())
-        for name, (_target, sqnr) in worst.items():
+    def widen(self, below: list[Shortfall], last_round: bool) -> None:
+        """After an export whose parity missed the floor: keep more layers in fp32 (the component's simulated target
+        raised by the largest shortfall), or refuse when no more can help."""
+        floor = floor_text(self.recipe.sqnr_floor_db, self.recipe.top1_floor)
+        summary = ", ".join(b.what for b in below)
+        worst: dict[str, float] = {}
+        for shortfall in below:
+            worst[shortfall.component] = max(worst.get(shortfall.component, 0.0), shortfall.missing_db)
+        for name, missing_db in worst.items():
             report = self.reports.get(name)
             before = self.chosen.get(name, ())
             if report is None or last_round or len(before) == len(report.layers):
                 kept = f" with {len(before)} of {len(report.layers)} layers in fp32" if report else ""
-                raise EdgeSDKError(f"SQNR vs eager fp32 below the recipe's floor of {floor:.0f} dB{kept}: {summary}; "
+                raise EdgeSDKError(f"parity vs eager fp32 below the recipe's floor of {floor}{kept}: {summary}; "
                                    "nothing was written (give more or more typical calibration data, or a milder "
                                    "recipe: --quant w8)")
-            self.target_db[name] += floor - sqnr + 1.0
+            self.target_db[name] += missing_db + 1.0
             after = report.float_layers_for(self.target_db[name])
             if len(after) <= len(before):  # the simulation already cleared it: take more layers anyway
                 after = [s.layer for s in report.layers[: len(before) + max(1, len(before) // 2)]]

@@ -14,7 +14,7 @@ import torch
 
 from edgesdk.export.bundle_writer import BundleWriter
 from edgesdk.export.capture import CapturedComponent, ComponentSpec, capture
-from edgesdk.export.fallback import MAX_FALLBACK_ROUNDS, LayerChoice
+from edgesdk.export.fallback import MAX_FALLBACK_ROUNDS, LayerChoice, below_floor, floor_text
 from edgesdk.export.onnx import lower_to_onnx, onnx_op_counts
 from edgesdk.export.parity import EagerSession, compare
 from edgesdk.export.tensorrt import build_engine, build_script, tensorrt_status
@@ -165,7 +165,8 @@ def integer_share(data: OnnxModel) -> dict:
 
 
 def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str], log: Log,
-               sqnr_floor_db: float | None = None, refuse: bool = True) -> dict[str, dict]:
+               sqnr_floor_db: float | None = None, refuse: bool = True,
+               top1_floor: float | None = None) -> dict[str, dict]:
     """Each exported file, opened by the runtime, against eager PyTorch on the component's evaluation inputs (held-out
     data where the spec has some, else its example inputs); SQNR over all of them, and top-1 / top-5 agreement for
     classifier outputs (N, classes).
@@ -219,21 +220,12 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
                 f"({where})")
             del session, got  # one runtime session at a time
             release_memory()
-    below = [f"{name} on {target} {sqnr:.1f} dB" for name, target, sqnr in below_floor(results, sqnr_floor_db)]
+    below = below_floor(results, sqnr_floor_db, top1_floor)
     if below and refuse:
-        raise EdgeSDKError(f"SQNR vs eager fp32 below the recipe's floor of {sqnr_floor_db:.0f} dB: "
-                           f"{', '.join(below)}; nothing was written (try more calibration samples or a milder "
-                           "recipe)")
+        raise EdgeSDKError(f"parity vs eager fp32 below the recipe's floor of {floor_text(sqnr_floor_db, top1_floor)}: "
+                           f"{', '.join(b.what for b in below)}; nothing was written (try more calibration samples, "
+                           "--fallback auto, or a milder recipe)")
     return results
-
-
-def below_floor(results: dict[str, dict], sqnr_floor_db: float | None) -> list[tuple[str, str, float]]:
-    """(component, target, worst output SQNR) of every file whose parity is below the floor."""
-    if sqnr_floor_db is None:
-        return []
-    worst = [(name, target, min(v["sqnr_db"] for v in figures.values()))
-             for name, per_target in results.items() for target, figures in per_target.items()]
-    return [(name, target, sqnr) for name, target, sqnr in worst if sqnr < sqnr_floor_db]
 
 
 def _stacked(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -294,10 +286,11 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
             writer.write_manifest(manifest)
             release_memory()
             log("checking parity against eager PyTorch")
-            results = run_parity(writer.staging, specs, targets, log, recipe.sqnr_floor_db, refuse=not choice.auto)
+            results = run_parity(writer.staging, specs, targets, log, recipe.sqnr_floor_db, refuse=not choice.auto,
+                                 top1_floor=recipe.top1_floor)
             for name, figures in results.items():
                 components[name]["parity"] = figures
-            below = below_floor(results, recipe.sqnr_floor_db)
+            below = below_floor(results, recipe.sqnr_floor_db, recipe.top1_floor)
             if not below:
                 break
             choice.widen(below, last_round=round_number == MAX_FALLBACK_ROUNDS)

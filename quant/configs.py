@@ -66,6 +66,8 @@ class QuantConfig:
     keeps_zeroth_order_signal: ClassVar[bool] = False
 
     sqnr_floor_db: float = 80.0  # a quantized export whose parity SQNR falls below this is refused
+    # and, for classifier outputs (N, classes), one whose top-1 agreement with fp32 falls below this (None: not judged)
+    top1_floor: float | None = None
     calibration: Calibration | None = None  # static activation ranges need recorded inputs
 
     @property
@@ -86,7 +88,7 @@ class QuantConfig:
 
     def to_dict(self) -> dict:
         """What the manifest records under ``quantization``."""
-        return {"name": self.name, "sqnr_floor_db": self.sqnr_floor_db,
+        return {"name": self.name, "sqnr_floor_db": self.sqnr_floor_db, "top1_floor": self.top1_floor,
                 "calibration": dataclasses.asdict(self.calibration) if self.calibration else None,
                 "weight_bits": self.weight_bits, "group_size": None, "convolutions_as_linear": False,
                 "im2col_limit_bytes": None}
@@ -149,10 +151,16 @@ class W8A8Config(QuantConfig):
     calibration: Calibration | None = dataclasses.field(default_factory=Calibration)
     fallback: str = "none"
     float_layers: tuple[str, ...] = ()
+    # ONNX Runtime's activation ranges: "minmax" (the families' floors were set with it) or "percentile" (99.999th
+    # percentile of a histogram: your own models; on trained mobilenet_v3_small +6-7 dB SQNR, resnet18 unchanged,
+    # benchmarks/user_models.py). ExecuTorch's XNNPACK quantizer always uses its own histogram (L2) observer.
+    onnx_activation_ranges: str = "minmax"
 
     def __post_init__(self) -> None:
         if self.calibration is None:
             raise EdgeSDKError("recipe 'w8a8' records activation ranges: it needs a Calibration")
+        if self.onnx_activation_ranges not in ("minmax", "percentile"):
+            raise EdgeSDKError(f"unknown activation ranges '{self.onnx_activation_ranges}'; use minmax or percentile")
         if self.fallback not in FALLBACK_MODES:
             raise EdgeSDKError(f"unknown fallback '{self.fallback}'; use none, auto or a list of layer names")
         if self.fallback == "layers" and not self.float_layers:
@@ -169,8 +177,12 @@ class W8A8Config(QuantConfig):
 
         if not calibration:
             raise EdgeSDKError(f"recipe '{self.name}' needs calibration data and none was given")
+        percentile = self.onnx_activation_ranges == "percentile"
         return quantize_onnx_int8(model, static=True, calibration=calibration, target=target,
-                                  float_layers=self.float_layers)
+                                  float_layers=self.float_layers, percentile=percentile)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "onnx_activation_ranges": self.onnx_activation_ranges}
 
 
 @dataclass(frozen=True)

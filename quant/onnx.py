@@ -42,10 +42,10 @@ class FeedsReader(CalibrationDataReader):
 
 
 def quantize_onnx_int8(model: OnnxModel, static: bool, calibration: Sequence[dict[str, np.ndarray]],
-                       target: str, float_layers: Sequence[str] = ()) -> OnnxModel:
+                       target: str, float_layers: Sequence[str] = (), percentile: bool = False) -> OnnxModel:
     """int8 Q/DQ: static (activation ranges from the calibration feeds, per target as the module says) or dynamic
     (int8 weights, activations quantized on the fly). ``float_layers`` (``edgesdk.quant.sensitivity`` names) stay
-    fp32."""
+    fp32. ``percentile``: asymmetric activation ranges at the 99.999th percentile instead of min / max."""
     large = isinstance(model, LargeOnnx)
     with tempfile.TemporaryDirectory() as tmp:
         prepared, out = Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
@@ -66,12 +66,12 @@ def quantize_onnx_int8(model: OnnxModel, static: bool, calibration: Sequence[dic
                 reduce_range=not symmetric and REDUCE_RANGE,
                 # Symmetric int8 activations (TensorRT's only kind) waste half the range on one-sided tensors;
                 # percentile ranges keep the clipping error down where min/max would be dominated by outliers.
-                calibrate_method=CalibrationMethod.Percentile if symmetric else CalibrationMethod.MinMax,
+                calibrate_method=CalibrationMethod.Percentile if symmetric or percentile else CalibrationMethod.MinMax,
                 # Only the heavy ops: element-wise glue stays fp32, and so does the timestep, whose value
                 # (0..999) an 8-bit grid would blur by several steps before the sinusoidal embedding.
                 op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_exclude=excluded,
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                               "CalibPercentile": 99.99},
+                               "CalibPercentile": 99.99 if symmetric else 99.999},
                 use_external_data_format=large,
             )
         else:

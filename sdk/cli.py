@@ -300,6 +300,9 @@ def export_cmd(
                                  "sensitive layers in fp32 until the SQNR floor is met on every target; or "
                                  "comma-separated layer names (as edgesdk inspect lists them) to keep in fp32; "
                                  "none quantizes every layer."),
+    min_top1: float | None = typer.Option(None, "--min-top1", help="Your own model: a classifier output (N, classes) "
+                                          "must also keep this top-1 agreement with fp32 on the evaluation rows, "
+                                          "e.g. 0.98 (--fallback auto works to it too)."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle (only once the new one is complete)."),
     zo_batch: int | None = typer.Option(None, help="tiny-sd, --from-diffusers: ExecuTorch batch for on-device "
                                                    "personalization's n+1 queries in one forward (an extra method; 0: "
@@ -336,14 +339,15 @@ def export_cmd(
                                      _floats(image_std, "--image-std"))
         path = export_user_model(model, output, target, quant=quant or "fp32", calibration=calibration,
                                  overwrite=overwrite, log=log, eval_data=eval_data,
-                                 calibration_samples=calibration_samples, preprocess=preprocess, fallback=fallback)
+                                 calibration_samples=calibration_samples, preprocess=preprocess, fallback=fallback,
+                                 min_top1=min_top1)
         _print_summary(path, json_out)
         return
     if eval_data is not None:
         raise EdgeSDKError("--eval-data applies to your own model (model.pt2 or package.module:factory) only")
-    if fallback.strip().lower() != "none":
-        raise EdgeSDKError("--fallback applies to your own model (model.pt2 or package.module:factory); the families "
-                           "ship recipes that meet their floors")
+    if fallback.strip().lower() != "none" or min_top1 is not None:
+        raise EdgeSDKError("--fallback and --min-top1 apply to your own model (model.pt2 or package.module:factory); "
+                           "the families ship recipes that meet their floors")
     if from_diffusers is not None:  # the folder names the model: family stable-diffusion, the folder its weights
         if family is not None or weights is not None:
             raise EdgeSDKError("--from-diffusers names the model itself; drop the family / --weights")

@@ -7,6 +7,7 @@ item ``(input_names, output_names)``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from edgesdk.export.capture import ComponentSpec
 from edgesdk.export.pipeline import Log, export_bundle, parse_targets
-from edgesdk.quant.configs import config_from_name
+from edgesdk.quant.configs import W8A8Config, config_from_name
 from edgesdk.runtime.errors import EdgeSDKError
 
 
@@ -178,14 +179,22 @@ def split_held_out(batches: list[tuple[Tensor, ...]]) -> tuple[list[tuple[Tensor
 def export_user_model(source: str, output: Path, targets: str | list[str] = "", quant: str = "fp32",
                       calibration: Path | None = None, overwrite: bool = False, log: Log = print,
                       eval_data: Path | None = None, calibration_samples: int | None = None,
-                      preprocess: ImagePreprocess | None = None, fallback: str = "none") -> Path:
+                      preprocess: ImagePreprocess | None = None, fallback: str = "none",
+                      min_top1: float | None = None) -> Path:
     """`edgesdk export model.pt2 | pkg.module:factory`. With data (``calibration``: .npz, a folder of them, or a folder
     of images prepared by ``preprocess``), parity and the recipe's SQNR floor are judged on held-out rows of it (or on
     ``eval_data``), never on the example input, which is for tracing only; a static recipe records its ranges on the
     rest (at most ``calibration_samples`` batches). A static recipe measures each layer's sensitivity (recorded in the
     manifest); ``fallback``: none, auto (keep the fewest most sensitive layers in fp32 until the floor is met on every
-    target) or comma-separated layer names to keep in fp32."""
+    target) or comma-separated layer names to keep in fp32. ``min_top1``: classifier outputs must also keep this top-1
+    agreement with fp32 (a fraction) on the evaluation rows."""
     recipe = config_from_name(quant, fallback=fallback)
+    if isinstance(recipe, W8A8Config):  # measured on standard architectures: see W8A8Config.onnx_activation_ranges
+        recipe = dataclasses.replace(recipe, onnx_activation_ranges="percentile")
+    if min_top1 is not None:
+        if not 0.0 < min_top1 <= 1.0:
+            raise EdgeSDKError(f"--min-top1 is a fraction in (0, 1], e.g. 0.98; got {min_top1}")
+        recipe = dataclasses.replace(recipe, top1_floor=min_top1)
     target_list = parse_targets(targets) if targets else list(recipe.targets)
     recipe.check_targets(target_list)
     if calibration_samples is not None and calibration_samples < 1:

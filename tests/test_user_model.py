@@ -300,13 +300,14 @@ def test_fallback_refusals(tmp_path: Path):
     assert result.returncode == 2 and "--fallback names no int8 layer 'fc9'" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "x.edge").exists()
     result = run_cli("export", "bnn", "-o", str(tmp_path / "y.edge"), "--fallback", "auto")
-    assert result.returncode == 2 and "--fallback applies to your own model" in result.stderr, result.stderr
+    assert result.returncode == 2 and "--fallback and --min-top1 apply to your own model" in result.stderr, \
+        result.stderr
 
 
 def test_fallback_widens_after_a_real_miss():
     """When an export misses the floor although the simulation cleared it, the component's simulated target rises
     by the shortfall and more layers stay fp32; with every layer in fp32 already, or in the last round, it refuses."""
-    from edgesdk.export.fallback import LayerChoice
+    from edgesdk.export.fallback import LayerChoice, Shortfall
     from edgesdk.quant.configs import W8A8Config
     from edgesdk.quant.sensitivity import LayerSensitivity, SensitivityReport
     from edgesdk.runtime.errors import EdgeSDKError
@@ -316,8 +317,24 @@ def test_fallback_widens_after_a_real_miss():
                                8, simulate=lambda kept: 5.0 + 4.0 * len(kept))  # each fp32 layer: +4 dB
     choice = LayerChoice(W8A8Config(fallback="auto"), measure=True, log=lambda _m: None)
     choice.reports["model"], choice.chosen["model"], choice.target_db["model"] = report, ("layer0", "layer1"), 15.0
-    choice.widen([("model", "onnx", 10.5), ("model", "executorch", 11.0)], last_round=False)
+    choice.widen([Shortfall("model", "onnx", "model on onnx 10.5 dB", 1.5),
+                  Shortfall("model", "executorch", "model on executorch 11.0 dB", 1.0)], last_round=False)
     # target 15 + (12 - 10.5) + 1 = 17.5 dB: 5 + 4k >= 17.5 -> k = 4
     assert choice.chosen["model"] == ("layer0", "layer1", "layer2", "layer3")
-    with pytest.raises(EdgeSDKError, match="with 4 of 6 layers in fp32: model on onnx 11.0 dB"):
-        choice.widen([("model", "onnx", 11.0)], last_round=True)
+    with pytest.raises(EdgeSDKError, match="with 4 of 6 layers in fp32: model on onnx top-1 agreement 90.0%"):
+        choice.widen([Shortfall("model", "onnx", "model on onnx top-1 agreement 90.0%", 3.0)], last_round=True)
+
+
+def test_top1_agreement_floor():
+    """--min-top1: a classifier file whose top-1 agreement with fp32 is under it is below the floor even when its
+    SQNR is not; outputs that are no classifier logits are judged on SQNR alone."""
+    from edgesdk.export.fallback import below_floor, floor_text
+
+    results = {"model": {"onnx": {"logits": {"sqnr_db": 20.0, "top1_agreement": 0.95}},
+                         "executorch": {"logits": {"sqnr_db": 20.0, "top1_agreement": 0.99}}},
+               "decoder": {"onnx": {"image": {"sqnr_db": 20.0}}}}
+    below = below_floor(results, 12.0, 0.98)
+    assert [(b.component, b.target) for b in below] == [("model", "onnx")] and below[0].missing_db > 0
+    assert "top-1 agreement 95.0%" in below[0].what
+    assert below_floor(results, 12.0) == [] and floor_text(12.0, 0.98) == "12 dB and 98% top-1 agreement"
+    assert [b.target for b in below_floor(results, 25.0, None)] == ["onnx", "executorch", "onnx"]
