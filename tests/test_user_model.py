@@ -338,3 +338,28 @@ def test_top1_agreement_floor():
     assert "top-1 agreement 95.0%" in below[0].what
     assert below_floor(results, 12.0) == [] and floor_text(12.0, 0.98) == "12 dB and 98% top-1 agreement"
     assert [b.target for b in below_floor(results, 25.0, None)] == ["onnx", "executorch", "onnx"]
+
+
+def test_onnx_layer_nodes_carry_the_layer_name(tmp_path: Path):
+    """A 3-D linear layer's weight becomes an anonymous transposed initializer in ONNX: the node is named after the
+    layer at export, so --fallback finds it (and a convolution's by its weight's name)."""
+    from torch import nn
+
+    from edgesdk.export.capture import ComponentSpec, capture
+    from edgesdk.export.onnx import lower_to_onnx
+    from edgesdk.quant.onnx import nodes_of_layers
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Conv2d(3, 8, 4, stride=4)
+            self.blocks = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8))
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return self.blocks(self.embed(image).flatten(2).transpose(1, 2))
+
+    spec = ComponentSpec("model", Tokens().eval(), (torch.randn(2, 3, 8, 8),), ["image"], ["tokens"], static_batch=2)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(lower_to_onnx(capture(spec, dynamic_batch=False).static, ["image"], ["tokens"], "model"))
+    assert nodes_of_layers(path, ["blocks.2"]) == ["blocks.2/MatMul"]
+    assert sorted(nodes_of_layers(path, ["embed", "blocks.0"])) == ["blocks.0/MatMul", "embed/Conv"]
