@@ -1,7 +1,7 @@
 """Users' own models at int8: standard architectures through `edgesdk export --model`, judged on held-out photos.
 
     python benchmarks/user_models.py [--arch resnet18,deit_tiny] [--target executorch,onnx] [--quick]
-                                     [--threads 1] [--workdir build/user-models] [--reuse]
+                                     [--threads 1] [--images 640] [--workdir build/user-models] [--reuse]
 
 For each architecture of the standard zoo (``edgesdk.zoo.standard``: torchvision / timm definitions, weights
 trained briefly on the photo image set, cached outside git; trained first when missing) and each recipe, fp32,
@@ -278,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="executorch,onnx")
     parser.add_argument("--quick", action="store_true", help=f"fewer images and runs: {QUICK} instead of {FULL}")
     parser.add_argument("--threads", type=int, default=1, help="compute threads of every latency measurement")
+    parser.add_argument("--images", type=int, help="held-out photo images in the calibration folder (a multiple of "
+                                                   "40 keeps the judged fifth whole batches of 8)")
     parser.add_argument("--workdir", type=Path, default=Path("build/user-models"))
     parser.add_argument("--reuse", action="store_true", help="reuse bundles already in --workdir")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "user_models.json")
@@ -294,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not archs or not targets or args.threads < 1:
         parser.error(f"choose architectures from {', '.join(ARCHITECTURES)}, targets from executorch, onnx, and "
                      f"--threads >= 1 (got {', '.join(unknown) or 'nothing'})")
-    settings = QUICK if args.quick else FULL
+    settings = dict(QUICK if args.quick else FULL)
+    if args.images is not None:
+        if args.images < 16:
+            parser.error("--images must be at least 16 (two batches of 8)")
+        settings["images"] = args.images
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # the exports' torch, and every child process
     import torch
 

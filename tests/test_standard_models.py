@@ -13,7 +13,7 @@ import torch
 import edgesdk.data.photos as photos
 from edgesdk.data.photos import CLASSES, PhotoShapes, make_image, write_image_folder, write_npz
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.train.standard import config_for, ensure_trained, train_standard
+from edgesdk.train.standard import TRAINING_OPTIONS, config_for, ensure_trained, train_standard, training_record
 from edgesdk.user_model import ImagePreprocess, load_image_folder
 from edgesdk.zoo import standard
 from edgesdk.zoo.standard import build_architecture, load_standard, vision_libraries
@@ -89,6 +89,12 @@ def test_architectures_are_the_libraries_own():
         model = build_architecture(arch)
         assert type(model) is cls, arch
         assert sum(p.numel() for p in model.parameters()) == parameters, arch
+    # training turns efficientnet's stochastic depth off (inactive in eval mode, so the definition is the same)
+    depth = [m.p for m in build_architecture("efficientnet_b0", **TRAINING_OPTIONS["efficientnet_b0"]).modules()
+             if type(m).__name__ == "StochasticDepth"]
+    assert depth and set(depth) == {0.0}
+    assert "training_options" in training_record("efficientnet_b0", config_for("efficientnet_b0"))
+    assert "training_options" not in training_record("resnet18", config_for("resnet18"))
     with pytest.raises(EdgeSDKError, match="unknown standard architecture 'resnet50'"):
         build_architecture("resnet50")
 

@@ -83,14 +83,17 @@ def _check_arch(arch: str) -> None:
         raise EdgeSDKError(f"unknown standard architecture '{arch}'; choose from {', '.join(ARCHITECTURES)}")
 
 
-def build_architecture(arch: str, num_classes: int = len(CLASSES), image_size: int = INPUT_SIZE) -> nn.Module:
+def build_architecture(arch: str, num_classes: int = len(CLASSES), image_size: int = INPUT_SIZE,
+                       **options: object) -> nn.Module:
     """The library's own definition, randomly initialised (by torch's generator), with a ``num_classes`` head.
-    ``image_size`` matters to the ViT only (its position table); the CNNs take any size."""
+    ``image_size`` matters to the ViT only (its position table); the CNNs take any size. ``options`` go to the
+    library's constructor (training turns regularisation that is inactive in eval mode down with them)."""
     _check_arch(arch)
     torchvision, timm = vision_libraries()
     if arch in TIMM_NAMES:
-        return timm.create_model(TIMM_NAMES[arch], pretrained=False, num_classes=num_classes, img_size=image_size)
-    return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+        return timm.create_model(TIMM_NAMES[arch], pretrained=False, num_classes=num_classes, img_size=image_size,
+                                 **options)
+    return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes, **options)
 
 
 def cache_root() -> Path:
