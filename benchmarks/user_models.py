@@ -85,6 +85,7 @@ def export_one(arch: str, recipe: str, bundle: Path, targets: list[str], photos:
         if not fallback_supported():
             return {"status": "n/a", "note": "export_user_model takes no fallback yet"}
         kwargs["fallback"] = "auto"
+        kwargs["min_top1"] = TARGETS["top1_agreement"]  # mixed precision works to the agreement target too
     lines: list[str] = []
     start = time.perf_counter()
     try:
