@@ -163,6 +163,8 @@ def bench_tables(results: dict) -> None:
                           f"quantized components ({mb:.2f} MB of integer weights in memory)")
         for name, check in (res.get("load_growth") or {}).items():
             if check.get("verdict"):
-                console.print(f"{backend}: opening {name} grew memory by {check['growth_mb']:.1f} MB (file "
+                planned = (f"; {check['planned_mb']:.1f} MB of it the program's planned activation buffer, "
+                           f"{check['weights_growth_mb']:.1f} MB left for weights") if check.get("planned_mb") else ""
+                console.print(f"{backend}: opening {name} grew memory by {check['growth_mb']:.1f} MB{planned} (file "
                               f"{check['file_mb']:.1f} MB, fp32 weights {check['fp32_weights_mb']:.1f} MB, limit "
                               f"{check['limit_mb']:.1f} MB): weights {check['verdict']}")
