@@ -33,9 +33,11 @@ aten = torch.ops.aten
 
 def _normalized_rows(x: Tensor, width: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """(x - mean) / sqrt(var + eps) over the last ``width`` elements of each row, with the mean and 1/sqrt(var + eps)
-    per row, computed on a 4-D (rows, 1, width, 1) view: XNNPACK's mean is global average pooling over the two
-    innermost dims, and with one channel its channels-last conversion moves no data."""
-    rows = x.reshape(-1, 1, width, 1)
+    per row, computed on a 4-D (1, rows, 1, width) view: XNNPACK's mean is global average pooling over the two
+    innermost dims of a channels-last tensor, so the rows become its channels and the reduction runs across them in
+    vector lanes. (Rows as the batch with one channel moves no data in the layout conversion but reduces one lane
+    at a time: 42 us per mean of deit's (197, 192) tokens against 2.5 us; 0.90 -> 0.27 ms for 8 layer norms.)"""
+    rows = x.reshape(1, -1, 1, width)
     mean = rows.mean(dim=(2, 3), keepdim=True)
     centred = rows - mean
     inverse_std = torch.rsqrt((centred * centred).mean(dim=(2, 3), keepdim=True) + eps)
