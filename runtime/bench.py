@@ -94,6 +94,18 @@ def planned_bytes_at_open(bundle: Bundle, component: str, backend: str) -> int:
     return planned_buffer_bytes(source).get("forward", 0)
 
 
+def threads_used(backend: str, requested: int | None) -> dict:
+    """The CPU threads a backend ran with, for comparing backends at equal threads: ``requested`` (None: the
+    backend's default) and, for the ExecuTorch Python binding, its pool's actual size (ExecuTorch's default is one per
+    performance core, ONNX Runtime's one per physical core)."""
+    used: dict = {"requested": requested}
+    if backend == "executorch" and executorch_runtime() == "python":
+        from edgesdk.runtime.executorch_backend import thread_count
+
+        used["executorch_pool"] = thread_count()
+    return used
+
+
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     ms = np.asarray(samples_s) * 1000.0
     return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
@@ -194,7 +206,7 @@ def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 
     sizes = {name: sum(bundle.file_sizes().get(path, 0) for t, path in info.files.items() if t == backend)
              for name, info in bundle.components.items()}
     return {"backend": backend, "steps": steps, "sampler": sampler, "load_s": load_s, "weight_residency": residency,
-            "load_growth": growth,
+            "load_growth": growth, "threads": threads_used(backend, threads),
             "components": components, "sample": sample, "file_bytes": sizes,
             "rss_mb": {"at_start": rss_start, "after_runtime_import": rss_imported, "after_load_and_warmup": rss_warm,
                        "peak": peak_rss_mb(), "model_and_inference": peak_rss_mb() - rss_imported}}

@@ -1,5 +1,6 @@
-"""`edgesdk bench`'s memory verdict on ExecuTorch: the program's planned activation buffer is told apart from
-integer weights expanded to float (runtime/bench.py, runtime/pte.py)."""
+"""`edgesdk bench` on ExecuTorch: the memory verdict tells the program's planned activation buffer apart from integer
+weights expanded to float (runtime/bench.py, runtime/pte.py), and the Python binding runs at the threads asked for
+(runtime/executorch_backend.py)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def test_planned_buffer_is_read_from_the_program_without_torch(planned_bundle: P
 def test_bench_gives_numbers_for_a_quantized_program_with_a_large_plan(planned_bundle: Path):
     # in a process of its own, as `edgesdk bench` runs it: this one has freed memory the allocator would reuse
     done = subprocess.run([sys.executable, "-m", "edgesdk.runtime.bench", str(planned_bundle), "--backend",
-                           "executorch", "--component-runs", "2"], capture_output=True, text=True, check=False)
+                           "executorch", "--component-runs", "2", "--threads", "1"],
+                          capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert lines, done.stderr[-2000:]
     result = json.loads(lines[-1])
@@ -89,3 +91,43 @@ def test_bench_gives_numbers_for_a_quantized_program_with_a_large_plan(planned_b
     assert check["planned_mb"] > check["limit_mb"] and check["growth_mb"] > check["limit_mb"], check
     assert check["weights_growth_mb"] < check["limit_mb"]
     assert result["components"]["model"]["p50_ms"] > 0
+    assert result["threads"] == {"requested": 1, "executorch_pool": 1}
+
+
+SESSIONS_SCRIPT = """
+import json, sys, warnings
+import numpy as np
+from edgesdk.runtime.backends import open_session
+from edgesdk.runtime.bundle import Bundle
+from edgesdk.runtime.executorch_backend import thread_count
+
+bundle = Bundle.open(sys.argv[1])
+x1, x2 = (np.random.default_rng(seed).standard_normal((1, 2048)).astype(np.float32) for seed in (1, 2))
+first = open_session(bundle, "model", "executorch", threads=1)
+pools = [thread_count()]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    second = open_session(bundle, "model", "executorch", threads=2)  # beside an open session: the pool stays
+pools.append(thread_count())
+y1 = first.run({"x": x1})["y"]
+kept = y1.copy()
+second.run({"x": x2})
+first.run({"x": x2})
+del first, second
+third = open_session(bundle, "model", "executorch", threads=2)  # none open: resized
+pools.append(thread_count())
+print(json.dumps({"pools": pools, "warnings": [str(w.message) for w in caught],
+                  "outputs_kept": bool(np.array_equal(y1, kept)), "third_runs": bool(third.run({"x": x1})["y"].size)}))
+"""
+
+
+def test_python_binding_runs_at_the_threads_asked_for_and_outputs_are_copies(planned_bundle: Path):
+    done = subprocess.run([sys.executable, "-c", SESSIONS_SCRIPT, str(planned_bundle)], capture_output=True,
+                          text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines, done.stderr[-2000:]
+    result = json.loads(lines[-1])
+    assert result["pools"] == [1, 1, 2], result
+    assert len(result["warnings"]) == 1 and "1 open session(s) use it with 1 threads" in result["warnings"][0]
+    # outputs are numpy copies, not views of the method's memory that the next call overwrites
+    assert result["outputs_kept"] and result["third_runs"]
