@@ -10,6 +10,7 @@ from executorch.exir import to_edge_transform_and_lower
 from torch.export import ExportedProgram
 from torch.fx import GraphModule
 
+from edgesdk.export.xnnpack_form import FoldConstantConversions, xnnpack_form
 from edgesdk.runtime.errors import EdgeSDKError
 
 # Graph bookkeeping, not computation: left out of the op counts.
@@ -71,7 +72,11 @@ def lower_to_executorch(program: ExportedProgram | dict[str, ExportedProgram], c
     weights are stored once (ExecuTorch keys constant data by content)."""
     programs = program if isinstance(program, dict) else {"forward": program}
     try:
-        edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
+        # norms, attention and squeezes rewritten into XNNPACK's ops first, constants' dtype conversions folded
+        # before partitioning (export/xnnpack_form.py): otherwise they run outside the delegate and split it
+        programs = {name: xnnpack_form(p) for name, p in programs.items()}
+        edge = to_edge_transform_and_lower(programs, transform_passes=[FoldConstantConversions()],
+                                           partitioner=[XnnpackPartitioner()])
         report = delegation_report(edge.exported_program("forward").graph_module)
         buffer = edge.to_executorch().buffer
     except Exception as exc:

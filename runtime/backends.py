@@ -283,10 +283,10 @@ def _executorch_factory(bundle: Bundle, component: str, threads: int | None, lea
         from edgesdk.runtime.cpp_backend import CppExecuTorchSession
 
         return CppExecuTorchSession(bundle, info, threads, lean_memory)
-    # threads: XNNPACK's thread pool is process-wide in the ExecuTorch pybindings; not settable per session
+    # threads: XNNPACK's thread pool is process-wide in the ExecuTorch pybindings, sized while no session is open
     from edgesdk.runtime.executorch_backend import ExecuTorchSession  # the one module that may pull in torch
 
-    return ExecuTorchSession(bundle.path_of(info.files["executorch"]), info, lean_memory)
+    return ExecuTorchSession(bundle.path_of(info.files["executorch"]), info, lean_memory, threads)
 
 
 def _tensorrt_factory(bundle: Bundle, component: str, threads: int | None, lean_memory: bool) -> Session:

@@ -7,6 +7,8 @@ torch-free. An app on a phone links ExecuTorch's C++ runtime instead and loads n
 from __future__ import annotations
 
 import logging
+import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,48 @@ def import_bindings() -> None:
     import executorch.runtime  # noqa: F401
 
 
+# Sessions alive in this process: their methods' XNNPACK runtimes hold the binding's thread pool.
+_open_sessions = 0
+
+
+def _session_closed() -> None:
+    global _open_sessions
+    _open_sessions -= 1
+
+
+def thread_count() -> int:
+    """Threads of the ExecuTorch Python binding's pool (process-wide; every XNNPACK delegate runs on it)."""
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+
+    return int(_threadpool_get_thread_count())
+
+
+def use_threads(threads: int | None) -> None:
+    """Size the binding's thread pool for a session about to open (None: leave it, ExecuTorch's default is one thread
+    per performance core). The pool is process-wide and an XNNPACK runtime keeps a pointer to it from the moment its
+    method loads, so it is resized only while no session is open; beside open sessions a different size keeps the
+    pool as it is, with a warning (a refusal would break pipelines that open components one by one while an earlier
+    one, a parity check's say, is still alive)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise EdgeSDKError(f"threads must be at least 1, got {threads}")
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    have = thread_count()
+    if have == threads:
+        return
+    if _open_sessions > 0:
+        warnings.warn(f"threads {threads}: ExecuTorch's thread pool is shared by the process and {_open_sessions} "
+                      f"open session(s) use it with {have} threads; this session runs on {have} too", stacklevel=3)
+        return
+    _unsafe_reset_threadpool(int(threads))
+
+
 class ExecuTorchSession(ManifestNamedSession):
     """An ExecuTorch .pte program (XNNPACK-delegated). Positional inputs in the manifest's order."""
 
-    def __init__(self, path: Path, info: ComponentInfo, lean_memory: bool = False) -> None:
+    def __init__(self, path: Path, info: ComponentInfo, lean_memory: bool = False, threads: int | None = None) -> None:
         # torch is needed by executorch.runtime itself; importing it here keeps every other path torch-free
         # torchao, which executorch loads, logs every optional CUDA kernel library it cannot find; quiet that
         logging.getLogger("torchao").setLevel(logging.ERROR)
@@ -40,6 +80,7 @@ class ExecuTorchSession(ManifestNamedSession):
                                "pip install 'edgesdk[export]', or use backend 'onnx'") from None
         self._torch: Any = torch
         self._info = info
+        use_threads(threads)
         source = model_source(path)  # a .1bit container is unpacked to the program's bytes here, at load
         program = Runtime.get().load_program(source if isinstance(source, bytes) else path)
         # batch -> method: a component exported at several static batches has one method per batch
@@ -54,6 +95,9 @@ class ExecuTorchSession(ManifestNamedSession):
         # for nothing before use: personalization runs only the batch-(n+1) method, and one packed copy.
         self._program = program
         self._method_names = {int(batch): name for batch, name in methods.items()}
+        global _open_sessions
+        _open_sessions += 1
+        weakref.finalize(self, _session_closed)
         self._loaded: dict[str, Any] = {} if lean_memory else {"forward": program.load_method("forward")}
 
     @property
@@ -71,5 +115,14 @@ class ExecuTorchSession(ManifestNamedSession):
         arrays = _prepare(inputs, self._info.inputs, self._info.name)
         method = self._method(len(arrays[0]) if arrays and arrays[0].ndim else -1)
         # torch.from_numpy shares memory; the copy keeps the caller's arrays safe from in-place kernels
-        outputs = method.execute([self._torch.from_numpy(a.copy()) for a in arrays])
-        return {name: out.detach().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
+        inputs_t = [self._torch.from_numpy(a.copy()) for a in arrays]
+        binding = getattr(method, "_method", None)  # executorch.runtime.Method wraps the binding's method
+        if binding is None:
+            outputs = method.execute(inputs_t)
+            return {name: out.detach().cpu().numpy() for name, out in zip(self.output_names, outputs, strict=True)}
+        # Outputs as views of the method's memory, copied here by numpy: the binding's own copy (clone_outputs) is a
+        # torch op, which for outputs past torch's grain size (32k elements) wakes torch's OpenMP threads, and they
+        # spin after it on the cores XNNPACK's pool runs the next call on (a 197x768 output: 31 -> 22 ms per call
+        # on 2 cores). The copy is needed: the next call overwrites that memory.
+        outputs = binding(inputs_t, clone_outputs=False)
+        return {name: out.numpy().copy() for name, out in zip(self.output_names, outputs, strict=True)}

@@ -614,6 +614,8 @@ def bench_cmd(
                                          "here)."),
     steps: int = typer.Option(25, help="Denoising steps per sample."),
     runs: int = typer.Option(5, help="Full samples timed per backend."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads for every backend (default: each backend's "
+                                                         "own; set it to compare backends at equal threads)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the JSON here."),
 ) -> None:
@@ -622,7 +624,7 @@ def bench_cmd(
 
     from edgesdk.reporting import bench_bundle, bench_tables, write_json
 
-    results = bench_bundle(bundle, backend, steps=steps, runs=runs)
+    results = bench_bundle(bundle, backend, steps=steps, runs=runs, threads=threads)
     if output:
         write_json(output, results)
     if json_out:

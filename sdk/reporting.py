@@ -129,11 +129,15 @@ def runnable_backends(bundle: Bundle) -> list[str]:
     return names
 
 
-def bench_bundle(bundle_path: Path, backends: str = "", steps: int = 25, runs: int = 5) -> dict:
-    """One subprocess per backend, so that each peak RSS belongs to that backend alone."""
+def bench_bundle(bundle_path: Path, backends: str = "", steps: int = 25, runs: int = 5,
+                 threads: int | None = None) -> dict:
+    """One subprocess per backend, so that each peak RSS belongs to that backend alone. ``threads``: the same CPU
+    thread count for every backend (None: each backend's default)."""
     bundle = Bundle.open(bundle_path)
     if steps < 1 or runs < 1:
         raise EdgeSDKError(f"--steps and --runs must be at least 1 (got {steps} and {runs})")
+    if threads is not None and threads < 1:
+        raise EdgeSDKError(f"--threads must be at least 1, got {threads}")
     names = [b.strip() for b in backends.split(",") if b.strip()] or runnable_backends(bundle)
     for name in names:
         if name not in BACKENDS:
@@ -142,7 +146,7 @@ def bench_bundle(bundle_path: Path, backends: str = "", steps: int = 25, runs: i
     for name in names:
         proc = subprocess.run(
             [sys.executable, "-m", "edgesdk.runtime.bench", str(bundle.root), "--backend", name,
-             "--steps", str(steps), "--runs", str(runs)],
+             "--steps", str(steps), "--runs", str(runs), *(["--threads", str(threads)] if threads else [])],
             capture_output=True, text=True, check=False,
         )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -159,11 +163,14 @@ def bench_bundle(bundle_path: Path, backends: str = "", steps: int = 25, runs: i
 def bench_tables(results: dict) -> None:
     console = _console()
     table = Table(title=f"latency per component call ({results['bundle']})")
-    for col in ("backend", "component", "batch", "p50 ms", "p90 ms"):
+    for col in ("backend", "threads", "component", "batch", "p50 ms", "p90 ms"):
         table.add_column(col)
     for backend, res in results["backends"].items():
+        used = res.get("threads") or {}
+        pool = used.get("executorch_pool")
+        threads = str(used.get("requested") or "default") + (f" (pool {pool})" if pool else "")
         for name, comp in res["components"].items():
-            table.add_row(backend, name, str(comp["batch"]), f"{comp['p50_ms']:.2f}", f"{comp['p90_ms']:.2f}")
+            table.add_row(backend, threads, name, str(comp["batch"]), f"{comp['p50_ms']:.2f}", f"{comp['p90_ms']:.2f}")
     console.print(table)
     title = "full sample (1 image, CFG) and memory" if results["family"] == "tiny-sd" else "memory (no sampler)"
     table = Table(title=title)
@@ -186,6 +193,8 @@ def bench_tables(results: dict) -> None:
                           f"quantized components ({mb:.2f} MB of integer weights in memory)")
         for name, check in (res.get("load_growth") or {}).items():
             if check.get("verdict"):
-                console.print(f"{backend}: opening {name} grew memory by {check['growth_mb']:.1f} MB (file "
+                planned = (f"; {check['planned_mb']:.1f} MB of it the program's planned activation buffer, "
+                           f"{check['weights_growth_mb']:.1f} MB left for weights") if check.get("planned_mb") else ""
+                console.print(f"{backend}: opening {name} grew memory by {check['growth_mb']:.1f} MB{planned} (file "
                               f"{check['file_mb']:.1f} MB, fp32 weights {check['fp32_weights_mb']:.1f} MB, limit "
                               f"{check['limit_mb']:.1f} MB): weights {check['verdict']}")

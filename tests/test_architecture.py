@@ -31,7 +31,9 @@ TORCH_PACKAGES = ("torch", "torchao", "torchvision", "torchaudio", "functorch", 
                   "transformers", "accelerate", "safetensors.torch")
 # executorch.runtime runs .pte programs on torch tensors (it imports torch itself), so the ExecuTorch backend needs
 # both; backends.py imports that module only when an "executorch" session is opened.
-TORCH_ALLOWED = {"runtime/executorch_backend.py": ("executorch.runtime", "torch")}
+# Its thread pool is sized through the binding module executorch.runtime itself loads.
+TORCH_ALLOWED = {"runtime/executorch_backend.py": ("executorch.runtime", "executorch.extension.pybindings.portable_lib",
+                                                   "torch")}
 
 
 def _module_name(relpath: Path) -> str:
