@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from edgesdk.zoo.torchvision_ops import make_torchvision_importable
 from tests.bundles import bundle_root as bundle_root_dir
 from tests.bundles import shared_bundle
+
+# transformers imports torchvision when it is installed (the standard architectures need it): the CLIP and Stable
+# Diffusion tests that import transformers directly need it importable first
+make_torchvision_importable()
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Workers share the machine's cores: each gets its share of compute threads (torch's OpenMP pool, and every

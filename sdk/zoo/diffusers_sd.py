@@ -32,6 +32,9 @@ PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
 def require_diffusers() -> None:
+    from edgesdk.zoo.torchvision_ops import make_torchvision_importable
+
+    make_torchvision_importable()  # transformers imports it when installed
     try:
         import diffusers
         import transformers

@@ -27,6 +27,7 @@ from torch import nn
 
 from edgesdk.data.photos import CLASSES, IMAGENET_MEAN, IMAGENET_STD, PhotoShapes, normalised
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.zoo.torchvision_ops import make_torchvision_importable
 from edgesdk.zoo.weights import load_weights
 
 ARCHITECTURES: tuple[str, ...] = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "deit_tiny")
@@ -37,35 +38,18 @@ EXAMPLE_BATCH = 8
 INPUT_NAMES, OUTPUT_NAMES = ["image"], ["logits"]
 INSTALL = "pip install --no-deps torchvision==0.29.1 timm==1.0.31"
 
-# Some torchvision wheels (a CUDA build beside a CPU torch) cannot load their compiled ops, yet import
-# torchvision.ops, which registers Python fallbacks for two of them: without their schemas that import fails. The
-# library that defines them must stay alive as long as the process (it unregisters them when collected).
-_OPS_SCHEMAS: torch.library.Library | None = None
-
-
 def _missing(module: str, exc: BaseException) -> EdgeSDKError:
     return EdgeSDKError(f"the standard architectures need torchvision and timm ({module} cannot be imported: "
                         f"{type(exc).__name__}); install them with: {INSTALL}")
 
 
 def _import_torchvision() -> ModuleType:
-    global _OPS_SCHEMAS
     try:
-        return importlib.import_module("torchvision")
-    except ImportError as exc:
-        raise _missing("torchvision", exc) from None
-    except RuntimeError as exc:
-        if "torchvision::nms" not in str(exc) or _OPS_SCHEMAS is not None:
-            raise _missing("torchvision", exc) from None
-    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-        del sys.modules[name]  # the half-imported package: import it again once the schemas exist
-    _OPS_SCHEMAS = torch.library.Library("torchvision", "DEF")
-    _OPS_SCHEMAS.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _OPS_SCHEMAS.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    try:
-        return importlib.import_module("torchvision")
+        if make_torchvision_importable():
+            return sys.modules["torchvision"]
     except (ImportError, RuntimeError) as exc:
         raise _missing("torchvision", exc) from None
+    raise _missing("torchvision", ModuleNotFoundError("No module named 'torchvision'"))
 
 
 def vision_libraries() -> tuple[ModuleType, ModuleType]:
