@@ -1,19 +1,23 @@
 """Open and verify a bundle directory (`NAME.edge/`, see docs/bundle-format.md).
 
-Everything is checked once, at open time, so later code can trust the manifest: a bundle that opens is
-complete, untampered and self-contained. Nothing is unpickled.
+Everything is checked once, at open time, so later code can trust the manifest: a bundle that opens has a manifest
+the schema accepts (docs/bundle-schema.json, runtime/schema.py), is complete, untampered and self-contained, and its
+assets agree with its model section. Nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
+from edgesdk.runtime import schema
 from edgesdk.runtime.errors import EdgeSDKError
 
 FORMAT = "edgesdk-bundle"
@@ -77,12 +81,16 @@ class Bundle:
             raise EdgeSDKError(f"bundle directory {str(root)!r} {problem}; pass the NAME.edge folder "
                                "that `edgesdk export` wrote")
         manifest = _read_manifest(root)
+        _check_format(manifest)
+        schema.validate_manifest(manifest)  # types, required keys and bounds, before anything else is trusted
         _check_structure(root, manifest)
+        schema.check_consistency(manifest)
         if verify_checksums:
             for rel, expected in manifest["files"].items():
                 if file_sha256(root / rel) != str(expected).lower():
                     raise EdgeSDKError(f"bundle file {rel!r}: checksum mismatch: the file was changed or "
                                        "corrupted; re-export the bundle")
+        schema.check_assets(root, manifest)
         return cls(root.resolve(), manifest)
 
     @property
@@ -151,57 +159,59 @@ def open_bundle(path: str | Path, verify_checksums: bool = True) -> Bundle:
 
 def _read_manifest(root: Path) -> dict[str, Any]:
     manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
+    if not manifest_path.exists() and not manifest_path.is_symlink():
         raise EdgeSDKError(f"{str(root)!r} has no manifest.json, so it is not a bundle; "
                            "pass the NAME.edge folder that `edgesdk export` wrote")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise EdgeSDKError(f"{str(manifest_path)!r} is not JSON ({e.msg} at line {e.lineno} column {e.colno}); "
-                           "re-export the bundle") from None
-    except UnicodeDecodeError:
-        raise EdgeSDKError(f"{str(manifest_path)!r} is not JSON (not UTF-8 text); re-export the bundle") from None
-    if not isinstance(manifest, dict):
-        raise EdgeSDKError(f"{str(manifest_path)!r} must hold a JSON object; re-export the bundle")
-    return manifest
+    what = repr(str(manifest_path))
+    return schema.parse_manifest(schema.read_bounded(manifest_path, schema.MAX_MANIFEST_BYTES, what), what)
+
+
+def _check_format(manifest: dict[str, Any]) -> None:
+    """Format and version first: a newer bundle gets "upgrade edgesdk", not a schema complaint."""
+    if manifest.get("format") != FORMAT:
+        raise EdgeSDKError(f"manifest format is {schema.shown(manifest.get('format'))}, expected {FORMAT!r}; "
+                           "this folder was not written by `edgesdk export`")
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in KNOWN_FORMAT_VERSIONS:
+        known = ", ".join(str(v) for v in KNOWN_FORMAT_VERSIONS)
+        raise EdgeSDKError(f"bundle format_version {schema.shown(version)} is not supported: this runtime reads "
+                           f"version {known}; upgrade edgesdk or re-export the bundle with this version")
 
 
 def _check_structure(root: Path, manifest: dict[str, Any]) -> None:
-    if manifest.get("format") != FORMAT:
-        raise EdgeSDKError(f"manifest format is {manifest.get('format')!r}, expected {FORMAT!r}; "
-                           "this folder was not written by `edgesdk export`")
-    version = manifest.get("format_version")
-    if version not in KNOWN_FORMAT_VERSIONS:
-        known = ", ".join(str(v) for v in KNOWN_FORMAT_VERSIONS)
-        raise EdgeSDKError(f"bundle format_version {version!r} is not supported: this runtime reads version "
-                           f"{known}; upgrade edgesdk or re-export the bundle with this version")
-    for key in ("components", "files"):
-        if not isinstance(manifest.get(key), dict):
-            raise EdgeSDKError(f"manifest has no {key!r} object; re-export the bundle")
+    """Paths stay inside the bundle, every file named is listed in `files`, and every listed file is a regular file
+    (a FIFO or device would block or never end when hashed). Types were checked by the schema."""
     listed: dict[str, Any] = manifest["files"]
     for rel in listed:
         _check_inside(root, rel)
     referenced = list(manifest.get("assets", {}).values())
-    for name, entry in manifest["components"].items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("files", {}), dict):
-            raise EdgeSDKError(f"manifest component {name!r} is malformed; re-export the bundle")
-        referenced += list(entry.get("files", {}).values())
+    for entry in manifest["components"].values():
+        referenced += list(entry["files"].values())
     for rel in referenced:
         _check_inside(root, rel)
         if rel not in listed:
             raise EdgeSDKError(f"bundle file {rel!r} is not listed in the manifest's 'files' checksums; "
                                "re-export the bundle")
     for rel in listed:
-        if not (root / rel).is_file():
+        try:
+            mode = os.stat(root / rel).st_mode  # follows a link, which _check_inside kept inside the bundle
+        except OSError:
             raise EdgeSDKError(f"bundle file {rel!r} is missing from {str(root)!r}; copy the whole bundle folder "
-                               "or re-export it")
+                               "or re-export it") from None
+        if not stat.S_ISREG(mode):
+            raise EdgeSDKError(f"bundle file {rel!r} is not a regular file (a folder, FIFO or device); "
+                               "the bundle is refused")
 
 
 def _check_inside(root: Path, rel: Any) -> None:
     """Refuse absolute paths, `..` and symlinks that point out: a bundle must not read files elsewhere."""
     pure = PurePosixPath(str(rel))
-    escapes = (not isinstance(rel, str) or rel == "" or pure.is_absolute() or "\\" in rel or ".." in pure.parts
-               or not (root / rel).resolve().is_relative_to(root.resolve()))
+    escapes = not isinstance(rel, str) or rel == "" or pure.is_absolute() or "\\" in rel or ".." in pure.parts
+    if not escapes:
+        try:
+            escapes = not (root / rel).resolve().is_relative_to(root.resolve())
+        except (OSError, RuntimeError):  # a link loop
+            escapes = True
     if escapes:
         raise EdgeSDKError(f"bundle path {rel!r} leaves the bundle (paths must be relative, without '..'); "
                            "the bundle is refused")

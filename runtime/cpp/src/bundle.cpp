@@ -1,12 +1,19 @@
 #include "bundle.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
 #include "errors.hpp"
 #include "files.hpp"
+#include "schema.hpp"
 #include "sha256.hpp"
 #include "text.hpp"
 
@@ -28,14 +35,48 @@ std::string shown(const json::Value* value) {
   return json::dump(*value);
 }
 
+constexpr int64_t kMaxManifestBytes = int64_t(16) << 20;  // as runtime/schema.py's MAX_MANIFEST_BYTES
+
+// manifest.json's bytes: a regular file (never a link, FIFO or device, which could lead outside or block), of a
+// bounded size, opened without following a link and without blocking.
+std::vector<uint8_t> read_manifest_bytes(const fs::path& path) {
+  const std::string shown_path = py_repr(path.string());
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0) {
+    fail(Status::kBundleNotFound, py_repr(path.parent_path().string()) + " has no manifest.json, so it is not a "
+                                  "bundle; pass the NAME.edge folder that `edgesdk export` wrote");
+  }
+  if (S_ISLNK(info.st_mode)) corrupt(shown_path + " is a symbolic link; a bundle's manifest must be a regular file");
+  if (!S_ISREG(info.st_mode)) corrupt(shown_path + " is not a regular file; the bundle is refused");
+  if (int64_t(info.st_size) > kMaxManifestBytes) {
+    corrupt(shown_path + " is " + std::to_string(info.st_size) + " bytes, more than the " +
+            std::to_string(kMaxManifestBytes) + " a bundle may use; the bundle is refused");
+  }
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) fail(Status::kIoError, "cannot read " + shown_path + ": " + std::strerror(errno));
+  std::vector<uint8_t> bytes(static_cast<size_t>(kMaxManifestBytes) + 1);
+  size_t have = 0;
+  while (have < bytes.size()) {
+    ssize_t got = ::read(fd, bytes.data() + have, bytes.size() - have);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      int error = errno;
+      ::close(fd);
+      fail(Status::kIoError, "cannot read " + shown_path + ": " + std::strerror(error));
+    }
+    if (got == 0) break;
+    have += static_cast<size_t>(got);
+  }
+  ::close(fd);
+  if (int64_t(have) > kMaxManifestBytes) corrupt(shown_path + " is more than " + std::to_string(kMaxManifestBytes) +
+                                                 " bytes; the bundle is refused");
+  bytes.resize(have);
+  return bytes;
+}
+
 json::Value read_manifest(const fs::path& root) {
   fs::path path = root / "manifest.json";
-  std::error_code error;
-  if (!fs::is_regular_file(path, error)) {
-    fail(Status::kBundleNotFound, py_repr(root.string()) + " has no manifest.json, so it is not a bundle; "
-                                  "pass the NAME.edge folder that `edgesdk export` wrote");
-  }
-  std::vector<uint8_t> bytes = read_file_bytes(path.string());
+  std::vector<uint8_t> bytes = read_manifest_bytes(path);
   json::Value manifest;
   const std::string what = "manifest.json";
   try {
@@ -81,17 +122,13 @@ void check_structure(const fs::path& root, const json::Value& manifest) {
                                          "'; this folder was not written by `edgesdk export`");
   }
   const json::Value* version = manifest.find("format_version");
-  if (version == nullptr || !version->is_number() || version->as_double() != double(kKnownFormatVersion)) {
+  if (version == nullptr || !version->is_integer() || version->as_int() != kKnownFormatVersion) {
     fail(Status::kBundleUnsupported,
          "bundle format_version " + shown(version) + " is not supported: this runtime reads version " +
              std::to_string(kKnownFormatVersion) + "; upgrade edgesdk or re-export the bundle with this version");
   }
-  for (const char* key : {"components", "files"}) {
-    const json::Value* entry = manifest.find(key);
-    if (entry == nullptr || !entry->is_object()) {
-      corrupt(std::string("manifest has no '") + key + "' object; re-export the bundle");
-    }
-  }
+  // types, required keys and bounds of everything else, before any path or file is looked at
+  schema::validate_manifest(manifest);
   const json::Value& listed = manifest.at("files");
   for (const auto& [rel, digest] : listed.as_object()) check_inside(root, json::Value::string(rel));
 
@@ -117,12 +154,17 @@ void check_structure(const fs::path& root, const json::Value& manifest) {
     }
   }
   for (const auto& [rel, digest] : listed.as_object()) {
-    std::error_code error;
-    if (!fs::is_regular_file(root / rel, error)) {
+    struct stat info {};  // follows a link, which check_inside kept inside the bundle
+    if (::stat((root / rel).c_str(), &info) != 0) {
       corrupt("bundle file " + py_repr(rel) + " is missing from " + py_repr(root.string()) +
               "; copy the whole bundle folder or re-export it");
     }
+    if (!S_ISREG(info.st_mode)) {  // a FIFO or device would block or never end when hashed
+      corrupt("bundle file " + py_repr(rel) + " is not a regular file (a folder, FIFO or device); "
+              "the bundle is refused");
+    }
   }
+  schema::check_consistency(manifest);
 }
 
 void verify_checksums(const fs::path& root, const json::Value& manifest) {
@@ -213,6 +255,7 @@ Bundle Bundle::open(const std::string& dir, bool verify) {
   json::Value manifest = read_manifest(root);
   check_structure(root, manifest);
   if (verify) verify_checksums(root, manifest);
+  schema::check_assets(root.string(), manifest);
 
   Bundle bundle;
   bundle.root_ = root.string();

@@ -195,12 +195,7 @@ size_t npy_itemsize(const std::string& dtype) {
   return info->itemsize;
 }
 
-namespace {
-
-// Reads the header of the .npy bytes file[0, size): fills array.dtype / shape, and where the data starts and its
-// length. Throws Failure(kBundleCorrupt) for everything read_npy refuses.
-void parse_file(const uint8_t* file, size_t size, const std::string& path, NpyArray& array, size_t& data_start,
-                size_t& data_size) {
+size_t parse_npy_header(const uint8_t* file, size_t size, const std::string& path, NpyArray& array) {
   auto bad = [&](const std::string& reason) {
     fail(Status::kBundleCorrupt, path + " is not a readable .npy file: " + reason);
   };
@@ -232,10 +227,21 @@ void parse_file(const uint8_t* file, size_t size, const std::string& path, NpyAr
     if (dim != 0 && count > SIZE_MAX / static_cast<size_t>(dim) / info->itemsize) bad("the shape is too large");
     count *= static_cast<size_t>(dim);
   }
-  data_size = count * info->itemsize;
-  data_start = prefix + header_length;
+  return prefix + header_length;
+}
+
+namespace {
+
+// Reads the header of the .npy bytes file[0, size): fills array.dtype / shape, and where the data starts and its
+// length. Throws Failure(kBundleCorrupt) for everything read_npy refuses.
+void parse_file(const uint8_t* file, size_t size, const std::string& path, NpyArray& array, size_t& data_start,
+                size_t& data_size) {
+  data_start = parse_npy_header(file, size, path, array);
+  data_size = static_cast<size_t>(array.count()) * npy_itemsize(array.dtype);
   if (size - data_start < data_size) {
-    bad("data is truncated (" + std::to_string(size - data_start) + " of " + std::to_string(data_size) + " bytes)");
+    fail(Status::kBundleCorrupt, path + " is not a readable .npy file: data is truncated (" +
+                                     std::to_string(size - data_start) + " of " + std::to_string(data_size) +
+                                     " bytes)");
   }
 }
 

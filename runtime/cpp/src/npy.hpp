@@ -28,6 +28,11 @@ size_t npy_itemsize(const std::string& dtype);
 // above (object arrays included: nothing is unpickled); Failure(kIoError) when the file cannot be read.
 NpyArray read_npy(const std::string& path);
 
+// The header of .npy bytes [file, file + size), whose data may be absent (a bundle checks a 152 MB token table's
+// header without reading it): fills array.dtype and array.shape (array.bytes stays empty) and returns the offset
+// where the data starts. Throws read_npy's Failure(kBundleCorrupt) for a malformed or unsupported header.
+size_t parse_npy_header(const uint8_t* file, size_t size, const std::string& path, NpyArray& array);
+
 // A read-only memory map of an .npy file's float32 data: pages are read when touched, so looking up a few rows of a
 // large table (SD-1.5's 49408 x 768 token embedding, 152 MB) keeps only those rows resident, as the Python runtime's
 // Bundle.asset_array(name, mapped=True) does.

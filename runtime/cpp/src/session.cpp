@@ -169,7 +169,14 @@ struct Session::Impl {
     module = std::make_unique<Module>(std::move(loader));
     // full verification: a checksum says the file is the one exported, not that the exporter can be trusted
     et::Error error = module->load(et::Program::Verification::InternalConsistency);
-    if (error != et::Error::Ok) backend_error(error, "cannot load program " + path);
+    if (error != et::Error::Ok) {
+      // the file came from the bundle and passed its checksum, so a program that fails verification is a corrupt
+      // or hostile bundle (a user error, exit 2), not a fault of this runtime
+      char code[16];
+      std::snprintf(code, sizeof code, "0x%02x", static_cast<unsigned>(error));
+      fail(Status::kBundleCorrupt, py_repr(path) + " is not a valid ExecuTorch program (verification failed: " +
+                                       et::to_string(error) + ", " + code + "); re-export the bundle");
+    }
   }
 
   void check_methods() const {
