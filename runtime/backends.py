@@ -68,6 +68,8 @@ def open_session(bundle: Bundle, component_name: str, backend: str, threads: int
     if entry.needs_file and backend not in info.files:
         raise EdgeSDKError(f"bundle has no {backend!r} file for component {component_name!r}; "
                            f"it has: {', '.join(sorted(info.files)) or 'none'} (re-export with that target)")
+    if entry.needs_file:
+        verify_model_file(bundle.path_of(info.files[backend]), backend)
     session = entry.factory(bundle, component_name, threads, lean_memory)
     static_batch = info.static_shapes.get(backend, {}).get("batch")
     max_batch = info.dynamic_dims.get("batch", {}).get("max")
@@ -101,6 +103,112 @@ class ManifestNamedSession:
         return self._info.output_names
 
 
+def import_onnxruntime() -> Any:
+    """onnxruntime, imported so that it writes nothing of its own. Its POSIX builds create a telemetry store at import
+    (~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db} and $TMPDIR/.ses) and may upload; its
+    only switch that stops all of it (ORT 1.32; ORT_TELEMETRY_DISABLED only stops the usage events) is the CI
+    variable, read once when the environment is created at import. It is set for the import only, unless the caller
+    set it."""
+    import sys
+
+    if "onnxruntime" in sys.modules:
+        return sys.modules["onnxruntime"]
+    had = os.environ.get("CI")
+    os.environ["CI"] = had or "1"
+    try:
+        import onnxruntime
+    finally:
+        if had is None:
+            del os.environ["CI"]
+    return onnxruntime
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _walk_fields(view: memoryview, seen: set[int]) -> str:
+    """Walks top-level protobuf fields into ``seen``; returns what is wrong, or ""."""
+    pos = 0
+    try:
+        while pos < len(view):
+            tag, pos = _varint(view, pos)
+            field, wire = tag >> 3, tag & 7
+            if field == 0:
+                raise ValueError("field 0")
+            if wire == 0:
+                _, pos = _varint(view, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 2:
+                length, pos = _varint(view, pos)
+                pos += length
+            elif wire == 5:
+                pos += 4
+            else:
+                raise ValueError(f"wire type {wire}")
+            if pos > len(view):
+                raise ValueError("a field runs past the end")
+            seen.add(field)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
+def verify_onnx_bytes(data: bytes | memoryview, what: str) -> None:
+    """The cheapest sound check of an ONNX file before ONNX Runtime parses it (the onnx package is not a runtime
+    dependency): its top-level protobuf fields are well formed, end exactly at the end of the file, and include the
+    ModelProto's ir_version (1) and graph (7). ONNX Runtime's own loader then checks the graph."""
+    seen: set[int] = set()
+    # released on the way out, also by an exception: a memoryview left on an mmap keeps it from closing
+    with memoryview(data) as view:
+        problem = _walk_fields(view, seen)
+    if problem:
+        raise EdgeSDKError(f"{what} is not a valid ONNX model (truncated or corrupt: {problem}); "
+                           "re-export the bundle")
+    if not {1, 7} <= seen:
+        raise EdgeSDKError(f"{what} is not a valid ONNX model (no {'graph' if 7 not in seen else 'ir_version'}); "
+                           "re-export the bundle")
+
+
+def verify_model_file(path: Path, backend: str) -> None:
+    """Structural checks of a component's model file before any engine loads it (see verify_onnx_bytes and
+    edgesdk.runtime.pte.verify_program): a corrupt file is a one-line error in milliseconds, never an abort."""
+    import mmap
+
+    from edgesdk.runtime.onebit import SUFFIX
+    from edgesdk.runtime.pte import verify_program, verify_program_file
+
+    what = repr(str(path))
+    is_program = path.name.removesuffix(SUFFIX).endswith(".pte")
+    if backend not in ("onnx", "executorch", "tensorrt") or path.suffix == ".plan":
+        return
+    if path.suffix == SUFFIX:
+        source = model_source(path)
+        assert isinstance(source, bytes)
+        (verify_program if is_program else verify_onnx_bytes)(source, what)
+    elif is_program:
+        verify_program_file(path)
+    else:
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    raise EdgeSDKError(f"{what} is not a valid ONNX model (an empty file); re-export the bundle")
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                    verify_onnx_bytes(mapped, what)
+        except OSError as e:
+            raise EdgeSDKError(f"cannot read {what}: {e.strerror or e}") from None
+
+
 # With its QDQ handling switched off, ONNX Runtime constant-folds DequantizeLinear(integer weight) into an fp32
 # initializer at session start: the int8 tiny-sd UNet then holds 12.1 MB of fp32 weights instead of 3.0 MB of
 # int8 and runs no integer kernel. Every session we open pins the setting that keeps integer weights integer.
@@ -114,7 +222,7 @@ def onnx_session_options(threads: int | None = None, config: dict[str, str] | No
     ``reference_kernels`` turns graph optimizations off, so Q/DQ pairs are not fused into ONNX Runtime's integer CPU
     kernels: the graph's own arithmetic, which is how a TensorRT-ready graph is checked on a machine without a GPU
     (symmetric int8 activations would otherwise meet the x86 int16 saturation of the fused u8/s8 kernels)."""
-    import onnxruntime as ort  # imported here so the runtime package imports without it
+    ort = import_onnxruntime()  # imported here so the runtime package imports without it
 
     options = ort.SessionOptions()
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if reference_kernels
@@ -137,12 +245,17 @@ class OnnxSession:
 
     def __init__(self, path: Path, info: ComponentInfo, threads: int | None = None, lean_memory: bool = False,
                  reference_kernels: bool = False) -> None:
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         options = onnx_session_options(threads, lean_memory=lean_memory, reference_kernels=reference_kernels)
         source = model_source(path)  # a .1bit container is unpacked to the model's bytes here, at load
-        self._session = ort.InferenceSession(str(source) if isinstance(source, Path) else source,
-                                             sess_options=options, providers=["CPUExecutionProvider"])
+        try:
+            self._session = ort.InferenceSession(str(source) if isinstance(source, Path) else source,
+                                                 sess_options=options, providers=["CPUExecutionProvider"])
+        except _ort_load_errors(ort) as e:
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise EdgeSDKError(f"{str(path)!r} is not a valid ONNX model for ONNX Runtime ({first_line}); "
+                               "re-export the bundle") from None
         self._info = info
         # the graph's own names are the truth; the manifest's specs give dtypes when it lists them
         specs = {spec.name: spec for spec in info.inputs}
@@ -162,6 +275,14 @@ class OnnxSession:
         arrays = _prepare(inputs, self._specs, self._info.name)
         results = self._session.run(self._outputs, dict(zip(self.input_names, arrays, strict=True)))
         return dict(zip(self._outputs, results, strict=True))
+
+
+def _ort_load_errors(ort: Any) -> tuple[type[BaseException], ...]:
+    """What InferenceSession raises for a model it cannot load (its own exception classes derive from Exception)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("Fail", "InvalidArgument", "InvalidProtobuf", "InvalidGraph", "NoSuchFile", "RuntimeException",
+             "NotImplemented")
+    return (RuntimeError, ValueError, *(getattr(state, n) for n in names if hasattr(state, n)))
 
 
 def _ort_dtype(ort_type: str) -> str:

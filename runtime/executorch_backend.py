@@ -82,7 +82,15 @@ class ExecuTorchSession(ManifestNamedSession):
         self._info = info
         use_threads(threads)
         source = model_source(path)  # a .1bit container is unpacked to the program's bytes here, at load
-        program = Runtime.get().load_program(source if isinstance(source, bytes) else path)
+        from executorch.runtime import Verification
+
+        try:  # full verification: a checksum says the file is the one exported, not that the exporter was honest
+            program = Runtime.get().load_program(source if isinstance(source, bytes) else path,
+                                                 verification=Verification.InternalConsistency)
+        except (RuntimeError, ValueError) as e:
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise EdgeSDKError(f"{str(path)!r} is not a valid ExecuTorch program ({first_line}); "
+                               "re-export the bundle") from None
         # batch -> method: a component exported at several static batches has one method per batch
         methods = info.static_shapes.get("executorch", {}).get("methods", {})
         names = set(program.method_names)

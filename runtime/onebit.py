@@ -73,7 +73,51 @@ def read_header(blob: bytes) -> tuple[dict, int]:
         raise EdgeSDKError("not a 1-bit model container (bad magic)")
     (length,) = struct.unpack_from("<I", blob, len(MAGIC))
     start = len(MAGIC) + 4
-    return json.loads(blob[start:start + length]), start + length
+    if length > len(blob) - start:
+        raise EdgeSDKError("1-bit model container is truncated (its header runs past the file)")
+    try:
+        header = json.loads(blob[start:start + length])
+    except (ValueError, RecursionError):
+        raise EdgeSDKError("1-bit model container header is not JSON") from None
+    _check_header(header, len(blob) - start - length)
+    return header, start + length
+
+
+def _check_header(header: object, body_bytes: int) -> None:
+    """The runs must tile the original in order, the skeleton fill exactly the gaps and the bits cover every run word,
+    all inside the file: a header that lies is refused before anything is allocated (as runtime/cpp/src/onebit.cpp)."""
+    def bad(why: str) -> EdgeSDKError:
+        return EdgeSDKError(f"1-bit model container header is malformed ({why}); re-export the bundle")
+
+    if not isinstance(header, dict):
+        raise bad("not an object")
+    counts = {}
+    for key in ("original_size", "skeleton_size", "bits_size", "binary_words"):
+        value = header.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(f"{key} is not a count")
+        counts[key] = value
+    digest = header.get("original_sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise bad("original_sha256 is not a SHA-256")
+    runs = header.get("runs")
+    if not isinstance(runs, list):
+        raise bad("runs is not a list")
+    cursor = words = 0
+    for run in runs:
+        if not (isinstance(run, list) and len(run) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                 and v >= 0 for v in run)):
+            raise bad("a run is not [offset, words]")
+        offset, count = run
+        if offset < cursor or offset > counts["original_size"] or count > (counts["original_size"] - offset) // 4:
+            raise bad("runs overlap or leave the original file")
+        cursor, words = offset + 4 * count, words + count
+    if words != counts["binary_words"] or (words + 7) // 8 > counts["bits_size"]:
+        raise bad("binary_words does not match the runs and bits")
+    if counts["original_size"] - 4 * words != counts["skeleton_size"]:
+        raise bad("skeleton_size does not match the runs")
+    if counts["skeleton_size"] + counts["bits_size"] > body_bytes:
+        raise bad("the container is truncated")
 
 
 def unpack(blob: bytes) -> bytes:

@@ -79,3 +79,57 @@ def planned_buffer_bytes(program: Path | bytes) -> dict[str, int]:
         return sizes
     except (struct.error, UnicodeDecodeError, IndexError) as exc:
         raise EdgeSDKError(f"ExecuTorch program is truncated or corrupt ({exc}); re-export the bundle") from None
+
+
+
+_EXTENDED_MAGIC = b"eh00"
+
+
+def verify_program(data: bytes | memoryview, what: str) -> None:
+    """Cheap structural checks of a .pte (its bytes) before ExecuTorch sees it, so a corrupt file is a one-line error
+    in milliseconds, before torch is even imported: the ET12 identifier, an extended header whose program and segment
+    sizes fit the file, and execution plans whose names are readable. (The binding logs a bad identifier's bytes as
+    text, and a non-UTF-8 log line aborts the process; ExecuTorch's own InternalConsistency verification follows.)"""
+    head = bytes(data[:64])
+    flat = _check_head(head, len(data), what)
+    _check_plans(bytes(data[:flat]), what)
+
+
+def verify_program_file(path: Path) -> None:
+    """verify_program on a file, reading only its flatbuffer part (not the weight segments of a 1 GB UNet)."""
+    what = repr(str(path))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            size = f.seek(0, 2)
+            flat = _check_head(head, size, what)
+            f.seek(0)
+            data = f.read(flat)
+    except OSError as e:
+        raise EdgeSDKError(f"cannot read {what}: {e.strerror or e}") from None
+    _check_plans(data, what)
+
+
+def _check_head(head: bytes, size: int, what: str) -> int:
+    """Checks the identifier and extended header; returns the size of the flatbuffer part."""
+    refused = f"{what} is not a valid ExecuTorch program"
+    if len(head) < 8 or head[4:8] != _IDENTIFIER:
+        raise EdgeSDKError(f"{refused} (no ET12 identifier; {size} bytes); re-export the bundle")
+    if head[8:12] != _EXTENDED_MAGIC:
+        return size
+    if len(head) < 32:
+        raise EdgeSDKError(f"{refused} (truncated header); re-export the bundle")
+    length, program_size, segment_base = struct.unpack_from("<IQQ", head, 12)
+    segment_size = struct.unpack_from("<Q", head, 32)[0] if length > 24 and len(head) >= 40 else 0
+    if program_size > size or segment_base + segment_size > size or (segment_base and segment_base < program_size):
+        raise EdgeSDKError(f"{refused} (its header says {max(program_size, segment_base + segment_size)} bytes, the "
+                           f"file has {size}: truncated); re-export the bundle")
+    return program_size
+
+
+def _check_plans(data: bytes, what: str) -> None:
+    try:
+        planned_buffer_bytes(data)
+    except (EdgeSDKError, ValueError, OverflowError):
+        raise EdgeSDKError(f"{what} is not a valid ExecuTorch program (its method table is unreadable); "
+                           "re-export the bundle") from None

@@ -192,8 +192,8 @@ def _cases() -> list[Case]:
         ("std 0", "cls", [(set_, ["model", "std"], [0.5, 0.0, 0.5])], False),
         ("std NaN", "cls", [(set_, ["model", "std"], [0.5, math.nan, 0.5])], False),
         ("channels 0", "cls", [(set_, ["model", "channels"], 0)], False),
-        ("tile overlap as large as the tile", "cls", [(set_, ["model", "tile"], 8), (set_, ["model", "tile_overlap"], 8)],
-         False),
+        ("tile overlap as large as the tile", "cls",
+         [(set_, ["model", "tile"], 8), (set_, ["model", "tile_overlap"], 8)], False),
         ("frames 10^6", "cls", [(set_, ["model", "frames"], 10 ** 6)], False),
         ("5000 files", "cls", [(set_, ["files"], {f"f/{i}": HASH for i in range(5000)})], False),
     ]
@@ -309,7 +309,7 @@ def _asset_breakers() -> dict[str, Any]:
 
 def write_asset_cases(folder: Path) -> list[str]:
     names = []
-    for i, (name, breaker) in enumerate(_asset_breakers().items()):
+    for i, breaker in enumerate(_asset_breakers().values()):
         root = _synthetic(folder / f"asset-{i}")
         breaker(root)
         _refinalize(root)
@@ -388,6 +388,89 @@ def test_deep_nesting_and_oversized_manifests_are_refused(tmp_path: Path):
     (root / "manifest.json").write_text(json.dumps(manifest)[:-1] + ', "pad": "' + "x" * (17 << 20) + '"}')
     with pytest.raises(EdgeSDKError, match="more than the"):
         Bundle.open(root)
+
+
+# ---- model files: verified before any engine sees them ----
+
+def _with_model_file(tmp: Path, relpath: str, data: bytes, backend: str) -> Bundle:
+    """The synthetic bundle with its UNet's ``backend`` file replaced by ``data`` (checksums updated to match)."""
+    root = _synthetic(tmp)
+    (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+    (root / relpath).write_bytes(data)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["components"]["unet"]["files"][backend] = relpath
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    _refinalize(root)
+    return Bundle.open(root)
+
+
+PTE_HEAD = b"\x3c\0\0\0ET12eh00" + (32).to_bytes(4, "little") + (10 ** 6).to_bytes(8, "little") * 2 + bytes(8)
+BROKEN_MODELS = {
+    "garbage .pte": ("executorch/unet.pte", bytes(range(256)) * 20, "executorch"),
+    "zero-byte .pte": ("executorch/unet.pte", b"", "executorch"),
+    "truncated .pte": ("executorch/unet.pte", PTE_HEAD + bytes(100), "executorch"),
+    "garbage .onnx": ("onnx/unet.onnx", bytes(range(256)) * 20, "onnx"),
+    "zero-byte .onnx": ("onnx/unet.onnx", b"", "onnx"),
+    "1-bit container whose header lies": (
+        "onnx/unet.onnx.1bit",
+        b"EDGESDK1BIT\0" + len(h := json.dumps({"original_size": 10 ** 12, "original_sha256": "0" * 64, "runs": [],
+                                                 "skeleton_size": 10 ** 12, "bits_size": 0,
+                                                 "binary_words": 0}).encode()).to_bytes(4, "little") + h,
+        "onnx"),
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN_MODELS))
+def test_broken_model_file_is_a_one_line_error_in_well_under_a_second(tmp_path: Path, name: str):
+    from edgesdk.runtime.backends import open_session
+
+    relpath, data, backend = BROKEN_MODELS[name]
+    bundle = _with_model_file(tmp_path, relpath, data, backend)
+    started = time.perf_counter()
+    with pytest.raises(EdgeSDKError) as refused:
+        open_session(bundle, "unet", backend)
+    assert time.perf_counter() - started < 0.5
+    assert "\n" not in str(refused.value) and "re-export" in str(refused.value), refused.value
+
+
+def test_truncated_and_flipped_onnx_files_are_refused(tmp_path: Path):
+    from edgesdk.runtime.backends import open_session
+
+    root = _synthetic(tmp_path / "source")
+    good = (root / "onnx/unet.onnx").read_bytes()
+    cases = {"truncated": good[: len(good) // 2], "flipped": bytearray(good)}
+    rng = np.random.default_rng(0)
+    for index in rng.choice(len(good), 16, replace=False):
+        cases["flipped"][index] ^= 0xFF
+    for name, data in cases.items():
+        bundle = _with_model_file(tmp_path / name, "onnx/unet.onnx", bytes(data), "onnx")
+        try:
+            open_session(bundle, "unet", "onnx")
+        except EdgeSDKError as e:
+            assert "\n" not in str(e)
+            continue
+        assert name == "flipped", "a truncated model loaded"  # flips inside weights are data, not structure
+
+
+# ---- ONNX Runtime writes nothing of its own ----
+
+def test_onnx_sessions_write_nothing_to_home_or_tmpdir(tmp_path: Path):
+    """A session opened and run in a process whose HOME and TMPDIR are fresh empty folders leaves both empty
+    (ONNX Runtime's telemetry store, ~/.cache/Microsoft/DeveloperTools and $TMPDIR/.ses, stays unwritten)."""
+    root = _synthetic(tmp_path / "bundle")
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    script = ("import sys, numpy as np\n"
+              "from edgesdk.runtime.bundle import Bundle\n"
+              "from edgesdk.runtime.backends import open_session\n"
+              "bundle = Bundle.open(sys.argv[1])\n"
+              "shape = [1, *bundle.component('vae_decoder').inputs[0].shape[1:]]\n"
+              "open_session(bundle, 'vae_decoder', 'onnx').run({'latent': np.zeros(shape, np.float32)})\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "XDG_CACHE_HOME")}
+    env.update(HOME=str(home), TMPDIR=str(tmp), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-c", script, str(root)], env=env, check=True, timeout=120)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in [*home.rglob("*"), *tmp.rglob("*")]) == []
 
 
 def write_corpus(folder: Path) -> None:
