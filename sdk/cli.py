@@ -738,7 +738,7 @@ def main() -> None:
     except click_exceptions.ClickException as exc:
         typer.echo(_usage_error(exc), err=True)
         sys.exit(2 if isinstance(exc, click_exceptions.UsageError) else exc.exit_code)
-    except click_exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
     except EdgeSDKError as exc:
