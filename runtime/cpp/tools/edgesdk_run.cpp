@@ -245,6 +245,16 @@ bool inside(const fs::path& path, const fs::path& folder) {
   return true;
 }
 
+// A user file to read, judged before it is opened (a FIFO blocks open(), a device never ends): empty when it is a
+// regular file or does not exist (the reader then says so), else the one-line reason.
+std::string unreadable_input(const std::string& option, const std::string& path) {
+  struct stat info {};
+  if (path.empty() || ::stat(path.c_str(), &info) != 0 || S_ISREG(info.st_mode)) return "";
+  const char* kind = S_ISFIFO(info.st_mode) ? "a FIFO" : S_ISDIR(info.st_mode) ? "a folder"
+                     : (S_ISCHR(info.st_mode) || S_ISBLK(info.st_mode)) ? "a device" : "not a regular file";
+  return option + " '" + path + "' is " + kind + ", not a regular file";
+}
+
 // An output path that is safe to write: not an input (a file of the bundle such as its manifest.json, the learned
 // token, a file in the images folder), not a folder, FIFO or socket; a device only where `device_ok` (written in
 // place by files.cpp). Empty when fine, else the one-line reason.
@@ -309,6 +319,8 @@ int sample(const Args& args, const edgesdk::Options& options) {
   if (request.sampler != "ddim" && request.sampler != "dpmpp-2m")
     return usage_error("--sampler must be ddim or dpmpp-2m, got '" + request.sampler + "'");
   request.embedding_path = args.text("--embedding");
+  if (const std::string problem = unreadable_input("--embedding", request.embedding_path); !problem.empty())
+    return usage_error(problem);
   const std::string output = args.text("--output"), raw = args.text("--raw");
   if (output.empty() && raw.empty()) return usage_error("sample needs -o OUT.png (or --raw OUT.npy)");
   for (const auto& [option, path] : {std::pair{"--output", output}, std::pair{"--raw", raw}}) {
