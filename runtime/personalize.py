@@ -31,6 +31,7 @@ from edgesdk.runtime.limits import (
     MAX_STEPS,
     MAX_TIME_BUDGET_S,
     MAX_VECTORS,
+    check_allocation,
     check_count,
     check_finite,
     check_finite_array,
@@ -350,8 +351,12 @@ def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_
     # lean sessions: personalization is a long job beside the user's other apps; memory counts more than ~5 % speed
     pipe = TextToImage(bundle, backend=backend, threads=threads, session_factory=session_factory, lean_memory=True)
     output.parent.mkdir(parents=True, exist_ok=True)
+    image_size = int(pipe.bundle.model.get("image_size", 32))
+    check_count("the bundle's image_size", image_size, 16_384)
     image_notes: list[str] = []
-    images, used = load_concept_images(images_dir, int(pipe.bundle.model.get("image_size", 32)), image_notes)
+    images, used = load_concept_images(images_dir, image_size, image_notes)
+    check_allocation(f"{len(used)} concept images (and their mirror images) of {image_size}x{image_size} as float32",
+                     2 * len(used), image_size * image_size * 3 * 4)
     problem = TokenLoss(pipe, images, token, num_vectors=num_vectors, query_batch=query_batch,
                         templates=tuple(_as_templates(captions, token)) if captions is not None else None)
     theta0 = problem.initial_vector(init_word)
