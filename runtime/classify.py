@@ -30,18 +30,9 @@ class Prediction:
 
 def read_image(path: Path) -> np.ndarray:
     """A file as an (H, W, C) uint8 array (C = 1, 3 or 4 as stored); a clear error when it is not an image."""
-    from PIL import Image, UnidentifiedImageError
+    from edgesdk.runtime.image import read_picture
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode not in ("L", "RGB", "RGBA"):
-                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-            array = np.asarray(image, dtype=np.uint8)
-    except FileNotFoundError:
-        raise EdgeSDKError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise EdgeSDKError(f"{path} is not an image file PIL can read ({type(exc).__name__})") from None
+    array = np.asarray(read_picture(path), dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
 
 

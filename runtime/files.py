@@ -16,8 +16,12 @@ import contextlib
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.limits import is_device
 
 TEMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
@@ -122,16 +126,56 @@ def publish_folder(tmp: Path, path: Path) -> None:
     _fsync(path.parent)
 
 
+def _write_failed(path: Path, exc: OSError) -> EdgeSDKError:
+    reason = exc.strerror or str(exc)
+    return EdgeSDKError(f"cannot write {str(path)!r}: {reason}; nothing was written")
+
+
+@contextlib.contextmanager
+def _device_file(path: Path) -> Iterator[Path]:
+    """A device the user named (``-o /dev/null``): the output is made in a private temporary file, then its bytes
+    are written to the device itself. Renaming over a device would replace it with a regular file (as root, that
+    turns /dev/full into a PNG); writing also reports the device's own errors (ENOSPC from /dev/full)."""
+    handle, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as source, open(path, "wb", buffering=0) as device:
+            while chunk := source.read(1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    written = device.write(view)
+                    if not written:
+                        raise OSError(28, "the device accepts no more bytes")
+                    view = view[written:]
+    except OSError as exc:
+        raise _write_failed(path, exc) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """``with atomic_file(out) as tmp: write tmp`` — ``out`` appears complete when the block ends, or not at all.
 
-    The temporary keeps ``out``'s suffix, for writers that pick a format from it."""
+    The temporary keeps ``out``'s suffix, for writers that pick a format from it. A device (``/dev/null``) is
+    written to in place, never replaced. A write error (disk full, read-only folder) is an ``EdgeSDKError``."""
     path = Path(path)
-    tmp = temp_file_for(path)
+    if is_device(path):
+        with _device_file(path) as tmp:
+            yield tmp
+        return
+    try:
+        tmp = temp_file_for(path)
+    except OSError as exc:
+        raise _write_failed(path, exc) from None
     try:
         yield tmp
         publish_file(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_failed(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

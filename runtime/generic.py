@@ -11,15 +11,23 @@ from edgesdk.runtime.backends import open_session
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.files import write_bytes
+from edgesdk.runtime.limits import MAX_ARRAY_FILE_BYTES, check_finite_array, check_input_file
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise EdgeSDKError(f"input file not found: {path}")
+    """A user .npy: a regular file of sane size, a plain (unpickled) numeric array, finite."""
+    check_input_file(path, "input file", MAX_ARRAY_FILE_BYTES)
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise EdgeSDKError(f"{path} is not a plain .npy array ({exc})") from exc
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, TypeError, OverflowError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EdgeSDKError(f"{path} is not a plain .npy array ({first})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        array.close()
+        raise EdgeSDKError(f"{path} is an .npz archive; pass one .npy array per --input")
+    if array.dtype.kind not in "biuf":
+        raise EdgeSDKError(f"{path} holds {array.dtype} values; pass a numeric .npy array")
+    return check_finite_array(f"input {path}", array)
 
 
 def run_component(bundle_path: Path, inputs: list[str], component: str | None = None, backend: str = "onnx",
@@ -47,7 +55,11 @@ def run_component(bundle_path: Path, inputs: list[str], component: str | None = 
                            f"its inputs are {', '.join(info.input_names)}")
     for spec in info.inputs:
         array = feeds.get(spec.name)
-        if array is not None and len(array.shape) != len(spec.shape):
+        if array is None:
+            continue
+        fixed = [want == have for want, have in zip(spec.shape, array.shape, strict=False)
+                 if isinstance(want, int) and want >= 0]
+        if len(array.shape) != len(spec.shape) or not all(fixed):
             raise EdgeSDKError(f"input '{spec.name}' has shape {array.shape}; expected {list(spec.shape)}")
     outputs = open_session(bundle, component, backend).run(feeds)
     if output is not None:

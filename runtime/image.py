@@ -10,6 +10,7 @@ from PIL import Image
 
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.files import atomic_file
+from edgesdk.runtime.limits import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, check_input_file
 
 
 def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
@@ -37,6 +38,31 @@ def save_grid(images: np.ndarray, path: str | Path, columns: int | None = None) 
     with atomic_file(path) as tmp:
         Image.fromarray(canvas).save(tmp, format=None if path.suffix else "PNG")
     return path
+
+
+def read_picture(path: str | Path, what: str = "image") -> Image.Image:
+    """A user image file, decoded (``load()`` done), or one line naming the file. FIFOs, devices and oversized
+    files are refused before opening (``check_input_file``); a header claiming more than ``MAX_IMAGE_PIXELS`` is
+    refused before any pixel is decoded (a 20000 x 20000 PNG of a few KB would take 1.2 GB)."""
+    from PIL import UnidentifiedImageError
+
+    path = check_input_file(path, what, MAX_IMAGE_FILE_BYTES)
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            if width < 1 or height < 1 or width * height > MAX_IMAGE_PIXELS:
+                raise EdgeSDKError(f"{what} {str(path)!r} claims {width}x{height} pixels; images of at most "
+                                   f"{MAX_IMAGE_PIXELS // 2**20} megapixels are read")
+            opened.load()
+            picture = opened.copy() if opened.mode in ("L", "RGB", "RGBA") else \
+                opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
+    except Image.DecompressionBombError:
+        raise EdgeSDKError(f"{what} {str(path)!r} is larger than {MAX_IMAGE_PIXELS // 2**20} megapixels "
+                           "(decompression bomb limit)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError, OverflowError) as exc:
+        raise EdgeSDKError(f"{what} {str(path)!r} is not an image this runtime can decode "
+                           f"({type(exc).__name__})") from None
+    return picture
 
 
 def center_crop(picture: Image.Image, size: int) -> np.ndarray:

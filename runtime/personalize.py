@@ -18,12 +18,27 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.files import atomic_file
-from edgesdk.runtime.image import center_crop
+from edgesdk.runtime.image import center_crop, read_picture
+from edgesdk.runtime.limits import (
+    MAX_ARRAY_FILE_BYTES,
+    MAX_DIRECTIONS,
+    MAX_DRAWS,
+    MAX_IMAGES,
+    MAX_STEPS,
+    MAX_TIME_BUDGET_S,
+    MAX_VECTORS,
+    check_allocation,
+    check_count,
+    check_finite,
+    check_finite_array,
+    check_input_file,
+    check_output,
+    check_threads,
+)
 from edgesdk.runtime.pipeline import ComponentFactory, TextToImage
 from edgesdk.runtime.tokenizer import Tokenizer
 from edgesdk.runtime.zo import StepLog, ZOConfig, ZOTrainer, word_direction_basis
@@ -43,23 +58,30 @@ def default_templates(tokenizer: object) -> tuple[str, ...]:
     return PHOTO_TEMPLATES if isinstance(tokenizer, ClipTokenizer) else TEMPLATES
 
 
-def load_concept_images(folder: Path, size: int) -> tuple[np.ndarray, list[Path]]:
+def load_concept_images(folder: Path, size: int, notes: list[str] | None = None) -> tuple[np.ndarray, list[Path]]:
     """uint8 (N, size, size, 3): every decodable image in ``folder``, resized (short side) and center-cropped.
 
     Hidden files are ignored; other files that do not decode are skipped with a warning; none usable is an
-    error. The files are only read."""
+    error. The files are only read. ``notes``, when given, receives one line per skipped file (else a warning)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise EdgeSDKError(f"--images {str(folder)!r} is not a folder of images")
     images, used = [], []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
             continue
+        if path.is_dir():
+            continue
+        if len(images) >= MAX_IMAGES:
+            raise EdgeSDKError(f"--images {str(folder)!r} holds more than {MAX_IMAGES} images, the limit; use a few "
+                               "images of the concept")
         try:
-            with Image.open(path) as opened:
-                picture = opened.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError):
-            warnings.warn(f"skipping {path.name}: not an image this runtime can decode", stacklevel=2)
+            picture = read_picture(path).convert("RGB")
+        except EdgeSDKError as exc:  # one bad file never sinks the good images beside it
+            if notes is None:
+                warnings.warn(f"skipping {path.name}: {exc}", stacklevel=2)
+            else:
+                notes.append(f"skipped {path.name}: {exc}")
             continue
         images.append(center_crop(picture, size))
         used.append(path)
@@ -222,16 +244,25 @@ def load_tokens(path: Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeSDKError(f"embedding file {str(path)!r} does not exist")
+    path = check_input_file(path, "embedding file", MAX_ARRAY_FILE_BYTES)
     try:
         tokens = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise EdgeSDKError(f"{str(path)!r} is not a learned-token .safetensors file ({e})") from None
+    except (SafetensorError, OSError, ValueError, TypeError, OverflowError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EdgeSDKError(f"{str(path)!r} is not a learned-token .safetensors file ({first})") from None
     if not tokens:
         raise EdgeSDKError(f"{str(path)!r} holds no learned token")
-    return {name: np.asarray(value, dtype=np.float32) for name, value in tokens.items()}
+    loaded = {}
+    for name, value in tokens.items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "fiu":
+            raise EdgeSDKError(f"{str(path)!r}: token {name!r} has dtype {array.dtype}; a learned token is float")
+        if array.ndim not in (1, 2) or array.size == 0 or (array.ndim == 2 and len(array) > MAX_VECTORS):
+            raise EdgeSDKError(f"{str(path)!r}: token {name!r} has shape {array.shape}; a learned token is "
+                               f"(vectors, width) with 1 to {MAX_VECTORS} vectors")
+        check_finite_array(f"{str(path)!r}: token {name!r}", array)
+        loaded[name] = array.astype(np.float32)
+    return loaded
 
 
 @dataclass
@@ -296,8 +327,20 @@ def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_
     caption templates ("{}" or the token where it goes) instead of the bundle's defaults (``default_templates``)."""
     output = Path(output)
     checkpoint = checkpoint_path_for(output)
-    if steps < 1:
-        raise EdgeSDKError(f"--steps must be at least 1, got {steps}")
+    check_count("--steps", steps, MAX_STEPS)
+    check_count("--vectors", num_vectors, MAX_VECTORS)
+    check_threads(threads)
+    if query_batch is not None:
+        check_count("--query-batch", query_batch, MAX_DIRECTIONS * 2 + 1)
+    check_finite("--time-budget", time_budget_s, low=0.0, high=MAX_TIME_BUDGET_S, low_open=True)
+    if config is not None:
+        check_count("--directions", config.n, MAX_DIRECTIONS)
+        check_count("--draws", config.draws, MAX_DRAWS)
+        check_finite("--mu", config.mu, low=0.0, low_open=True)
+        check_finite("--lr", config.lr, low=0.0, low_open=True)
+    bundle_root = bundle.root if isinstance(bundle, Bundle) else Path(bundle)
+    check_output(output, "--output", inputs=[bundle_root, images_dir])
+    check_output(checkpoint, "checkpoint", inputs=[bundle_root, images_dir])
     if output.exists() and not (overwrite or resume):
         raise EdgeSDKError(f"{str(output)!r} exists; pass --overwrite to replace it or --resume to continue its run")
     if resume and not checkpoint.exists():
@@ -308,12 +351,18 @@ def personalize(bundle: Bundle | str | Path, images_dir: Path, token: str, init_
     # lean sessions: personalization is a long job beside the user's other apps; memory counts more than ~5 % speed
     pipe = TextToImage(bundle, backend=backend, threads=threads, session_factory=session_factory, lean_memory=True)
     output.parent.mkdir(parents=True, exist_ok=True)
-    images, used = load_concept_images(images_dir, int(pipe.bundle.model.get("image_size", 32)))
+    image_size = int(pipe.bundle.model.get("image_size", 32))
+    check_count("the bundle's image_size", image_size, 16_384)
+    image_notes: list[str] = []
+    images, used = load_concept_images(images_dir, image_size, image_notes)
+    check_allocation(f"{len(used)} concept images (and their mirror images) of {image_size}x{image_size} as float32",
+                     2 * len(used), image_size * image_size * 3 * 4)
     problem = TokenLoss(pipe, images, token, num_vectors=num_vectors, query_batch=query_batch,
                         templates=tuple(_as_templates(captions, token)) if captions is not None else None)
     theta0 = problem.initial_vector(init_word)
     # the run's length is the horizon of a decaying lr schedule (ZOConfig.lr_at)
     config, notes = fit_config(replace(config or default_config(pipe.bundle), steps=steps), problem.dim)
+    notes = image_notes + notes
     if resume:
         trainer = ZOTrainer.resume(checkpoint, problem, config)
     else:

@@ -17,6 +17,7 @@ import numpy as np
 from edgesdk.runtime.backends import Session, open_session
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.limits import check_finite, check_threads
 from edgesdk.runtime.samplers import SAMPLERS
 from edgesdk.runtime.tokenizer import Tokenizer
 
@@ -46,9 +47,9 @@ class ComponentPipeline:
 
     def __init__(self, bundle: Bundle | str | Path, backend: str = "onnx", threads: int | None = None,
                  session_factory: ComponentFactory | None = None, lean_memory: bool = False) -> None:
+        self.threads = check_threads(threads)
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         self.backend = backend
-        self.threads = threads
         self.lean_memory = lean_memory
         self._factory = session_factory
         self._sessions: dict[str, Session] = {}
@@ -150,7 +151,7 @@ class TextToImage(ComponentPipeline):
             raise EdgeSDKError(f"steps must be a positive integer, got {steps!r}")
         if sampler not in SAMPLERS:
             raise EdgeSDKError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-        guidance = self.default_guidance if guidance_scale is None else float(guidance_scale)
+        guidance = check_finite("guidance", self.default_guidance if guidance_scale is None else guidance_scale)
         self.timings = {}
         # tokenize everything before any network runs, so a typo fails fast
         cond_embeddings = self.embed_prompts(prompts, learned)

@@ -28,6 +28,7 @@ import numpy as np
 from edgesdk.runtime.backends import Session, open_session
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
+from edgesdk.runtime.limits import check_threads
 
 COMPONENT = "restorer"
 INPUT, OUTPUT = "frames", "restored"
@@ -143,8 +144,12 @@ class VideoRestorer:
             raise EdgeSDKError(f"bundle {self.bundle.root.name!r}: frames={self.frames}, tile={self.tile}, "
                                f"tile_overlap={self.overlap} is not a valid window (need 0 <= overlap < tile); "
                                "re-export the bundle")
-        if tile_batch < 1:
-            raise EdgeSDKError(f"tile_batch must be at least 1, got {tile_batch}")
+        if tile_batch < 1 or tile_batch > 4096:
+            raise EdgeSDKError(f"tile_batch must be in [1, 4096], got {tile_batch}")
+        if self.frames > 64 or self.tile > 4096:
+            raise EdgeSDKError(f"bundle {self.bundle.root.name!r}: frames={self.frames}, tile={self.tile} is above "
+                               "the limits (64 frames, 4096 px tiles); re-export the bundle")
+        check_threads(threads)
         info = self.bundle.component(COMPONENT)
         expected = (self.frames, 3, self.tile, self.tile)
         shapes = {spec.name: tuple(spec.shape[1:]) for spec in info.inputs}
@@ -157,6 +162,12 @@ class VideoRestorer:
         self.session: Session = open_session(self.bundle, COMPONENT, backend, threads)
         self.notes: list[str] = []  # conversions applied by the last stream(), for the CLI to print
         self.size: tuple[int, int] | None = None  # (height, width) of the last stream's frames
+
+    def tiles_per_frame(self, height: int, width: int) -> int:
+        """Model runs (tiles) one frame of this size costs, counted without allocating anything."""
+        stride = self.tile - self.overlap
+        padded_h, padded_w = max(height, self.tile), max(width, self.tile)
+        return len(tile_starts(padded_h, self.tile, stride)) * len(tile_starts(padded_w, self.tile, stride))
 
     @property
     def lag(self) -> int:

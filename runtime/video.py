@@ -26,7 +26,14 @@ from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.files import atomic_folder, publish_file, temp_file_for
 from edgesdk.runtime.image import grid, save_grid
-from edgesdk.runtime.restore import VideoRestorer, frame_to_rgb
+from edgesdk.runtime.limits import (
+    MAX_TILE_RUNS,
+    MAX_TILES_PER_FRAME,
+    MAX_VIDEO_FILE_BYTES,
+    check_input_file,
+    check_output,
+)
+from edgesdk.runtime.restore import VideoRestorer, check_frame_shape, frame_to_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # suffix -> (ffmpeg encoder, pixel format). yuv420p is what every player decodes; it needs even sizes.
@@ -39,6 +46,8 @@ GIF_FILTER = ["-vf", "split[a][b];[a]palettegen[p];[b][p]paletteuse"]
 QUALITY = 8  # imageio-ffmpeg's 0-10 scale; 8 is libx264 CRF 10: near-lossless, so the restoration is what you see
 DEFAULT_FPS = 25.0
 FRAME_NAME = re.compile(r"^\d{5,}\.png$")
+SIDE_BY_SIDE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LONG_TILES = 256  # tiles a frame above which restore says how long the run will take
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ def read_frames(path: str | Path) -> tuple[Iterator[np.ndarray], VideoInfo]:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise EdgeSDKError(f"{str(path)!r} is a single image, not a video; put the frames in a folder "
                            "(00001.png, 00002.png, ...) and pass the folder")
-    return _read_video(path)
+    return _read_video(check_input_file(path, "input video", MAX_VIDEO_FILE_BYTES))
 
 
 def _read_folder(folder: Path) -> tuple[Iterator[np.ndarray], VideoInfo]:
@@ -108,14 +117,22 @@ def _read_video(path: Path) -> tuple[Iterator[np.ndarray], VideoInfo]:
     try:
         meta = next(reader)
         width, height = (int(v) for v in meta["size"])
+        check_frame_shape((height, width, 3), 0)  # before ffmpeg decodes a frame of a size it may not hold
         first = next(reader, None)
-    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+    except EdgeSDKError:
+        reader.close()
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         reader.close()
         raise EdgeSDKError(f"cannot read {str(path)!r} as a video (ffmpeg: {_ffmpeg_problem(exc)}); pass a video "
                            "file (.mp4, .avi, .mov, .mkv, .webm, .gif) or a folder of frames") from None
     if first is None:
         reader.close()
         raise EdgeSDKError(f"video {str(path)!r} has no frames; pass a video with at least one frame")
+    if first is not None and len(first) != width * height * 3:
+        reader.close()
+        raise EdgeSDKError(f"video {str(path)!r}: ffmpeg returned a frame of {len(first)} bytes for {width}x{height} "
+                           "RGB; the file is damaged")
     fps = float(meta.get("fps") or 0.0)
     fps = fps if math.isfinite(fps) and fps > 0 else DEFAULT_FPS
     try:
@@ -283,23 +300,51 @@ def save_side_by_side(path: str | Path, degraded: np.ndarray, restored: np.ndarr
     return save_grid(_pair(degraded, restored), path, columns=2)
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def restore_video(bundle: Bundle | str | Path, input: str | Path, output: str | Path, backend: str = "onnx",
                   threads: int | None = None, side_by_side: str | Path | None = None, fps: float | None = None,
-                  progress: Callable[[int, int | None], None] | None = None, tile_batch: int = 1) -> dict[str, Any]:
+                  progress: Callable[[int, int | None], None] | None = None, tile_batch: int = 1,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Restore a video file or frame folder into ``output`` (video by suffix, or a PNG folder), streaming.
+
+    Work is bounded before it starts: frames needing more than ``MAX_TILES_PER_FRAME`` tiles, or a known frame
+    count needing more than ``MAX_TILE_RUNS`` tile runs, are refused; ``log`` hears how long a large job will take.
 
     ``side_by_side``: also save input | restored of the middle frame as an image. ``progress(done, total)`` after
     each frame (total None when unknown). Returns what was done, for the CLI and for scripts."""
     source, target = Path(input), Path(output)
-    kind = output_kind(target)  # a bad output fails before any work
-    if side_by_side is not None and Path(side_by_side).suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise EdgeSDKError(f"--side-by-side {str(side_by_side)!r}: give an image name ending in .png")
+    bundle_root = bundle.root if isinstance(bundle, Bundle) else Path(bundle)
     if source.exists() and target.exists() and source.resolve() == target.resolve():
         raise EdgeSDKError("the output is the input; write the restored video to another path")
+    check_output(target, "--output", inputs=[bundle_root, source], folder_ok=True)
+    kind = output_kind(target)  # a bad output fails before any work
+    if side_by_side is not None:
+        side_by_side = Path(side_by_side)
+        if side_by_side.suffix.lower() not in SIDE_BY_SIDE_SUFFIXES:
+            raise EdgeSDKError(f"--side-by-side {str(side_by_side)!r}: give an image name ending in "
+                               f"{', '.join(SIDE_BY_SIDE_SUFFIXES)}")
+        check_output(side_by_side, "--side-by-side", inputs=[bundle_root, source, target])
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise EdgeSDKError(f"--fps must be a positive number, got {fps}")
     restorer = VideoRestorer(bundle, backend=backend, threads=threads, tile_batch=tile_batch)
     frames, info = read_frames(source)
+    # the tiling work is known from the first frame's size: refuse what could not finish, say what will take long
+    width0, height0 = info.size
+    check_frame_shape((height0, width0, 3), 0)
+    tiles = restorer.tiles_per_frame(height0, width0)
+    if tiles > MAX_TILES_PER_FRAME:
+        raise EdgeSDKError(f"frames of {width0}x{height0} need {tiles:,} tiles of {restorer.tile}x{restorer.tile} "
+                           f"each, above the limit of {MAX_TILES_PER_FRAME:,} a frame; downscale the video first")
+    if info.frames and tiles * info.frames > MAX_TILE_RUNS:
+        raise EdgeSDKError(f"{info.frames:,} frames of {width0}x{height0} need {tiles * info.frames:,} tile runs, "
+                           f"above the limit of {MAX_TILE_RUNS:,} a command; restore a shorter clip or downscale")
     rate = float(fps) if fps is not None else info.fps
     notes: list[str] = []
     chosen = info.frames // 2 if info.frames else 0
@@ -321,9 +366,19 @@ def restore_video(bundle: Bundle | str | Path, input: str | Path, output: str | 
 
     done = 0
 
+    if log is not None and tiles > LONG_TILES:
+        log(f"frames of {width0}x{height0}: {tiles:,} tiles of {restorer.tile}x{restorer.tile} a frame"
+            + (f", {tiles * info.frames:,} tile runs for {info.frames:,} frames" if info.frames else "")
+            + "; the time estimate follows the first frame")
+
     def step(count: int) -> None:
         nonlocal done
         done = count
+        if count == 1 and log is not None and tiles > LONG_TILES:
+            per_frame = time.perf_counter() - start
+            total = f"about {_duration(per_frame * info.frames)} for {info.frames:,} frames" if info.frames \
+                else "the frame count is unknown"
+            log(f"first frame restored in {per_frame:.1f} s; {total}")
         if progress is not None:
             progress(count, info.frames)
 

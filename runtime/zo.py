@@ -18,6 +18,7 @@ import json
 import math
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.files import atomic_file
+from edgesdk.runtime.limits import MAX_ARRAY_FILE_BYTES, MAX_STEPS, check_finite_array, check_input_file
 
 CHECKPOINT_FORMAT = 1
 # Config fields that do not change the trajectory; every other field must match to resume a checkpoint. (`steps`
@@ -457,8 +459,12 @@ class ZOTrainer:
             changed.append(f"dim: {int(data['dim'])} -> {int(problem.dim)}")
         if changed:
             raise EdgeSDKError(f"checkpoint {path} was made with other settings ({'; '.join(changed)})")
-        trainer = cls(problem, config, data["theta"])
-        if tuple(int(t) for t in data["t_range"]) != trainer.t_range:
+        try:
+            trainer = cls(problem, config, data["theta"])
+            saved_range = tuple(int(t) for t in np.asarray(data["t_range"]).reshape(-1))
+        except (ValueError, TypeError, OverflowError) as e:
+            raise EdgeSDKError(f"checkpoint {path} is corrupt: {e}") from None
+        if saved_range != trainer.t_range:
             raise EdgeSDKError(f"checkpoint {path} used timesteps {tuple(data['t_range'])}, now {trainer.t_range}")
         d = trainer.dim
         try:
@@ -475,7 +481,7 @@ class ZOTrainer:
                     raise ValueError(f"P has shape {p.shape}")
                 trainer.sg.P = p.astype(np.float64) if len(p) else None
             trainer.rng.bit_generator.state = json.loads(str(data["rng_state"]))
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, OverflowError) as e:
             raise EdgeSDKError(f"checkpoint {path} is corrupt: {e}") from e
         trainer.extra = {key[len("extra_"):]: value for key, value in data.items() if key.startswith("extra_")}
         trainer._saved_step = trainer.s
@@ -554,8 +560,9 @@ def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     try:
         with atomic_file(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    except OSError as e:
-        raise EdgeSDKError(f"cannot write checkpoint {path}: {e}") from e
+    except (OSError, EdgeSDKError) as e:  # atomic_file reports write errors as EdgeSDKError "cannot write ..."
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise EdgeSDKError(f"cannot write checkpoint {path}: {reason}") from None
 
 
 _REQUIRED_KEYS = ("format", "config", "dim", "t_range", "step", "theta", "m", "v", "rng_state", "sg_buffer",
@@ -563,16 +570,45 @@ _REQUIRED_KEYS = ("format", "config", "dim", "t_range", "step", "theta", "m", "v
 
 
 def _load_checkpoint(path: Path) -> dict[str, np.ndarray]:
+    """A checkpoint's arrays, checked: a regular file of sane size, every key there, scalars that parse, finite
+    floats (a NaN θ or Adam moment would poison every later step) and a non-negative second moment. Only read:
+    a refused checkpoint stays byte-identical."""
+    if not path.exists() and not path.is_symlink():
+        raise EdgeSDKError(f"checkpoint {path} does not exist")
+    check_input_file(path, "checkpoint", MAX_ARRAY_FILE_BYTES)
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {key: npz[key] for key in npz.files}
     except FileNotFoundError as e:
         raise EdgeSDKError(f"checkpoint {path} does not exist") from e
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as e:
         raise EdgeSDKError(f"checkpoint {path} is not a readable .npz: {e}") from e
+    except AttributeError as e:  # np.load returns a bare array for a .npy named .npz
+        raise EdgeSDKError(f"checkpoint {path} is not an .npz archive") from e
+    if not isinstance(data, dict):
+        raise EdgeSDKError(f"checkpoint {path} is not an .npz archive")
     missing = [key for key in _REQUIRED_KEYS if key not in data]
     if missing:
         raise EdgeSDKError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
-    if int(data["format"]) != CHECKPOINT_FORMAT:
-        raise EdgeSDKError(f"checkpoint {path} has format {int(data['format'])}, expected {CHECKPOINT_FORMAT}")
+    try:
+        if data["format"].size != 1 or int(data["format"]) != CHECKPOINT_FORMAT:
+            raise EdgeSDKError(f"checkpoint {path} has format {data['format']!r}, expected {CHECKPOINT_FORMAT}")
+        for key in ("dim", "step", "sg_index"):
+            value = data[key]
+            if value.size != 1 or value.dtype.kind not in "iu" or int(value) < 0 or int(value) > MAX_STEPS:
+                raise EdgeSDKError(f"checkpoint {path}: {key} must be a whole number in [0, {MAX_STEPS}], got "
+                                   f"{value!r}")
+        for key in ("theta", "m", "v", "sg_buffer", "sg_P"):
+            if data[key].dtype.kind not in "fiu":
+                raise EdgeSDKError(f"checkpoint {path}: {key} must be a float array, got {data[key].dtype}")
+            check_finite_array(f"checkpoint {path}: {key}", data[key])
+        if data["v"].size and float(np.min(data["v"])) < 0:
+            raise EdgeSDKError(f"checkpoint {path}: v (Adam's second moment) is negative")
+        for key in ("config", "rng_state"):
+            if data[key].dtype.kind != "U" or data[key].size != 1:
+                raise EdgeSDKError(f"checkpoint {path}: {key} must be one JSON string")
+            if not isinstance(json.loads(str(data[key])), dict):
+                raise EdgeSDKError(f"checkpoint {path}: {key} must be a JSON object")
+    except (ValueError, TypeError, OverflowError) as e:  # json.JSONDecodeError is a ValueError
+        raise EdgeSDKError(f"checkpoint {path} is corrupt: {e}") from None
     return data

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import typer
 
+try:  # typer >= 0.22 parses with its own copy of click; older ones with click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
 from edgesdk.extras import require_extra
 from edgesdk.families import FAMILIES
 from edgesdk.runtime.errors import EdgeSDKError
@@ -396,7 +401,10 @@ def run_cmd(
 ) -> None:
     """Run one component of any bundle on .npy inputs (the generic path for your own models)."""
     from edgesdk.runtime.generic import run_component
+    from edgesdk.runtime.limits import check_output
 
+    if output is not None:
+        check_output(output, "--output", inputs=[bundle, *(item.rpartition("=")[2] for item in inputs)])
     outputs = run_component(bundle, inputs, component=component, backend=backend, output=output)
     for name, value in outputs.items():
         typer.echo(f"{name}: shape {tuple(value.shape)} {value.dtype}  min {value.min():.4g}  max {value.max():.4g}  "
@@ -425,14 +433,28 @@ def sample_cmd(
     A one-step bundle (family onestep) runs its generator once per image: no steps, sampler or guidance."""
     import time
 
+    from edgesdk.runtime import limits
     from edgesdk.runtime.image import save_grid
     from edgesdk.runtime.personalize import load_tokens
     from edgesdk.runtime.tasks import open_text_to_image
 
-    if per_prompt < 1:
-        raise EdgeSDKError(f"--per-prompt must be at least 1, got {per_prompt}")
+    limits.check_count("--per-prompt", per_prompt, limits.MAX_IMAGES, why="images one command makes")
+    limits.check_count("images (prompts x --per-prompt)", len(prompt) * per_prompt, limits.MAX_IMAGES)
+    if steps is not None:
+        limits.check_count("--steps", steps, limits.MAX_DENOISE_STEPS, why="a schedule's training timesteps")
+    limits.check_finite("--guidance", guidance)
+    limits.check_threads(threads)
+    for words in prompt:
+        if len(words) > limits.MAX_PROMPT_CHARS:
+            raise EdgeSDKError(f"a prompt of {len(words):,} characters is above the limit of "
+                               f"{limits.MAX_PROMPT_CHARS:,}")
+    limits.check_output(output, "--output", inputs=[bundle, *embedding])
     start = time.perf_counter()
     pipe = open_text_to_image(bundle, backend=backend, threads=threads)
+    size = int(pipe.bundle.model.get("image_size", 0) or 0)
+    # the decoded float32 batch and the uint8 grid; the per-image network activations are the backend's
+    limits.check_allocation(f"{len(prompt) * per_prompt} images of {size}x{size}", len(prompt) * per_prompt,
+                            max(size, 1) ** 2 * 3 * (4 + 1))
     learned: dict = {}
     for path in embedding:
         learned.update(load_tokens(path))
@@ -501,11 +523,26 @@ def personalize_cmd(
 ) -> None:
     """Learn a new word from a few images on the device: forward passes of the exported model only, no torch."""
     from edgesdk.progress import TrainProgress
+    from edgesdk.runtime import limits
     from edgesdk.runtime.personalize import checkpoint_path_for, personalize
     from edgesdk.runtime.zo import checkpoint_step
 
     if backend not in ("onnx", "executorch"):
         raise EdgeSDKError(f"--backend {backend!r}: personalization runs on onnx or executorch")
+    limits.check_count("--steps", steps, limits.MAX_STEPS)
+    limits.check_count("--checkpoint-every", checkpoint_every, limits.MAX_STEPS)
+    limits.check_count("--vectors", vectors, limits.MAX_VECTORS)
+    if directions is not None:
+        limits.check_count("--directions", directions, limits.MAX_DIRECTIONS, why="forwards per step")
+    if draws is not None:
+        limits.check_count("--draws", draws, limits.MAX_DRAWS)
+    limits.check_finite("--mu", mu, low=0.0, low_open=True)
+    limits.check_finite("--lr", lr, low=0.0, low_open=True)
+    limits.check_finite("--time-budget", time_budget, low=0.0, high=limits.MAX_TIME_BUDGET_S, low_open=True)
+    limits.check_threads(threads)
+    if query_batch is not None:
+        limits.check_count("--query-batch", query_batch, 2 * limits.MAX_DIRECTIONS + 1)
+    limits.check_output(output, "--output", inputs=[bundle, images])
     from edgesdk.runtime.bundle import Bundle
     from edgesdk.runtime.personalize import default_config
 
@@ -545,8 +582,11 @@ def classify_cmd(
     """Classify images with a bundle (torch-free runtime); prints the top-k classes per image."""
     import json
 
+    from edgesdk.runtime import limits
     from edgesdk.runtime.classify import ImageClassifier
 
+    limits.check_count("images", len(images), limits.MAX_IMAGES)
+    limits.check_count("--top-k", top_k, 100_000)
     predictions = ImageClassifier(bundle, backend=backend).classify(list(images), top_k=top_k)
     for p in predictions:
         for note in p.notes:
@@ -577,8 +617,11 @@ def restore_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from edgesdk.runtime import limits
     from edgesdk.runtime.video import restore_video
 
+    limits.check_threads(threads)
+    limits.check_finite("--fps", fps, low=0.0, high=1000.0, low_open=True)
     bar = Progress(TextColumn("restore"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    console=Console(stderr=True), transient=True)
     task: list[int] = []
@@ -593,7 +636,8 @@ def restore_cmd(
 
     try:
         result = restore_video(bundle, input_path, output, backend=backend, threads=threads,
-                               side_by_side=side_by_side, fps=fps, progress=progress)
+                               side_by_side=side_by_side, fps=fps, progress=progress,
+                               log=lambda line: typer.echo(f"note: {line}", err=True))
     finally:
         bar.stop()
     for note in result["notes"]:
@@ -623,7 +667,13 @@ def bench_cmd(
     import json
 
     from edgesdk.reporting import bench_bundle, bench_tables, write_json
+    from edgesdk.runtime import limits
 
+    limits.check_count("--steps", steps, limits.MAX_DENOISE_STEPS)
+    limits.check_count("--runs", runs, 10_000)
+    limits.check_threads(threads)
+    if output:
+        limits.check_output(output, "--output", inputs=[bundle])
     results = bench_bundle(bundle, backend, steps=steps, runs=runs, threads=threads)
     if output:
         write_json(output, results)
@@ -649,10 +699,14 @@ def evaluate_cmd(
 
     require_extra("evaluate", "export", modules=("torch",))  # the evaluator network is PyTorch
     from edgesdk.evaluate import prompt_accuracy
+    from edgesdk.runtime import limits
     from edgesdk.runtime.image import save_grid
 
-    if samples < 1:
-        raise EdgeSDKError(f"--samples must be at least 1, got {samples}")
+    limits.check_count("--samples", samples, 100_000)
+    if steps is not None:
+        limits.check_count("--steps", steps, limits.MAX_DENOISE_STEPS)
+    if grid:
+        limits.check_output(grid, "--grid", inputs=[bundle])
     report, images, _ = prompt_accuracy(bundle, backend=backend, samples=samples, steps=steps, sampler=sampler,
                                         seed=seed)
     if grid:
@@ -666,16 +720,44 @@ def evaluate_cmd(
         typer.echo(f"prompt accuracy on {report.samples} samples ({backend}, {how}): {acc}")
 
 
+def _usage_error(exc: click_exceptions.ClickException) -> str:
+    """A typer/click parsing error (an unknown option, ``--steps 2.5``) as one line, like every other user error."""
+    message = " ".join(exc.format_message().split())
+    context = getattr(exc, "ctx", None)
+    where = f" ({context.command_path} --help shows the options)" if context is not None else ""
+    return f"error: {message}{where}"
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:  # bare `edgesdk` / `edgesdk train`: the help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click_exceptions.ClickException as exc:
+        typer.echo(_usage_error(exc), err=True)
+        sys.exit(2 if isinstance(exc, click_exceptions.UsageError) else exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
     except EdgeSDKError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except MemoryError:
+        typer.echo("error: out of memory; ask for less (fewer images, smaller inputs, --query-batch 1)", err=True)
+        sys.exit(2)
+    except OSError as exc:  # the file system said no (disk full, permission, read-only): the user's to fix
+        import errno
+
+        if exc.errno == errno.EPIPE:  # `edgesdk ... | head`: the reader left; nothing to report
+            sys.exit(1)
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(2)
     except Exception as exc:  # a bug of ours, not bad input: still one line, with a way to see more
         import os
 
@@ -685,6 +767,7 @@ def main() -> None:
         typer.echo(f"error: internal error ({type(exc).__name__}: {first}); rerun with EDGESDK_DEBUG=1 for the "
                    "traceback and please report it", err=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def test_failed_token_write_keeps_the_old_token(tmp_path: Path, monkeypatch: pyt
         raise OSError("no space left on device")
 
     monkeypatch.setattr(safetensors.numpy, "save_file", half_written)
-    with pytest.raises(OSError, match="no space"):
+    with pytest.raises(EdgeSDKError, match="cannot write .*no space"):
         save_token(path, "<me>", np.zeros((1, 4), np.float32), {})
     np.testing.assert_array_equal(load_tokens(path)["<me>"], np.ones((1, 4), np.float32))
     assert temporaries(tmp_path) == []

@@ -253,6 +253,38 @@ def test_privacy_no_network_and_no_writes_outside_the_output(shipped_bundle: Pat
     assert sorted(p.name for p in out_dir.iterdir()) == ["token.safetensors", "token.safetensors.ckpt.npz"]
 
 
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root``: relative path -> (size, mtime_ns). Empty when ``root`` does not exist."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_privacy_native_code_writes_nothing_outside_the_output(shipped_bundle: Path, concept_dir: Path,
+                                                              tmp_path: Path):
+    """The audit hook above sees only Python's own opens; ONNX Runtime and ExecuTorch write from C++. So the run
+    also gets a fresh, empty HOME, TMPDIR and XDG cache, and every file tree it could touch is compared before and
+    after: anything a library wrote on its own shows up here, whatever language wrote it."""
+    home, temp, cache = tmp_path / "home", tmp_path / "tmp", tmp_path / "xdg-cache"
+    for folder in (home, temp, cache):
+        folder.mkdir()
+    out_dir = tmp_path / "private"
+    out = out_dir / "token.safetensors"
+    watched = {"bundle": shipped_bundle, "images": concept_dir, "home": home, "tmp": temp, "cache": cache,
+               "cwd": tmp_path / "cwd"}
+    watched["cwd"].mkdir()
+    before = {name: _tree(root) for name, root in watched.items()}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(home), "TMPDIR": str(temp),
+           "XDG_CACHE_HOME": str(cache)}
+    done = subprocess.run([sys.executable, "-c", PRIVACY_PROBE, str(shipped_bundle), str(concept_dir), str(out)],
+                          capture_output=True, text=True, timeout=300, check=False, env=env, cwd=watched["cwd"])
+    assert done.returncode == 0, done.stderr
+    after = {name: _tree(root) for name, root in watched.items()}
+    changed = {name: sorted(set(after[name].items()) ^ set(before[name].items())) for name in watched}
+    assert all(not diff for diff in changed.values()), {k: v for k, v in changed.items() if v}
+    assert sorted(p.name for p in out_dir.iterdir()) == ["token.safetensors", "token.safetensors.ckpt.npz"]
+
+
 def test_lean_executorch_session_packs_only_the_method_it_runs(shipped_bundle: Path, concept_dir: Path):
     images, _ = load_concept_images(concept_dir, 32)
     pipe = TextToImage(shipped_bundle, backend="executorch", lean_memory=True)

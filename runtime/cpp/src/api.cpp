@@ -2,6 +2,7 @@
 // returns it as a Result, so nothing crosses into JNI or Objective-C++ as an exception.
 #include "edgesdk/edgesdk.hpp"
 
+#include <cmath>
 #include <limits>
 #include <new>
 
@@ -68,6 +69,11 @@ struct Generator::Impl {
     LearnedTokens learned;
     if (!request.embedding_path.empty()) learned = load_learned_tokens(request.embedding_path);
     const int64_t width = one_step ? one_step->width() : diffusion->width();
+    for (const auto& [name, values] : learned)
+      for (float value : values)
+        if (!std::isfinite(value))
+          fail(Status::kEmbeddingInvalid, "token " + name + " in " + request.embedding_path +
+                                              " holds NaN or infinite values; a learned token must be finite");
     for (const auto& [name, values] : learned)
       if (values.empty() || int64_t(values.size()) % width != 0)
         fail(Status::kEmbeddingInvalid, "token " + name + " in " + request.embedding_path + " has " +

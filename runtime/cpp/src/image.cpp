@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "errors.hpp"
+#include "limits.hpp"
 #include "files.hpp"
 
 namespace edgesdk {
@@ -15,8 +16,9 @@ namespace {
 // ================================================================ PNG
 
 const uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-// PIL's decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS): larger files are refused, not allocated
-constexpr int64_t kMaxPixels = 178956970;
+// The Python runtime's limit (runtime/limits.py MAX_IMAGE_PIXELS, below PIL's bomb limit): a header claiming more
+// is refused before anything is allocated
+constexpr int64_t kMaxPixels = limits::kMaxImagePixels;
 
 uint32_t read_be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
@@ -105,7 +107,10 @@ class PngReader {
     h.bit_depth = data[8];
     h.color_type = data[9];
     h.interlace = data[12];
-    if (h.width == 0 || h.height == 0 || int64_t(h.width) * h.height > kMaxPixels) invalid("bad size");
+    if (h.width == 0 || h.height == 0) invalid("bad size");
+    if (int64_t(h.width) * h.height > kMaxPixels)
+      invalid("claims " + std::to_string(h.width) + "x" + std::to_string(h.height) + " pixels, above the limit of " +
+              std::to_string(kMaxPixels / (1024 * 1024)) + " megapixels");
     if (data[10] != 0 || data[11] != 0 || h.interlace > 1) invalid("unknown compression, filter or interlace");
     bool ok = false;
     switch (h.color_type) {

@@ -3,19 +3,26 @@
 // exit with edgesdk::exit_code(status): 2 for user errors, 1 for backend or internal ones.
 #include <chrono>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <filesystem>
 #include <map>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <sys/stat.h>
 
 #include "edgesdk/edgesdk.hpp"
 #include "errors.hpp"
 #include "image.hpp"
 #include "json.hpp"
+#include "limits.hpp"
 #include "npy.hpp"
 #include <executorch/runtime/platform/platform.h>
 
@@ -38,7 +45,8 @@ const char* const kUsage =
     "         [--checkpoint-every 50] [--query-batch 0] [--time-budget S] [--resume] [--overwrite]\n"
     "  classify BUNDLE IMAGE.png [IMAGE.png ...] [--top-k 3]\n"
     "  verify BUNDLE\n"
-    "common: [--threads N] [--json] [--no-verify] [--verbose (ExecuTorch's info log too)]\n";
+    "common: [--threads N] [--backend executorch] [--json] [--no-verify] [--verbose (ExecuTorch's info log too)]\n"
+    "Unknown options, malformed numbers and values above the limits (runtime/cpp/src/limits.hpp) are refused.\n";
 
 // ExecuTorch logs at info level (CPU detection, thread pools) to stderr; a command-line tool shows its errors only,
 // unless --verbose. Registered as ExecuTorch's platform log hook before any session opens.
@@ -83,19 +91,60 @@ struct Args {
   }
 };
 
+namespace fs = std::filesystem;
+
 const std::vector<std::string> kFlags = {"--json",      "--no-verify",  "--no-sg",     "--no-puts",
                                          "--resume",    "--overwrite",  "--verbose",   "--two-sided",
                                          "--one-sided", "--cosine-lr",  "--constant-lr", "--word-directions",
-                                         "--all-directions"};
+                                         "--all-directions", "--help"};
+
+// The options each command takes; anything else (a typo such as --step) is refused, never ignored.
+const std::set<std::string> kCommon = {"--threads", "--backend", "--json", "--no-verify", "--verbose"};
+const std::map<std::string, std::set<std::string>> kCommandOptions = {
+    {"sample", {"--prompt", "--output", "--steps", "--seed", "--guidance", "--sampler", "--embedding", "--raw"}},
+    {"personalize", {"--images", "--token", "--init-word", "--output", "--steps", "--vectors", "--directions", "--mu",
+                     "--lr", "--two-sided", "--one-sided", "--draws", "--cosine-lr", "--constant-lr",
+                     "--word-directions", "--all-directions", "--caption", "--seed", "--no-sg", "--no-puts",
+                     "--checkpoint-every", "--query-batch", "--time-budget", "--resume", "--overwrite"}},
+    {"classify", {"--top-k"}},
+    {"verify", {}},
+};
+// Options that may be given more than once (each adds one); every other one must appear at most once.
+const std::set<std::string> kRepeatable = {"--prompt", "--caption"};
+
+bool is_option(const std::string& arg) {
+  return arg.size() > 1 && arg[0] == '-' && !(std::isdigit(static_cast<unsigned char>(arg[1])) || arg[1] == '.');
+}
+
+// The closest known option (a shared prefix of at least 4 characters), for "did you mean".
+std::string closest(const std::string& name, const std::set<std::string>& known) {
+  std::string best;
+  size_t best_shared = 3;
+  for (const std::string& candidate : known) {
+    size_t shared = 0;
+    while (shared < name.size() && shared < candidate.size() && name[shared] == candidate[shared]) ++shared;
+    if (shared > best_shared) best_shared = shared, best = candidate;
+  }
+  return best;
+}
 
 bool parse(int argc, char** argv, Args* args, std::string* error) {
+  std::vector<std::string> seen;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg.size() > 1 && arg[0] == '-' && !(arg.size() > 1 && (std::isdigit(arg[1]) || arg[1] == '.'))) {
+    if (arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos) {  // --steps=2: split, as the Python CLI does
+      const size_t equals = arg.find('=');
+      args->values[arg.substr(0, equals)].push_back(arg.substr(equals + 1));
+      seen.push_back(arg.substr(0, equals));
+      continue;
+    }
+    if (is_option(arg)) {
       if (arg == "-p") arg = "--prompt";
       if (arg == "-o") arg = "--output";
+      if (arg == "-k") arg = "--top-k";
       bool is_flag = false;
       for (const std::string& f : kFlags) is_flag = is_flag || f == arg;
+      seen.push_back(arg);
       if (is_flag) {
         args->flags[arg] = true;
         continue;
@@ -113,22 +162,124 @@ bool parse(int argc, char** argv, Args* args, std::string* error) {
       args->positional.push_back(arg);
     }
   }
+  const auto command = kCommandOptions.find(args->command);
+  if (command == kCommandOptions.end()) return true;  // main() names the unknown command
+  std::set<std::string> known = kCommon;
+  known.insert(command->second.begin(), command->second.end());
+  for (const std::string& name : seen) {
+    if (known.count(name) == 0) {
+      const std::string hint = closest(name, known);
+      *error = "unknown option " + name + " for " + args->command + (hint.empty() ? "" : " (did you mean " + hint + "?)");
+      return false;
+    }
+    if (kRepeatable.count(name) == 0 && args->values.count(name) != 0 && args->values.at(name).size() > 1) {
+      *error = name + " given " + std::to_string(args->values.at(name).size()) + " times; give it once";
+      return false;
+    }
+  }
+  if (args->command != "classify" && !args->positional.empty()) {
+    *error = "unexpected argument '" + args->positional.front() + "' for " + args->command;
+    return false;
+  }
   return true;
 }
 
-// A number option: false (and an error) when it does not parse completely.
+// A whole-number option in [low, high]: "2.5", "1e12", "12abc" and out-of-range values are refused, never truncated.
 template <typename T>
-bool number(const Args& args, const std::string& name, T* out, std::string* error) {
+bool integer(const Args& args, const std::string& name, T* out, std::string* error, long long low, long long high) {
+  if (!args.has(name)) return true;
+  const std::string text = args.text(name);
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno == ERANGE) {
+    *error = name + " takes a whole number, got '" + text + "'";
+    return false;
+  }
+  if (value < low || value > high) {
+    *error = name + " " + text + " is " + (value < low ? "below the minimum of " + std::to_string(low)
+                                                       : "above the limit of " + std::to_string(high));
+    return false;
+  }
+  *out = T(value);
+  return true;
+}
+
+// A real-valued option: finite, and above `low` (strictly when `open`) and at most `high`.
+bool real(const Args& args, const std::string& name, double* out, std::string* error, double low, bool open,
+          double high) {
   if (!args.has(name)) return true;
   const std::string text = args.text(name);
   char* end = nullptr;
   const double value = std::strtod(text.c_str(), &end);
   if (text.empty() || *end != '\0' || !std::isfinite(value)) {
-    *error = name + " takes a number, got '" + text + "'";
+    *error = name + " takes a finite number, got '" + text + "'";
     return false;
   }
-  *out = T(value);
+  if (value < low || (open && value == low) || value > high) {
+    char bounds[96];
+    std::snprintf(bounds, sizeof bounds, "%s %g and at most %g", open ? "above" : "at least", low, high);
+    *error = name + " must be " + bounds + ", got " + text;
+    return false;
+  }
+  *out = value;
   return true;
+}
+
+long long max_threads() {
+  const unsigned cpus = std::thread::hardware_concurrency();
+  return (long long)(cpus == 0 ? 1 : cpus) * edgesdk::limits::kMaxThreadsPerCpu;
+}
+
+// Where `path` would land, for comparing outputs with inputs: symlinks and .. resolved as far as the path exists.
+fs::path resolved(const std::string& path) {
+  std::error_code error;
+  fs::path full = fs::weakly_canonical(fs::absolute(path, error), error);
+  return error ? fs::path(path).lexically_normal() : full;
+}
+
+bool inside(const fs::path& path, const fs::path& folder) {
+  auto p = path.begin(), f = folder.begin();
+  for (; f != folder.end(); ++f, ++p)
+    if (p == path.end() || *p != *f) return false;
+  return true;
+}
+
+// A user file to read, judged before it is opened (a FIFO blocks open(), a device never ends): empty when it is a
+// regular file or does not exist (the reader then says so), else the one-line reason.
+std::string unreadable_input(const std::string& option, const std::string& path) {
+  struct stat info {};
+  if (path.empty() || ::stat(path.c_str(), &info) != 0 || S_ISREG(info.st_mode)) return "";
+  const char* kind = S_ISFIFO(info.st_mode) ? "a FIFO" : S_ISDIR(info.st_mode) ? "a folder"
+                     : (S_ISCHR(info.st_mode) || S_ISBLK(info.st_mode)) ? "a device" : "not a regular file";
+  return option + " '" + path + "' is " + kind + ", not a regular file";
+}
+
+// An output path that is safe to write: not an input (a file of the bundle such as its manifest.json, the learned
+// token, a file in the images folder), not a folder, FIFO or socket; a device only where `device_ok` (written in
+// place by files.cpp). Empty when fine, else the one-line reason.
+std::string unsafe_output(const std::string& option, const std::string& output, const std::string& bundle,
+                          const std::vector<std::string>& input_files, const std::vector<std::string>& input_folders,
+                          bool device_ok) {
+  const fs::path target = resolved(output);
+  for (const std::string& folder : input_folders)
+    if (!folder.empty() && inside(target, resolved(folder)))
+      return option + " '" + output + "' lies inside the input folder '" + folder + "'; write to another path";
+  if (inside(target, resolved(bundle)))
+    return option + " '" + output + "' lies inside the bundle '" + bundle + "'; write to another path";
+  for (const std::string& input : input_files) {
+    std::error_code error;
+    if (!input.empty() && (target == resolved(input) || fs::equivalent(output, input, error)))
+      return option + " '" + output + "' is the input '" + input + "'; write to another path";
+  }
+  struct stat info {};
+  if (::stat(output.c_str(), &info) != 0) return "";
+  if (S_ISDIR(info.st_mode)) return option + " '" + output + "' is a folder; give a file name";
+  if (S_ISFIFO(info.st_mode) || S_ISSOCK(info.st_mode))
+    return option + " '" + output + "' is a FIFO or socket; give a regular file name";
+  if ((S_ISCHR(info.st_mode) || S_ISBLK(info.st_mode)) && !device_ok)
+    return option + " '" + output + "' is a device; this output needs a regular file (a checkpoint goes beside it)";
+  return "";
 }
 
 std::string json_string(const std::string& text) { return edgesdk::json::dump(edgesdk::json::Value::string(text)); }
@@ -145,19 +296,52 @@ std::string json_numbers(const std::vector<double>& values) {
 
 int sample(const Args& args, const edgesdk::Options& options) {
   edgesdk::GenerateRequest request;
+  namespace limits = edgesdk::limits;
   request.prompts = args.values.count("--prompt") ? args.values.at("--prompt") : std::vector<std::string>{};
+  if (request.prompts.empty()) return usage_error("sample needs at least one -p PROMPT");
+  if (int64_t(request.prompts.size()) > limits::kMaxImages)
+    return usage_error(std::to_string(request.prompts.size()) + " prompts is above the limit of " +
+                       std::to_string(limits::kMaxImages) + " images a command");
+  for (const std::string& prompt : request.prompts)
+    if (int64_t(prompt.size()) > limits::kMaxPromptChars)
+      return usage_error("a prompt of " + std::to_string(prompt.size()) + " characters is above the limit of " +
+                         std::to_string(limits::kMaxPromptChars));
   std::string error;
-  if (!number(args, "--steps", &request.steps, &error) || !number(args, "--seed", &request.seed, &error) ||
-      !number(args, "--guidance", &request.guidance_scale, &error))
+  double guidance = -1.0;
+  if (!integer(args, "--steps", &request.steps, &error, 1, limits::kMaxDenoiseSteps) ||
+      !integer(args, "--seed", &request.seed, &error, 0, (1LL << 53)) ||
+      !real(args, "--guidance", &guidance, &error, -1e6, false, 1e6))
     return usage_error(error);
+  if (args.has("--guidance")) request.guidance_scale = guidance;
+  if (args.has("--guidance") && guidance < 0)
+    return usage_error("--guidance must be at least 0, got " + args.text("--guidance"));
   request.sampler = args.text("--sampler", "ddim");
+  if (request.sampler != "ddim" && request.sampler != "dpmpp-2m")
+    return usage_error("--sampler must be ddim or dpmpp-2m, got '" + request.sampler + "'");
   request.embedding_path = args.text("--embedding");
+  if (const std::string problem = unreadable_input("--embedding", request.embedding_path); !problem.empty())
+    return usage_error(problem);
   const std::string output = args.text("--output"), raw = args.text("--raw");
   if (output.empty() && raw.empty()) return usage_error("sample needs -o OUT.png (or --raw OUT.npy)");
+  for (const auto& [option, path] : {std::pair{"--output", output}, std::pair{"--raw", raw}}) {
+    if (path.empty()) continue;
+    const std::string problem = unsafe_output(option, path, args.bundle, {request.embedding_path}, {}, true);
+    if (!problem.empty()) return usage_error(problem);
+  }
+  if (!output.empty() && !raw.empty() && resolved(output) == resolved(raw))
+    return usage_error("-o and --raw name the same file; give two paths");
   const auto start = Clock::now();
   std::unique_ptr<edgesdk::Generator> generator;
   Result result = edgesdk::Generator::open(args.bundle, options, &generator);
   if (!result.ok()) return report(result);
+  if (generator->one_step()) {
+    std::string given;
+    for (const char* option : {"--steps", "--guidance", "--sampler"})
+      if (args.has(option)) given += std::string(given.empty() ? "" : ", ") + option;
+    if (!given.empty())
+      return usage_error(given + ": a one-step bundle (family onestep) samples in one generator evaluation, with "
+                         "no steps, sampler or guidance; drop them");
+  }
   const double open_s = std::chrono::duration<double>(Clock::now() - start).count();
   std::vector<double> step_seconds;
   auto last = Clock::now();
@@ -207,15 +391,24 @@ int personalize(const Args& args, const edgesdk::Options& options) {
   request.output = args.text("--output");
   if (request.images_dir.empty() || request.token.empty() || request.init_word.empty() || request.output.empty())
     return usage_error("personalize needs --images DIR --token \"<name>\" --init-word WORD -o OUT.safetensors");
+  namespace limits = edgesdk::limits;
   std::string error;
-  if (!number(args, "--steps", &request.steps, &error) || !number(args, "--vectors", &request.num_vectors, &error) ||
-      !number(args, "--directions", &request.directions, &error) || !number(args, "--mu", &request.mu, &error) ||
-      !number(args, "--lr", &request.lr, &error) || !number(args, "--seed", &request.seed, &error) ||
-      !number(args, "--draws", &request.draws, &error) ||
-      !number(args, "--checkpoint-every", &request.checkpoint_every, &error) ||
-      !number(args, "--query-batch", &request.query_batch, &error) ||
-      !number(args, "--time-budget", &request.time_budget_s, &error))
+  if (!integer(args, "--steps", &request.steps, &error, 1, limits::kMaxSteps) ||
+      !integer(args, "--vectors", &request.num_vectors, &error, 1, limits::kMaxVectors) ||
+      !integer(args, "--directions", &request.directions, &error, 1, limits::kMaxDirections) ||
+      !real(args, "--mu", &request.mu, &error, 0.0, true, 1e6) ||
+      !real(args, "--lr", &request.lr, &error, 0.0, true, 1e6) ||
+      !integer(args, "--seed", &request.seed, &error, 0, (1LL << 53)) ||
+      !integer(args, "--draws", &request.draws, &error, 1, limits::kMaxDraws) ||
+      !integer(args, "--checkpoint-every", &request.checkpoint_every, &error, 1, limits::kMaxSteps) ||
+      !integer(args, "--query-batch", &request.query_batch, &error, 1, 2 * limits::kMaxDirections + 1) ||
+      !real(args, "--time-budget", &request.time_budget_s, &error, 0.0, true, limits::kMaxTimeBudgetS))
     return usage_error(error);
+  for (const auto& [option, path] : {std::pair{"--output", request.output},
+                                     std::pair{"checkpoint", request.output + ".ckpt.safetensors"}}) {
+    const std::string problem = unsafe_output(option, path, args.bundle, {}, {request.images_dir}, false);
+    if (!problem.empty()) return usage_error(problem);
+  }
   if (args.flag("--two-sided") && args.flag("--one-sided")) return usage_error("give --two-sided or --one-sided");
   if (args.flag("--cosine-lr") && args.flag("--constant-lr")) return usage_error("give --cosine-lr or --constant-lr");
   if (args.flag("--two-sided") || args.flag("--one-sided")) request.two_sided = args.flag("--two-sided");
@@ -265,7 +458,10 @@ int classify(const Args& args, const edgesdk::Options& options) {
   if (args.positional.empty()) return usage_error("classify needs at least one image file");
   int top_k = 3;
   std::string error;
-  if (!number(args, "--top-k", &top_k, &error)) return usage_error(error);
+  if (!integer(args, "--top-k", &top_k, &error, 1, 100000)) return usage_error(error);
+  if (int64_t(args.positional.size()) > edgesdk::limits::kMaxImages)
+    return usage_error(std::to_string(args.positional.size()) + " images is above the limit of " +
+                       std::to_string(edgesdk::limits::kMaxImages) + " a command");
   std::vector<edgesdk::Image> images(args.positional.size());
   for (size_t i = 0; i < images.size(); ++i) {
     Result read = edgesdk::read_png(args.positional[i], &images[i]);
@@ -326,11 +522,19 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!parse(argc, argv, &args, &error)) return usage_error(error);
+  if (args.flag("--help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (kCommandOptions.count(args.command) == 0) return usage_error("unknown command '" + args.command + "'");
   g_verbose = args.flag("--verbose");
   executorch::runtime::register_pal(executorch::runtime::PalImpl::create(emit_backend_log, __FILE__));
   if (args.bundle.empty()) return usage_error("give the bundle folder after the command");
   edgesdk::Options options;
-  if (!number(args, "--threads", &options.threads, &error)) return usage_error(error);
+  if (!integer(args, "--threads", &options.threads, &error, 1, max_threads())) return usage_error(error);
+  if (args.has("--backend") && args.text("--backend") != "executorch")
+    return usage_error("--backend '" + args.text("--backend") + "': edgesdk-run runs ExecuTorch programs only "
+                       "(--backend executorch); ONNX bundles run with the Python CLI");
   options.verify_checksums = !args.flag("--no-verify");
   if (args.command == "sample") return sample(args, options);
   if (args.command == "personalize") return personalize(args, options);
