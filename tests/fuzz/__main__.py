@@ -87,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="run the cases whose name matches this pattern (fnmatch), e.g. 'image/*'")
     parser.add_argument("--work", type=Path, help="work folder (default: a temporary one, removed afterwards)")
     parser.add_argument("--bundles", type=Path, help="the shared test bundles (default: $EDGESDK_TEST_BUNDLES)")
+    parser.add_argument("--fallback-bundles", type=Path, help="the shared test bundles when neither --bundles nor "
+                        "$EDGESDK_TEST_BUNDLES is given (ctest: the fixtures' folder)")
     parser.add_argument("--binary", type=Path, help="edgesdk-run (default: $EDGESDK_RUN or runtime/cpp/build's)")
     parser.add_argument("--quiet", action="store_true", help="no line per case on stderr")
     args = parser.parse_args(argv)
     bundles = args.bundles or (Path(os.environ["EDGESDK_TEST_BUNDLES"]) if os.environ.get("EDGESDK_TEST_BUNDLES")
-                               else None)
+                               else args.fallback_bundles)
     if bundles is None:
         parser.error("give --bundles or set EDGESDK_TEST_BUNDLES (the shared test bundles, tests/bundles.py)")
     binary = args.binary or default_binary()

@@ -40,7 +40,7 @@ class Case:
     success_allowed: bool = False
     outputs: tuple[str, ...] = ()  # what a success may create (fnmatch patterns, relative to the case folder)
     validate: Validate | None = None
-    timeout: float = 10.0
+    timeout: float | None = None  # s; None: the runner's (runner.py)
 
     def may_write(self, name: str, succeeded: bool) -> bool:
         return succeeded and self.success_allowed and any(fnmatch.fnmatch(name, p) for p in self.outputs)
@@ -95,8 +95,8 @@ def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str] |
              np.dtype("float16"): "F16"}
     for name, array in tensors.items():
         raw = np.ascontiguousarray(array).tobytes()
-        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape), "data_offsets": [len(data),
-                                                                                                   len(data) + len(raw)]}
+        offsets = [len(data), len(data) + len(raw)]
+        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape), "data_offsets": offsets}
         data += raw
     if metadata:
         header["__metadata__"] = metadata
@@ -507,12 +507,13 @@ def onnx_mutations(rel: str) -> dict[str, Callable[[Path], None]]:
         return mutate
 
     def external_outside(model: Any) -> None:
-        from onnx.external_data_helper import set_external_data
-
-        tensor = model.graph.initializer[0]
-        tensor.ClearField("raw_data")
-        tensor.ClearField("float_data")
-        set_external_data(tensor, location="../../outside.bin", offset=0, length=4)
+        # an initializer whose bytes live "outside the bundle": ONNX external data with a relative path up
+        tensor = next(t for t in model.graph.initializer if t.name == "time_scale")
+        for name in ("raw_data", "float_data"):
+            tensor.ClearField(name)
+        for key, value in (("location", "../../outside.bin"), ("offset", "0"), ("length", "4")):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
         tensor.data_location = 1  # EXTERNAL
 
     def unknown_op(model: Any) -> None:

@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 PROBLEM_ORDER = ("hang", "crash", "out of memory", "traceback", "internal error", "input modified", "silent success",
                  "output left", "native write", "invalid output", "wrong exit code", "multi-line error")
 GOOD = ("clean refusal", "legitimate success")
-OUTCOMES = GOOD + PROBLEM_ORDER
+SETUP_FAILED = "setup failed"  # a bug of the suite itself, reported rather than stopping the run
+OUTCOMES = GOOD + PROBLEM_ORDER + (SETUP_FAILED,)
 
 
 @dataclass
@@ -124,6 +125,8 @@ def case_env(case_dir: Path) -> dict[str, str]:
 class CppRunner:
     """edgesdk-run as a plain subprocess per case."""
 
+    timeout = 5.0  # s: a clean refusal takes milliseconds, the cases that succeed well under a second
+
     def __init__(self, binary: Path) -> None:
         self.binary = Path(binary)
 
@@ -154,6 +157,8 @@ def _kill_group(pgid: int) -> None:
 
 class PythonRunner:
     """`python -m edgesdk.cli` through a fork server (tests/fuzz/forkserver.py)."""
+
+    timeout = 10.0  # s: the Python runtime loads ONNX Runtime sessions in up to a second on a busy machine
 
     def __init__(self, python: str = sys.executable) -> None:
         self.process = subprocess.Popen([python, "-m", "tests.fuzz.forkserver"], cwd=REPO, stdin=subprocess.PIPE,
@@ -229,7 +234,8 @@ def judge(case: Case, case_dir: Path, before: dict[str, tuple[Any, ...]], code: 
     if "internal error" in stderr.lower():
         problems.append("internal error")
     after = snapshot(case_dir, skip=SKIP)
-    changed = [name for name, entry in before.items() if after.get(name) != entry and not case.may_write(name, succeeded)]
+    changed = [name for name, entry in before.items()
+               if after.get(name) != entry and not case.may_write(name, succeeded)]
     if changed:
         problems.append("input modified")
         details.append(f"changed: {', '.join(changed[:4])}")
@@ -266,13 +272,18 @@ SKIP = {"home", "tmp", ".stdout", ".stderr"}
 def run_case(case: Case, runner: PythonRunner | CppRunner, case_dir: Path, bases: Any) -> Result:
     """Prepare `case` in `case_dir` (which must not exist), run it, judge it."""
     case_dir.mkdir(parents=True)
-    case.setup(case_dir, bases)
+    try:
+        case.setup(case_dir, bases)
+    except Exception as e:  # noqa: BLE001 - any failure of a generator is reported with its case
+        return Result(case.name, case.category, SETUP_FAILED, [SETUP_FAILED], None, None, "", 0.0,
+                      [f"{type(e).__name__}: {e}"])
     for name in ("home", "tmp"):
         (case_dir / name).mkdir(exist_ok=True)
     before = snapshot(case_dir, skip=SKIP)
     out, err = case_dir / ".stdout", case_dir / ".stderr"
     start = time.perf_counter()
-    code, sig, hung = runner.run(case.argv, case_dir, case_env(case_dir), out, err, case.timeout)
+    timeout = case.timeout or runner.timeout
+    code, sig, hung = runner.run(case.argv, case_dir, case_env(case_dir), out, err, timeout)
     seconds = time.perf_counter() - start
     stderr = err.read_text(encoding="utf-8", errors="replace")
     problems, details = judge(case, case_dir, before, code, sig, hung, stderr)
