@@ -29,6 +29,7 @@ class Bases:
         self.shared_root = shared_root
         self.cpp_binary = cpp_binary
         self._made: dict[str, Path] = {}
+        self._stamps: dict[str, dict[str, tuple[int, int, int]]] = {}
         self._video: bytes | None = None
         self._big_frame: bytes | None = None
 
@@ -50,7 +51,20 @@ class Bases:
             else:
                 raise KeyError(f"no base bundle {name!r}")
             self._made[name] = target
+            self._stamps[name] = _stamps(target)
         return self._made[name]
+
+    def heal(self) -> list[str]:
+        """Rebuild every base bundle a case wrote into through a hard link (that case shows a modified input), so
+        that the cases after it start from intact files; returns the names rebuilt."""
+        rebuilt = []
+        for name, target in list(self._made.items()):
+            if _stamps(target) != self._stamps[name]:
+                shutil.rmtree(target)
+                del self._made[name]
+                self.bundle(name)
+                rebuilt.append(name)
+        return rebuilt
 
     def copy(self, name: str, dest: Path) -> Path:
         """A case's own copy of base bundle `name`: small files copied, large ones hard-linked."""
@@ -126,6 +140,16 @@ class Bases:
             Image.new("RGB", (4000, 4000), (40, 90, 200)).save(buffer, format="PNG")
             self._big_frame = buffer.getvalue()
         return self._big_frame
+
+
+def _stamps(root: Path) -> dict[str, tuple[int, int, int]]:
+    """What a write through a hard link changes, for the files Bases.copy links."""
+    stamps = {}
+    for path in root.rglob("*"):
+        info = path.lstat()
+        if path.is_file() and info.st_size > LINK_ABOVE_BYTES:
+            stamps[path.relative_to(root).as_posix()] = (info.st_size, info.st_mtime_ns, info.st_ino)
+    return stamps
 
 
 def write_micro_restorer(root: Path) -> Path:

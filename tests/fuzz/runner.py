@@ -287,6 +287,9 @@ def run_case(case: Case, runner: PythonRunner | CppRunner, case_dir: Path, bases
     seconds = time.perf_counter() - start
     stderr = err.read_text(encoding="utf-8", errors="replace")
     problems, details = judge(case, case_dir, before, code, sig, hung, stderr)
+    rebuilt = bases.heal()
+    if rebuilt:
+        details.append(f"wrote through a hard link into base bundle(s) {', '.join(rebuilt)} (rebuilt)")
     if problems:
         outcome = problems[0]
     else:
