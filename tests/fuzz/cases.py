@@ -1017,9 +1017,10 @@ def numpy_cases() -> list[Case]:
 
 # ---- command-line arguments ----
 
-def output_cases(t: Target, argv: Callable[[str], list[str]], base: str, prefix: str,
-                 extra: Setup | None = None, input_name: str | None = None) -> list[Case]:
-    """Outputs that must be refused (or, for a device, written to and never replaced): `argv(output)`."""
+def output_cases(t: Target, argv: Callable[[str], list[str]], base: str, prefix: str, suffix: str,
+                 extra: Setup | None = None) -> list[Case]:
+    """Outputs that must be refused (or, for a device, written to and never replaced): `argv(output)`. The names
+    carry the command's own suffix, so that what is tested is the kind of file, not the suffix."""
     def setup(make: Callable[[Path], None] | None = None) -> Setup:
         def run(case_dir: Path, bases: Any) -> None:
             bases.copy(base, case_dir / "b.edge")
@@ -1029,21 +1030,22 @@ def output_cases(t: Target, argv: Callable[[str], list[str]], base: str, prefix:
                 make(case_dir)
         return run
 
-    cases = [
+    pipe, full, null = f"pipe{suffix}", f"full{suffix}", f"null{suffix}"
+    return [
         Case(f"args/{prefix}_output_is_manifest", "args", argv("b.edge/manifest.json"), setup()),
         Case(f"args/{prefix}_output_is_model_file", "args", argv(f"b.edge/{t.model_rel}"), setup()),
         Case(f"args/{prefix}_output_is_bundle", "args", argv("b.edge"), setup()),
-        Case(f"args/{prefix}_output_is_folder", "args", argv("outdir"), setup(lambda d: (d / "outdir").mkdir())),
-        Case(f"args/{prefix}_output_fifo", "args", argv("pipe.out"), setup(lambda d: fifo(d / "pipe.out"))),
-        Case(f"args/{prefix}_output_dev_full", "args", argv("full.out"), setup(lambda d: device(d / "full.out", 7))),
-        Case(f"args/{prefix}_output_missing_folder", "args", argv("nowhere/out.x"), setup()),
-        Case(f"args/{prefix}_output_name_too_long", "args", argv("o" * 300 + ".x"), setup()),
-        Case(f"args/{prefix}_output_dev_null", "args", argv("null.out"), setup(lambda d: device(d / "null.out", 3)),
-             success_allowed=True, validate=still_device("null.out")),
+        Case(f"args/{prefix}_output_is_folder", "args", argv(f"outdir{suffix}"),
+             setup(lambda d: (d / f"outdir{suffix}").mkdir())),
+        Case(f"args/{prefix}_output_fifo", "args", argv(pipe), setup(lambda d: fifo(d / pipe))),
+        Case(f"args/{prefix}_output_dev_full", "args", argv(full), setup(lambda d: device(d / full, 7))),
+        # a missing parent folder may be created (as `mkdir -p` would) or refused
+        Case(f"args/{prefix}_output_missing_folder", "args", argv(f"nowhere/out{suffix}"), setup(),
+             success_allowed=True, outputs=("nowhere", "nowhere/*"), validate=file_output(f"nowhere/out{suffix}")),
+        Case(f"args/{prefix}_output_name_too_long", "args", argv("o" * 300 + suffix), setup()),
+        Case(f"args/{prefix}_output_dev_null", "args", argv(null), setup(lambda d: device(d / null, 3)),
+             success_allowed=True, validate=still_device(null)),
     ]
-    if input_name:
-        cases.append(Case(f"args/{prefix}_output_is_input", "args", argv(input_name), setup()))
-    return cases
 
 
 def sample_arg_cases(t: Target) -> list[Case]:
@@ -1074,7 +1076,7 @@ def sample_arg_cases(t: Target) -> list[Case]:
         Case("args/sample_no_bundle", "args", ["sample"], lambda d, b: None),
         Case("args/unknown_command", "args", ["banana", "b.edge"], setup),
     ]
-    cases += output_cases(t, lambda out: t.sample(output=out), t.base, "sample")
+    cases += output_cases(t, lambda out: t.sample(output=out), t.base, "sample", ".png")
     return cases
 
 
@@ -1100,7 +1102,7 @@ def personalize_arg_cases(cli: str) -> list[Case]:
     cases.append(Case("args/personalize_output_is_an_image", "args", personalize_argv(cli, output="imgs/0.png"),
                       setup))
     cases += output_cases(CPP_T2I if cli == "cpp" else PY_T2I, lambda out: personalize_argv(cli, output=out),
-                          "synthetic" if cli == "python" else "tiny-sd", "personalize",
+                          "synthetic" if cli == "python" else "tiny-sd", "personalize", ".safetensors",
                           extra=lambda d, b: b.personalization(cli, d, checkpoint=False, bundle=False))
     return cases
 
