@@ -221,7 +221,8 @@ def train_standard_cmd(
     archs: list[str] = typer.Argument(..., help="resnet18, mobilenet_v2, mobilenet_v3_small, efficientnet_b0, "
                                                 "deit_tiny, or all."),
     steps: int | None = typer.Option(None, min=1, help="Default per architecture (300; 900 for "
-                                                               "mobilenet_v3_small, 400 for deit_tiny)."),
+                                                               "mobilenet_v2 and mobilenet_v3_small, 600 for "
+                                                               "efficientnet_b0, 400 for deit_tiny)."),
     retrain: bool = typer.Option(False, help="Train even when the cache holds weights made with these settings."),
     threads: int = typer.Option(1, min=1, help="Compute threads (results are reproducible at a given count)."),
 ) -> None:
