@@ -18,8 +18,8 @@ deit_tiny 400 steps 490 s 11.2 % (0.13): chance. A ViT from scratch does not lea
 probes at lr 1e-4 and 3e-4 (150 steps at 224), 600 steps at 64 px, batches of 64 at 64 px (18 % after 300 steps),
 logit distillation from mobilenet_v3_small, patch-feature distillation (tokens regressing its stride-16 map) and a
 mimetic initialisation of attention (query-key products near the identity, value-projection near minus it; loss
-2.31 after 125 steps at 224, chance 2.30) all stayed near chance in that budget; the ViT's weights are then trained-like in their norms only, and
-``benchmarks/user_models.py`` flags its head.
+2.31 after 125 steps at 224, chance 2.30) all stayed near chance in that budget; the ViT's weights are then
+trained-like in their norms only, and ``benchmarks/user_models.py`` flags its head.
 
 After training, the BatchNorm statistics are estimated afresh at 224 on training crops the optimiser never saw (an
 exact average over ``bn_images``, not a running one), and the accuracy on held-out images at 224 (the first
