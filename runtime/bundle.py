@@ -28,6 +28,8 @@ _HASH_CHUNK = 1 << 20  # 1 MiB: bounded memory for multi-GB weights on a phone
 # the task of bundles that do not name one (written before the manifest's "task" field), by family
 LEGACY_TASKS = {"tiny-sd": "text-to-image", "stable-diffusion": "text-to-image", "onestep": "one-step-text-to-image",
                 "bnn": "classify", "viws": "restore"}
+# families whose task, where the manifest names none, follows from the model section (test bundles, user models)
+INFERRED_TASK_FAMILIES = ("synthetic", "custom")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Bundle:
         schema.validate_manifest(manifest)  # types, required keys and bounds, before anything else is trusted
         _check_structure(root, manifest)
         schema.check_consistency(manifest)
+        _check_task(manifest)
         if verify_checksums:
             for rel, expected in manifest["files"].items():
                 if file_sha256(root / rel) != str(expected).lower():
@@ -176,6 +179,21 @@ def _check_format(manifest: dict[str, Any]) -> None:
         known = ", ".join(str(v) for v in KNOWN_FORMAT_VERSIONS)
         raise EdgeSDKError(f"bundle format_version {schema.shown(version)} is not supported: this runtime reads "
                            f"version {known}; upgrade edgesdk or re-export the bundle with this version")
+
+
+def _check_task(manifest: dict[str, Any]) -> None:
+    """A bundle must say what it does: a task in the manifest or its model section, or a family whose task is known
+    (see Bundle.task). A family this runtime has never heard of, with no task, would otherwise be guessed at from
+    the model section and run as whatever the guess says."""
+    model = manifest.get("model", {})
+    if manifest.get("task") or model.get("task"):
+        return
+    family = manifest.get("family")
+    if family is None or family in LEGACY_TASKS or family in INFERRED_TASK_FAMILIES:
+        return
+    known = ", ".join(sorted([*LEGACY_TASKS, *INFERRED_TASK_FAMILIES]))
+    raise schema.refuse("family", f"{schema.shown(family)} is not a family this runtime knows ({known}) and the "
+                                  "manifest names no task (\"task\") that says what the bundle does")
 
 
 def _check_structure(root: Path, manifest: dict[str, Any]) -> None:
