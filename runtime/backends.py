@@ -55,12 +55,25 @@ def register_backend(name: str, factory: SessionFactory, needs_file: bool = True
     _REGISTRY[name] = _Backend(factory, needs_file)
 
 
+def verify_model_files(bundle: Bundle, backend: str) -> None:
+    """verify_model_file on every component's file for ``backend``: a pipeline calls it before it opens any session,
+    so a corrupt UNet is refused before the text encoder's engine (and, with ExecuTorch's Python binding, torch,
+    which takes seconds to import and logs on stderr) is loaded at all."""
+    entry = _REGISTRY.get(backend)
+    if entry is None or not entry.needs_file:
+        return  # open_session names an unknown backend
+    for info in bundle.components.values():
+        if backend in info.files:
+            verify_model_file(bundle.path_of(info.files[backend]), backend)
+
+
 def open_session(bundle: Bundle, component_name: str, backend: str, threads: int | None = None,
-                 lean_memory: bool = False) -> Session:
+                 lean_memory: bool = False, verified: bool = False) -> Session:
     """Load `component_name` on `backend`, wrapped for static batch when the bundle says so.
 
     ``lean_memory`` asks the backend for the lowest resident memory over speed (long on-device jobs such as
-    personalization, which share the phone with everything else)."""
+    personalization, which share the phone with everything else). ``verified``: the caller ran verify_model_files
+    (the file is not checked twice)."""
     if backend not in _REGISTRY:
         raise EdgeSDKError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
     info = bundle.component(component_name)
@@ -68,7 +81,7 @@ def open_session(bundle: Bundle, component_name: str, backend: str, threads: int
     if entry.needs_file and backend not in info.files:
         raise EdgeSDKError(f"bundle has no {backend!r} file for component {component_name!r}; "
                            f"it has: {', '.join(sorted(info.files)) or 'none'} (re-export with that target)")
-    if entry.needs_file:
+    if entry.needs_file and not verified:
         verify_model_file(bundle.path_of(info.files[backend]), backend)
     session = entry.factory(bundle, component_name, threads, lean_memory)
     static_batch = info.static_shapes.get(backend, {}).get("batch")

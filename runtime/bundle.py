@@ -138,8 +138,21 @@ class Bundle:
         return np.load(self._asset(name), allow_pickle=False, mmap_mode="r" if mapped else None)
 
     def asset_json(self, name: str) -> Any:
-        with open(self._asset(name), encoding="utf-8") as f:
-            return json.load(f)
+        """A JSON asset, parsed; one that is not JSON is a refusal naming it (its size was bounded at open)."""
+        path = self._asset(name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except json.JSONDecodeError as e:
+            problem = f"{e.msg} at line {e.lineno} column {e.colno}"
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
+        except RecursionError:
+            problem = "nested too deeply"
+        except OSError as e:
+            raise EdgeSDKError(f"cannot read bundle asset {name!r}: {e.strerror or e}") from None
+        raise EdgeSDKError(f"bundle asset {name!r} ({self.manifest['assets'][name]!r}) is not JSON ({problem}); "
+                           "re-export the bundle")
 
     def targets(self) -> list[str]:
         """Backends that every component has a file for (what this bundle can run on)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.runtime.backends import Session, open_session
+from edgesdk.runtime.backends import Session, open_session, verify_model_files
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.limits import check_finite, check_threads
@@ -53,6 +53,8 @@ class ComponentPipeline:
         self.lean_memory = lean_memory
         self._factory = session_factory
         self._sessions: dict[str, Session] = {}
+        if session_factory is None:
+            verify_model_files(self.bundle, backend)  # all of them, before the first session loads an engine
         model = self.bundle.model
         if "latent_channels" not in model:
             raise EdgeSDKError(f"bundle {self.bundle.root.name!r} is a {self.bundle.family or 'unnamed'!r} bundle, not "
@@ -77,7 +79,7 @@ class ComponentPipeline:
                 self._sessions[component] = self._factory(self.bundle, component)
             else:
                 self._sessions[component] = open_session(self.bundle, component, self.backend, self.threads,
-                                                            self.lean_memory)
+                                                            self.lean_memory, verified=True)
         return self._sessions[component]
 
     def close_component(self, component: str) -> None:
