@@ -17,7 +17,7 @@ import numpy as np
 from edgesdk.runtime.backends import Session, open_session, verify_model_files
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.runtime.limits import check_finite, check_threads
+from edgesdk.runtime.limits import MAX_GUIDANCE, MAX_SEED, check_finite, check_threads
 from edgesdk.runtime.samplers import SAMPLERS
 from edgesdk.runtime.tokenizer import Tokenizer
 
@@ -39,6 +39,8 @@ def check_prompts_and_seed(prompts: list[str] | str, seed: int) -> list[str]:
         raise EdgeSDKError("no prompts given; pass at least one prompt")
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise EdgeSDKError(f"seed must be a non-negative integer, got {seed!r}")
+    if seed > MAX_SEED:
+        raise EdgeSDKError(f"seed {seed} is above the limit of 2^53 ({MAX_SEED:,})")
     return prompts
 
 
@@ -153,7 +155,8 @@ class TextToImage(ComponentPipeline):
             raise EdgeSDKError(f"steps must be a positive integer, got {steps!r}")
         if sampler not in SAMPLERS:
             raise EdgeSDKError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-        guidance = check_finite("guidance", self.default_guidance if guidance_scale is None else guidance_scale)
+        guidance = check_finite("guidance", self.default_guidance if guidance_scale is None else guidance_scale,
+                                low=0.0, high=MAX_GUIDANCE)
         self.timings = {}
         # tokenize everything before any network runs, so a typo fails fast
         cond_embeddings = self.embed_prompts(prompts, learned)

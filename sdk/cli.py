@@ -442,7 +442,8 @@ def sample_cmd(
     limits.check_count("images (prompts x --per-prompt)", len(prompt) * per_prompt, limits.MAX_IMAGES)
     if steps is not None:
         limits.check_count("--steps", steps, limits.MAX_DENOISE_STEPS, why="a schedule's training timesteps")
-    limits.check_finite("--guidance", guidance)
+    limits.check_finite("--guidance", guidance, low=0.0, high=limits.MAX_GUIDANCE)
+    limits.check_count("--seed", seed, limits.MAX_SEED, low=0, why="2^53, as edgesdk-run")
     limits.check_threads(threads)
     for words in prompt:
         if len(words) > limits.MAX_PROMPT_CHARS:
@@ -536,8 +537,9 @@ def personalize_cmd(
         limits.check_count("--directions", directions, limits.MAX_DIRECTIONS, why="forwards per step")
     if draws is not None:
         limits.check_count("--draws", draws, limits.MAX_DRAWS)
-    limits.check_finite("--mu", mu, low=0.0, low_open=True)
-    limits.check_finite("--lr", lr, low=0.0, low_open=True)
+    limits.check_finite("--mu", mu, low=0.0, high=limits.MAX_STEP_SIZE, low_open=True)
+    limits.check_finite("--lr", lr, low=0.0, high=limits.MAX_STEP_SIZE, low_open=True)
+    limits.check_count("--seed", seed, limits.MAX_SEED, low=0, why="2^53, as edgesdk-run")
     limits.check_finite("--time-budget", time_budget, low=0.0, high=limits.MAX_TIME_BUDGET_S, low_open=True)
     limits.check_threads(threads)
     if query_batch is not None:
