@@ -88,12 +88,14 @@ class Bundle:
         _check_structure(root, manifest)
         schema.check_consistency(manifest)
         _check_task(manifest)
+        # assets before checksums: their headers and sizes are checked in milliseconds, while hashing a multi-GB
+        # file that is not even an .npy takes seconds (the checks read nothing they trust)
+        schema.check_assets(root, manifest)
         if verify_checksums:
             for rel, expected in manifest["files"].items():
                 if file_sha256(root / rel) != str(expected).lower():
                     raise EdgeSDKError(f"bundle file {rel!r}: checksum mismatch: the file was changed or "
                                        "corrupted; re-export the bundle")
-        schema.check_assets(root, manifest)
         return cls(root.resolve(), manifest)
 
     @property
