@@ -733,7 +733,9 @@ def _usage_error(exc: click_exceptions.ClickException) -> str:
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
-        code = app(standalone_mode=False)
+        # the program's own name in messages ("edgesdk sample --help"), not how Python was started (click would say
+        # "python -m edgesdk.cli", or name whatever module imported the CLI)
+        code = app(prog_name="edgesdk", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:  # bare `edgesdk` / `edgesdk train`: the help, as before
         exc.show()
         sys.exit(exc.exit_code)
