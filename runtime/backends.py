@@ -55,12 +55,25 @@ def register_backend(name: str, factory: SessionFactory, needs_file: bool = True
     _REGISTRY[name] = _Backend(factory, needs_file)
 
 
+def verify_model_files(bundle: Bundle, backend: str) -> None:
+    """verify_model_file on every component's file for ``backend``: a pipeline calls it before it opens any session,
+    so a corrupt UNet is refused before the text encoder's engine (and, with ExecuTorch's Python binding, torch,
+    which takes seconds to import and logs on stderr) is loaded at all."""
+    entry = _REGISTRY.get(backend)
+    if entry is None or not entry.needs_file:
+        return  # open_session names an unknown backend
+    for info in bundle.components.values():
+        if backend in info.files:
+            verify_model_file(bundle.path_of(info.files[backend]), backend)
+
+
 def open_session(bundle: Bundle, component_name: str, backend: str, threads: int | None = None,
-                 lean_memory: bool = False) -> Session:
+                 lean_memory: bool = False, verified: bool = False) -> Session:
     """Load `component_name` on `backend`, wrapped for static batch when the bundle says so.
 
     ``lean_memory`` asks the backend for the lowest resident memory over speed (long on-device jobs such as
-    personalization, which share the phone with everything else)."""
+    personalization, which share the phone with everything else). ``verified``: the caller ran verify_model_files
+    (the file is not checked twice)."""
     if backend not in _REGISTRY:
         raise EdgeSDKError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
     info = bundle.component(component_name)
@@ -68,7 +81,7 @@ def open_session(bundle: Bundle, component_name: str, backend: str, threads: int
     if entry.needs_file and backend not in info.files:
         raise EdgeSDKError(f"bundle has no {backend!r} file for component {component_name!r}; "
                            f"it has: {', '.join(sorted(info.files)) or 'none'} (re-export with that target)")
-    if entry.needs_file:
+    if entry.needs_file and not verified:
         verify_model_file(bundle.path_of(info.files[backend]), backend)
     session = entry.factory(bundle, component_name, threads, lean_memory)
     static_batch = info.static_shapes.get(backend, {}).get("batch")
@@ -257,6 +270,7 @@ class OnnxSession:
             raise EdgeSDKError(f"{str(path)!r} is not a valid ONNX model for ONNX Runtime ({first_line}); "
                                "re-export the bundle") from None
         self._info = info
+        check_graph_io(path, info, _ort_io(self._session.get_inputs()), _ort_io(self._session.get_outputs()))
         # the graph's own names are the truth; the manifest's specs give dtypes when it lists them
         specs = {spec.name: spec for spec in info.inputs}
         self._specs = [specs.get(i.name, TensorSpec(i.name, _ort_dtype(i.type), ()))
@@ -275,6 +289,59 @@ class OnnxSession:
         arrays = _prepare(inputs, self._specs, self._info.name)
         results = self._session.run(self._outputs, dict(zip(self.input_names, arrays, strict=True)))
         return dict(zip(self._outputs, results, strict=True))
+
+
+# ONNX Runtime's type names of the dtypes a manifest may give (docs/bundle-schema.json's "dtype")
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+               "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16", "tensor(int32)": "int32",
+               "tensor(int64)": "int64", "tensor(bool)": "bool"}
+
+
+_UNKNOWN_RANK: tuple[int | str, ...] = ("...",)
+
+
+def _ort_io(args: list[Any]) -> list[TensorSpec]:
+    """A graph's inputs or outputs as specs: named dims (or unknown ones, None) become strings; a tensor of unknown
+    rank gets _UNKNOWN_RANK."""
+    def dims(shape: list[Any] | None) -> tuple[int | str, ...]:
+        return _UNKNOWN_RANK if shape is None else tuple(d if isinstance(d, int) else str(d) for d in shape)
+
+    return [TensorSpec(a.name, _ORT_DTYPES.get(a.type, a.type), dims(a.shape)) for a in args]
+
+
+def _shape_text(shape: tuple[int | str, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def check_graph_io(path: Path, info: ComponentInfo, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
+    """Refuse a model file whose inputs and outputs are not the ones its manifest entry describes (another
+    component's file, or a manifest edited by hand): the same input names, every listed output, and per tensor the
+    same dtype, rank and fixed dims (a dim either side names is dynamic and not compared). Without this a wrong file
+    runs, and fails later with an engine's message, or silently produces tensors of the wrong shape."""
+    where = f"components.{info.name}"
+    refused = f"; {str(path)!r} does not match it; re-export the bundle"
+    graph_inputs = {spec.name for spec in inputs}
+    manifest_inputs = set(info.input_names)
+    if info.inputs and graph_inputs != manifest_inputs:
+        raise EdgeSDKError(f"manifest field {where}.inputs: lists {sorted(manifest_inputs)}, the model takes "
+                           f"{sorted(graph_inputs)}{refused}")
+    graph = {("inputs", spec.name): spec for spec in inputs} | {("outputs", spec.name): spec for spec in outputs}
+    for side, specs in (("inputs", info.inputs), ("outputs", info.outputs)):
+        for i, spec in enumerate(specs):
+            actual = graph.get((side, spec.name))
+            if actual is None:
+                raise EdgeSDKError(f"manifest field {where}.{side}[{i}].name: the model has no {side[:-1]} "
+                                   f"{spec.name!r} (it has {sorted(n for s, n in graph if s == side)}){refused}")
+            if actual.dtype != spec.dtype:
+                raise EdgeSDKError(f"manifest field {where}.{side}[{i}].dtype: {spec.dtype}, the model's is "
+                                   f"{actual.dtype}{refused}")
+            if actual.shape == _UNKNOWN_RANK:
+                continue
+            fixed_differ = any(isinstance(a, int) and isinstance(b, int) and a != b
+                               for a, b in zip(actual.shape, spec.shape, strict=False))
+            if len(actual.shape) != len(spec.shape) or fixed_differ:
+                raise EdgeSDKError(f"manifest field {where}.{side}[{i}].shape: {_shape_text(spec.shape)}, the "
+                                   f"model's is {_shape_text(actual.shape)}{refused}")
 
 
 def _ort_load_errors(ort: Any) -> tuple[type[BaseException], ...]:

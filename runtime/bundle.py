@@ -28,6 +28,8 @@ _HASH_CHUNK = 1 << 20  # 1 MiB: bounded memory for multi-GB weights on a phone
 # the task of bundles that do not name one (written before the manifest's "task" field), by family
 LEGACY_TASKS = {"tiny-sd": "text-to-image", "stable-diffusion": "text-to-image", "onestep": "one-step-text-to-image",
                 "bnn": "classify", "viws": "restore"}
+# families whose task, where the manifest names none, follows from the model section (test bundles, user models)
+INFERRED_TASK_FAMILIES = ("synthetic", "custom")
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,15 @@ class Bundle:
         schema.validate_manifest(manifest)  # types, required keys and bounds, before anything else is trusted
         _check_structure(root, manifest)
         schema.check_consistency(manifest)
+        _check_task(manifest)
+        # assets before checksums: their headers and sizes are checked in milliseconds, while hashing a multi-GB
+        # file that is not even an .npy takes seconds (the checks read nothing they trust)
+        schema.check_assets(root, manifest)
         if verify_checksums:
             for rel, expected in manifest["files"].items():
                 if file_sha256(root / rel) != str(expected).lower():
                     raise EdgeSDKError(f"bundle file {rel!r}: checksum mismatch: the file was changed or "
                                        "corrupted; re-export the bundle")
-        schema.check_assets(root, manifest)
         return cls(root.resolve(), manifest)
 
     @property
@@ -135,8 +140,21 @@ class Bundle:
         return np.load(self._asset(name), allow_pickle=False, mmap_mode="r" if mapped else None)
 
     def asset_json(self, name: str) -> Any:
-        with open(self._asset(name), encoding="utf-8") as f:
-            return json.load(f)
+        """A JSON asset, parsed; one that is not JSON is a refusal naming it (its size was bounded at open)."""
+        path = self._asset(name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except json.JSONDecodeError as e:
+            problem = f"{e.msg} at line {e.lineno} column {e.colno}"
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
+        except RecursionError:
+            problem = "nested too deeply"
+        except OSError as e:
+            raise EdgeSDKError(f"cannot read bundle asset {name!r}: {e.strerror or e}") from None
+        raise EdgeSDKError(f"bundle asset {name!r} ({self.manifest['assets'][name]!r}) is not JSON ({problem}); "
+                           "re-export the bundle")
 
     def targets(self) -> list[str]:
         """Backends that every component has a file for (what this bundle can run on)."""
@@ -176,6 +194,21 @@ def _check_format(manifest: dict[str, Any]) -> None:
         known = ", ".join(str(v) for v in KNOWN_FORMAT_VERSIONS)
         raise EdgeSDKError(f"bundle format_version {schema.shown(version)} is not supported: this runtime reads "
                            f"version {known}; upgrade edgesdk or re-export the bundle with this version")
+
+
+def _check_task(manifest: dict[str, Any]) -> None:
+    """A bundle must say what it does: a task in the manifest or its model section, or a family whose task is known
+    (see Bundle.task). A family this runtime has never heard of, with no task, would otherwise be guessed at from
+    the model section and run as whatever the guess says."""
+    model = manifest.get("model", {})
+    if manifest.get("task") or model.get("task"):
+        return
+    family = manifest.get("family")
+    if family is None or family in LEGACY_TASKS or family in INFERRED_TASK_FAMILIES:
+        return
+    known = ", ".join(sorted([*LEGACY_TASKS, *INFERRED_TASK_FAMILIES]))
+    raise schema.refuse("family", f"{schema.shown(family)} is not a family this runtime knows ({known}) and the "
+                                  "manifest names no task (\"task\") that says what the bundle does")
 
 
 def _check_structure(root: Path, manifest: dict[str, Any]) -> None:

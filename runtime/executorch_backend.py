@@ -7,6 +7,9 @@ torch-free. An app on a phone links ExecuTorch's C++ runtime instead and loads n
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 import weakref
 from pathlib import Path
@@ -19,11 +22,35 @@ from edgesdk.runtime.bundle import ComponentInfo
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.onebit import model_source
 
+# torch's compiler cache folder (torch/_inductor/runtime/cache_dir_utils.py): importing torch._dynamo, which the
+# executorch binding does, creates it, by default as $TMPDIR/torchinductor_<user>
+_TORCH_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
 
 def import_bindings() -> None:
     """Import executorch.runtime (and torch with it) now, so that `edgesdk bench` can measure that cost apart from
-    loading a program. Only this module imports them: the rest of the runtime stays torch-free."""
-    import executorch.runtime  # noqa: F401
+    loading a program. Only this module imports them: the rest of the runtime stays torch-free.
+
+    Running a program compiles nothing, yet the import creates torch's compiler cache folder in $TMPDIR; a runtime
+    writes nothing but its output (README, privacy), so unless the user chose a cache folder, the import gets a
+    scratch one that is removed as soon as the import is done."""
+    import sys
+
+    if "executorch.runtime" in sys.modules:
+        return
+    if _TORCH_CACHE_ENV in os.environ or "torch._dynamo" in sys.modules:
+        import executorch.runtime  # noqa: F401
+        return
+    scratch = tempfile.mkdtemp(prefix="edgesdk-torch-")
+    os.environ[_TORCH_CACHE_ENV] = scratch
+    try:
+        import executorch.runtime  # noqa: F401
+    finally:
+        # torch keeps the folder's path only (its dynamo disk cache writes when something is compiled); later
+        # compilation, which a runtime never does, goes to torch's default again
+        if os.environ.get(_TORCH_CACHE_ENV) == scratch:
+            del os.environ[_TORCH_CACHE_ENV]
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # Sessions alive in this process: their methods' XNNPACK runtimes hold the binding's thread pool.
@@ -73,6 +100,7 @@ class ExecuTorchSession(ManifestNamedSession):
         logging.getLogger("torchao").setLevel(logging.ERROR)
         logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
         try:
+            import_bindings()
             import torch
             from executorch.runtime import Runtime
         except ImportError as e:

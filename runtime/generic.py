@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,33 @@ def _load_npy(path: Path) -> np.ndarray:
     return check_finite_array(f"input {path}", array)
 
 
+def _check_dynamic(ranges: dict[str, Any], dim: str, size: int, name: str, sizes: dict[str, tuple[int, str]]) -> None:
+    """A dynamic dim is inside the range the manifest gives it (what the model was exported for) and the same in
+    every input that has it."""
+    bounds = ranges.get(dim)
+    if bounds is not None and not bounds["min"] <= size <= bounds["max"]:
+        raise EdgeSDKError(f"input '{name}' has {dim} {size}; the component takes {dim} "
+                           f"{bounds['min']}..{bounds['max']}")
+    seen = sizes.setdefault(dim, (size, name))
+    if seen[0] != size:
+        raise EdgeSDKError(f"input '{name}' has {dim} {size}, input '{seen[1]}' has {dim} {seen[0]}; "
+                           "give every input the same")
+
+
+def _as_dtype(array: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    """The array as the dtype the manifest gives the input. A float array of another width is converted (numpy saves
+    float64 by default) and must stay finite; anything else must be the dtype itself: an integer or boolean array
+    for a float input (or the reverse) is a different kind of data, not a rounding away from it."""
+    want = np.dtype(dtype)
+    if array.dtype == want:
+        return array
+    if want.kind == "f" and array.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            return check_finite_array(f"input '{name}' as {dtype}", array.astype(want))
+    raise EdgeSDKError(f"input '{name}' holds {array.dtype} values; the component takes {dtype} "
+                       f"(save the array as {dtype})")
+
+
 def run_component(bundle_path: Path, inputs: list[str], component: str | None = None, backend: str = "onnx",
                   output: Path | None = None) -> dict[str, np.ndarray]:
     bundle = Bundle.open(bundle_path)
@@ -53,6 +81,7 @@ def run_component(bundle_path: Path, inputs: list[str], component: str | None = 
     if unknown:
         raise EdgeSDKError(f"component '{component}' has no input(s) {', '.join(unknown)}; "
                            f"its inputs are {', '.join(info.input_names)}")
+    sizes: dict[str, tuple[int, str]] = {}  # dynamic dim -> (its size, the input that set it)
     for spec in info.inputs:
         array = feeds.get(spec.name)
         if array is None:
@@ -61,6 +90,10 @@ def run_component(bundle_path: Path, inputs: list[str], component: str | None = 
                  if isinstance(want, int) and want >= 0]
         if len(array.shape) != len(spec.shape) or not all(fixed):
             raise EdgeSDKError(f"input '{spec.name}' has shape {array.shape}; expected {list(spec.shape)}")
+        for want, have in zip(spec.shape, array.shape, strict=True):
+            if isinstance(want, str):
+                _check_dynamic(info.dynamic_dims, want, have, spec.name, sizes)
+        feeds[spec.name] = _as_dtype(array, spec.dtype, spec.name)
     outputs = open_session(bundle, component, backend).run(feeds)
     if output is not None:
         buffer = io.BytesIO()

@@ -32,6 +32,11 @@ MAX_DENOISE_STEPS = 1_000  # a DDPM schedule has at most its training timesteps 
 MAX_IMAGES = 4_096  # images one command generates (prompts x per-prompt) or reads (classify, a concept folder)
 MAX_PROMPT_CHARS = 10_000
 MAX_TIME_BUDGET_S = 365 * 24 * 3600.0
+# bounds edgesdk-run gives the same options (runtime/cpp/tools/edgesdk_run.cpp): the seed is an exact double (the C
+# API's and numpy's seeds agree up to 2^53); guidance and step sizes far past any useful value overflow float32
+MAX_SEED = 1 << 53
+MAX_GUIDANCE = 1e6
+MAX_STEP_SIZE = 1e6  # --mu, --lr
 
 # Files.
 MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024

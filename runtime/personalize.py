@@ -255,8 +255,11 @@ def load_tokens(path: Path) -> dict[str, np.ndarray]:
     loaded = {}
     for name, value in tokens.items():
         array = np.asarray(value)
-        if array.dtype.kind not in "fiu":
-            raise EdgeSDKError(f"{str(path)!r}: token {name!r} has dtype {array.dtype}; a learned token is float")
+        # what save_token writes (float32), or float64; both runtimes refuse anything else (the C++ one by the
+        # same rule): integers or half floats are not a learned token, whatever their shape
+        if array.dtype not in (np.float32, np.float64):
+            raise EdgeSDKError(f"{str(path)!r}: token {name!r} has dtype {array.dtype}; a learned token is float32 "
+                               "vectors")
         if array.ndim not in (1, 2) or array.size == 0 or (array.ndim == 2 and len(array) > MAX_VECTORS):
             raise EdgeSDKError(f"{str(path)!r}: token {name!r} has shape {array.shape}; a learned token is "
                                f"(vectors, width) with 1 to {MAX_VECTORS} vectors")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.runtime.backends import Session, open_session
+from edgesdk.runtime.backends import Session, open_session, verify_model_files
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.runtime.limits import check_finite, check_threads
+from edgesdk.runtime.limits import MAX_GUIDANCE, MAX_SEED, check_finite, check_threads
 from edgesdk.runtime.samplers import SAMPLERS
 from edgesdk.runtime.tokenizer import Tokenizer
 
@@ -39,6 +39,8 @@ def check_prompts_and_seed(prompts: list[str] | str, seed: int) -> list[str]:
         raise EdgeSDKError("no prompts given; pass at least one prompt")
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise EdgeSDKError(f"seed must be a non-negative integer, got {seed!r}")
+    if seed > MAX_SEED:
+        raise EdgeSDKError(f"seed {seed} is above the limit of 2^53 ({MAX_SEED:,})")
     return prompts
 
 
@@ -53,6 +55,8 @@ class ComponentPipeline:
         self.lean_memory = lean_memory
         self._factory = session_factory
         self._sessions: dict[str, Session] = {}
+        if session_factory is None:
+            verify_model_files(self.bundle, backend)  # all of them, before the first session loads an engine
         model = self.bundle.model
         if "latent_channels" not in model:
             raise EdgeSDKError(f"bundle {self.bundle.root.name!r} is a {self.bundle.family or 'unnamed'!r} bundle, not "
@@ -77,7 +81,7 @@ class ComponentPipeline:
                 self._sessions[component] = self._factory(self.bundle, component)
             else:
                 self._sessions[component] = open_session(self.bundle, component, self.backend, self.threads,
-                                                            self.lean_memory)
+                                                            self.lean_memory, verified=True)
         return self._sessions[component]
 
     def close_component(self, component: str) -> None:
@@ -151,7 +155,8 @@ class TextToImage(ComponentPipeline):
             raise EdgeSDKError(f"steps must be a positive integer, got {steps!r}")
         if sampler not in SAMPLERS:
             raise EdgeSDKError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-        guidance = check_finite("guidance", self.default_guidance if guidance_scale is None else guidance_scale)
+        guidance = check_finite("guidance", self.default_guidance if guidance_scale is None else guidance_scale,
+                                low=0.0, high=MAX_GUIDANCE)
         self.timings = {}
         # tokenize everything before any network runs, so a typo fails fast
         cond_embeddings = self.embed_prompts(prompts, learned)

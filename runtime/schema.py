@@ -423,6 +423,9 @@ def check_assets(root: Path, manifest: dict[str, Any]) -> None:
                                     f"{shape} {dtype}")
             if "text_width" in model and shape[1] != model["text_width"]:
                 raise refuse(where, f"the table is {shape[1]} wide, model.text_width is {model['text_width']}")
+            row = _first_non_finite_row(path, shape, offset)
+            if row is not None:
+                raise refuse(where, f"row {row} of the token table holds NaN or infinite values")
         elif name == "alphas_cumprod":
             if len(shape) != 1 or dtype not in ("<f4", "<f8"):
                 raise refuse(where, f"expected a 1-D float schedule, got {shape} {dtype}")
@@ -432,3 +435,24 @@ def check_assets(root: Path, manifest: dict[str, Any]) -> None:
             values = np.fromfile(path, dtype=dtype, count=shape[0], offset=offset)
             if not (np.all(np.isfinite(values)) and np.all(values > 0) and np.all(values < 1)):
                 raise refuse(where, "the schedule holds values that are not finite numbers in (0, 1)")
+
+
+_FINITE_CHUNK_BYTES = 4 << 20  # the token table is checked in slices this big: bounded memory for SD's 152 MB table
+
+
+def _first_non_finite_row(path: Path, shape: tuple[int, ...], offset: int) -> int | None:
+    """The first row of a (rows, width) float32 .npy holding NaN or an infinity, or None: read through a memory map in
+    slices, so only one slice of a large table is resident at a time."""
+    rows, width = shape
+    if rows * width == 0:
+        return None
+    table = np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=(rows, width))
+    try:
+        step = max(1, _FINITE_CHUNK_BYTES // (4 * width))
+        for start in range(0, rows, step):
+            finite = np.isfinite(table[start:start + step]).all(axis=1)
+            if not finite.all():
+                return start + int(np.argmin(finite))
+        return None
+    finally:
+        del table

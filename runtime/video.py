@@ -13,7 +13,9 @@ only by a complete new one.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -61,6 +63,14 @@ class VideoInfo:
 def natural_key(name: str) -> list[Any]:
     """frame2 before frame10: digit runs compare as numbers."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _is_device(path: Path) -> bool:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
 def _ffmpeg_problem(exc: BaseException) -> str:
@@ -324,6 +334,11 @@ def restore_video(bundle: Bundle | str | Path, input: str | Path, output: str | 
     if source.exists() and target.exists() and source.resolve() == target.resolve():
         raise EdgeSDKError("the output is the input; write the restored video to another path")
     check_output(target, "--output", inputs=[bundle_root, source], folder_ok=True)
+    if _is_device(target):
+        # ffmpeg writes the video itself and cannot report a device's write errors back to us (/dev/full would
+        # "succeed"); a video goes to a file
+        raise EdgeSDKError(f"--output {str(target)!r} is a device; restore writes a video file or a folder of "
+                           "frames: give a file or folder name")
     kind = output_kind(target)  # a bad output fails before any work
     if side_by_side is not None:
         side_by_side = Path(side_by_side)

@@ -443,7 +443,8 @@ def sample_cmd(
     limits.check_count("images (prompts x --per-prompt)", len(prompt) * per_prompt, limits.MAX_IMAGES)
     if steps is not None:
         limits.check_count("--steps", steps, limits.MAX_DENOISE_STEPS, why="a schedule's training timesteps")
-    limits.check_finite("--guidance", guidance)
+    limits.check_finite("--guidance", guidance, low=0.0, high=limits.MAX_GUIDANCE)
+    limits.check_count("--seed", seed, limits.MAX_SEED, low=0, why="2^53, as edgesdk-run")
     limits.check_threads(threads)
     for words in prompt:
         if len(words) > limits.MAX_PROMPT_CHARS:
@@ -537,8 +538,9 @@ def personalize_cmd(
         limits.check_count("--directions", directions, limits.MAX_DIRECTIONS, why="forwards per step")
     if draws is not None:
         limits.check_count("--draws", draws, limits.MAX_DRAWS)
-    limits.check_finite("--mu", mu, low=0.0, low_open=True)
-    limits.check_finite("--lr", lr, low=0.0, low_open=True)
+    limits.check_finite("--mu", mu, low=0.0, high=limits.MAX_STEP_SIZE, low_open=True)
+    limits.check_finite("--lr", lr, low=0.0, high=limits.MAX_STEP_SIZE, low_open=True)
+    limits.check_count("--seed", seed, limits.MAX_SEED, low=0, why="2^53, as edgesdk-run")
     limits.check_finite("--time-budget", time_budget, low=0.0, high=limits.MAX_TIME_BUDGET_S, low_open=True)
     limits.check_threads(threads)
     if query_batch is not None:
@@ -732,7 +734,9 @@ def _usage_error(exc: click_exceptions.ClickException) -> str:
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
-        code = app(standalone_mode=False)
+        # the program's own name in messages ("edgesdk sample --help"), not how Python was started (click would say
+        # "python -m edgesdk.cli", or name whatever module imported the CLI)
+        code = app(prog_name="edgesdk", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:  # bare `edgesdk` / `edgesdk train`: the help, as before
         exc.show()
         sys.exit(exc.exit_code)

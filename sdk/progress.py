@@ -33,15 +33,26 @@ class TrainProgress:
         self._total, self._next_plain = total, start
         self._task = self._progress.add_task(description, total=total, completed=start, loss=float("nan"), rate=0.0)
         self._t0, self._start = time.perf_counter(), start
+        self._shown = False
 
     def __enter__(self) -> TrainProgress:
-        self._progress.__enter__()
+        # The bar appears at the first step, not here: a run refused before it starts (a bad checkpoint, an empty
+        # image folder, ...) must leave one `error:` line on stderr, not a bar drawn above it.
+        self._shown = False
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if not self._shown:
+            return
+        if exc_type is not None:
+            # a failed run: the error line says what happened; the bar is cleared (terminal) or not printed (a log)
+            self._progress.live.transient = True
+        self._progress.__exit__(exc_type, *exc)
 
     def update(self, step: int, loss: float) -> None:
+        if not self._shown:
+            self._progress.__enter__()
+            self._shown = True
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         rate = (step - self._start) / elapsed
         self._progress.update(self._task, completed=step, loss=loss, rate=rate)

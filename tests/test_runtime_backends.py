@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +25,7 @@ from edgesdk.runtime import (
     register_backend,
 )
 from edgesdk.runtime.bundle import ComponentInfo, TensorSpec
-from edgesdk.runtime.testing import write_synthetic_bundle
+from edgesdk.runtime.testing import finalize_bundle, write_synthetic_bundle
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +141,73 @@ def test_dynamic_max_batch_is_split_without_padding(bundle: Bundle) -> None:
     raw = OnnxSession(bundle.path_of("onnx/text_encoder.onnx"), bundle.components["text_encoder"])
     np.testing.assert_allclose(session.run({"input_embeddings": x})["text"],
                                raw.run({"input_embeddings": x})["text"], rtol=1e-6, atol=1e-6)
+
+
+def _rewritten(tmp_path: Path, change: Callable[[dict, Path], None]) -> Bundle:
+    root = write_synthetic_bundle(tmp_path / "b.edge")
+    manifest = json.loads((root / "manifest.json").read_text())
+    change(manifest, root)
+    finalize_bundle(root, manifest)
+    return Bundle.open(root)
+
+
+def test_a_model_file_must_match_its_manifest_entry(tmp_path: Path) -> None:
+    def other_components_file(_manifest: dict, root: Path) -> None:
+        shutil.copyfile(root / "onnx/text_encoder.onnx", root / "onnx/unet.onnx")
+
+    bundle = _rewritten(tmp_path / "a", other_components_file)
+    with pytest.raises(EdgeSDKError, match=r"components.unet.inputs: lists \['latent', 'text', 'timestep'\], the "
+                                           r"model takes \['input_embeddings'\]"):
+        open_session(bundle, "unet", "onnx")
+
+    def wrong_output_shape(manifest: dict, _root: Path) -> None:
+        manifest["components"]["unet"]["outputs"][0]["shape"] = ["batch", 3, 2, 2]
+
+    bundle = _rewritten(tmp_path / "b", wrong_output_shape)
+    with pytest.raises(EdgeSDKError, match=r"components.unet.outputs\[0\].shape: \[batch, 3, 2, 2\], the model's is "
+                                           r"\[batch, 4, 4, 4\]"):
+        open_session(bundle, "unet", "onnx")
+
+    def wrong_dtype(manifest: dict, _root: Path) -> None:
+        manifest["components"]["unet"]["inputs"][1]["dtype"] = "int64"
+
+    bundle = _rewritten(tmp_path / "c", wrong_dtype)
+    with pytest.raises(EdgeSDKError, match=r"components.unet.inputs\[1\].dtype: int64, the model's is float32"):
+        open_session(bundle, "unet", "onnx")
+
+
+def test_run_checks_input_dtype_and_dynamic_range(tmp_path: Path) -> None:
+    from edgesdk.runtime.generic import run_component
+
+    root = write_synthetic_bundle(tmp_path / "b.edge")
+    path = tmp_path / "x.npy"
+    run = lambda: run_component(root, [f"input_embeddings={path}"], component="text_encoder")  # noqa: E731
+    np.save(path, np.ones((2, 8, 8), np.int64))
+    with pytest.raises(EdgeSDKError, match="holds int64 values; the component takes float32"):
+        run()
+    for rows in (0, 9):  # the synthetic text encoder takes batch 1..8
+        np.save(path, np.ones((rows, 8, 8), np.float32))
+        with pytest.raises(EdgeSDKError, match=f"has batch {rows}; the component takes batch 1..8"):
+            run()
+    np.save(path, np.full((2, 8, 8), 1e300))  # float64 is converted, and must stay finite as float32
+    with pytest.raises(EdgeSDKError, match="as float32"):
+        run()
+    np.save(path, np.ones((2, 8, 8)))
+    assert run()["text"].shape == (2, 8, 8)
+
+
+def test_executorch_binding_import_leaves_no_torch_cache_in_tmpdir(tmp_path: Path) -> None:
+    """Importing the binding imports torch._dynamo, which creates $TMPDIR/torchinductor_<user> (a runtime writes
+    nothing but its output); checked in a fresh interpreter, since this one may have imported torch already."""
+    pytest.importorskip("executorch")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "OMP_NUM_THREADS": "1"}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    probe = ("import os; from edgesdk.runtime.executorch_backend import import_bindings; import_bindings(); "
+             "import torch._dynamo; print(os.environ.get('TORCHINDUCTOR_CACHE_DIR'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "None"
+    assert list(temp.iterdir()) == []

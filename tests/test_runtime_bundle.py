@@ -126,3 +126,44 @@ def test_unknown_asset_and_component(bundle_dir: Path) -> None:
         bundle.asset_array("nope")
     with pytest.raises(EdgeSDKError, match="no component 'nope'.*unet"):
         bundle.component("nope")
+
+
+def test_unknown_family_without_a_task_is_refused(bundle_dir: Path) -> None:
+    manifest = _manifest(bundle_dir)
+    manifest["family"] = "banana"
+    finalize_bundle(bundle_dir, manifest)
+    with pytest.raises(EdgeSDKError, match=r"manifest field family: \"banana\" is not a family this runtime knows"):
+        open_bundle(bundle_dir)
+    manifest["task"] = "text-to-image"  # a family of the user's own that says what it does opens
+    finalize_bundle(bundle_dir, manifest)
+    assert open_bundle(bundle_dir).task == "text-to-image"
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_token_table_with_non_finite_values_is_refused(bundle_dir: Path, value: float) -> None:
+    table = np.load(bundle_dir / "assets/token_embedding.npy")
+    table[7, 3] = value
+    np.save(bundle_dir / "assets/token_embedding.npy", table)
+    finalize_bundle(bundle_dir, _manifest(bundle_dir))
+    with pytest.raises(EdgeSDKError, match=r"assets.token_embedding: row 7 of the token table holds NaN or infinite"):
+        open_bundle(bundle_dir)
+
+
+def test_token_table_is_checked_in_slices(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgesdk.runtime import schema
+
+    monkeypatch.setattr(schema, "_FINITE_CHUNK_BYTES", 64)  # two rows of 8 float32 per slice: the last slice counts
+    table = np.load(bundle_dir / "assets/token_embedding.npy")
+    table[-1, -1] = np.nan
+    np.save(bundle_dir / "assets/token_embedding.npy", table)
+    finalize_bundle(bundle_dir, _manifest(bundle_dir))
+    with pytest.raises(EdgeSDKError, match=f"row {len(table) - 1} of the token table"):
+        open_bundle(bundle_dir)
+
+
+def test_json_asset_that_is_not_json_is_a_one_line_refusal(bundle_dir: Path) -> None:
+    (bundle_dir / "assets/vocabulary.json").write_bytes(b"{tokens")
+    finalize_bundle(bundle_dir, _manifest(bundle_dir))
+    bundle = open_bundle(bundle_dir)
+    with pytest.raises(EdgeSDKError, match=r"bundle asset 'vocabulary' \('assets/vocabulary.json'\) is not JSON"):
+        bundle.asset_json("vocabulary")

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                                else args.fallback_bundles)
     if bundles is None:
         parser.error("give --bundles or set EDGESDK_TEST_BUNDLES (the shared test bundles, tests/bundles.py)")
-    binary = args.binary or default_binary()
+    # cases run in their own folders, so a relative binary would resolve against each case's cwd
+    binary = (args.binary or default_binary()).absolute()
     if args.cli == "cpp" and not binary.is_file():
         parser.error(f"{binary} does not exist: build it first (make cpp)")
     work = args.work or Path(tempfile.mkdtemp(prefix="edgesdk-fuzz-"))
