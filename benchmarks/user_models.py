@@ -153,7 +153,7 @@ def read_bundle(bundle: Path, target: str) -> dict:
             "top5_agreement": logits.get("top5_agreement"),
             "file_bytes": (bundle / model["files"][target]).stat().st_size,
             "delegated_share": share, "not_delegated": delegation.get("not_delegated"),
-            "fallback_layers": fallback.get("layers", []) if fallback else None, "most_sensitive": worst,
+            "fallback_layers": list(model.get("float_layers") or []) if fallback else None, "most_sensitive": worst,
             "parity_rows": manifest["model"].get("parity_data", {}).get("rows"),
             "floor_db": quantization.get("sqnr_floor_db") or W8A8_FLOOR_DB}
 
