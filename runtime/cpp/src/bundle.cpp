@@ -9,10 +9,13 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <system_error>
 
 #include "errors.hpp"
 #include "files.hpp"
+#include "limits.hpp"
 #include "schema.hpp"
 #include "sha256.hpp"
 #include "text.hpp"
@@ -133,9 +136,13 @@ void check_structure(const fs::path& root, const json::Value& manifest) {
   for (const auto& [rel, digest] : listed.as_object()) check_inside(root, json::Value::string(rel));
 
   std::vector<const json::Value*> referenced;
+  std::set<std::string> asset_files;
   if (const json::Value* assets = manifest.find("assets")) {
     if (!assets->is_object()) corrupt("manifest 'assets' is not an object; re-export the bundle");
-    for (const auto& [name, rel] : assets->as_object()) referenced.push_back(&rel);
+    for (const auto& [name, rel] : assets->as_object()) {
+      referenced.push_back(&rel);
+      if (rel.is_string()) asset_files.insert(rel.as_string());
+    }
   }
   for (const auto& [name, entry] : manifest.at("components").as_object()) {
     const json::Value* files = entry.find("files");
@@ -162,6 +169,11 @@ void check_structure(const fs::path& root, const json::Value& manifest) {
     if (!S_ISREG(info.st_mode)) {  // a FIFO or device would block or never end when hashed
       corrupt("bundle file " + py_repr(rel) + " is not a regular file (a folder, FIFO or device); "
               "the bundle is refused");
+    }
+    if (asset_files.count(rel) != 0 && int64_t(info.st_size) > limits::kMaxAssetFileBytes) {
+      corrupt("bundle asset " + py_repr(rel) + " is " + std::to_string(int64_t(info.st_size) >> 20) +
+              " MiB, above the limit of " + std::to_string(limits::kMaxAssetFileBytes >> 20) +
+              " MiB for an asset; the bundle is refused");
     }
   }
   schema::check_consistency(manifest);
@@ -272,6 +284,17 @@ std::string Bundle::family() const {
   const json::Value* family = manifest_.find("family");
   if (family == nullptr) return "";
   return family->is_string() ? family->as_string() : json::dump(*family);
+}
+
+std::string Bundle::task() const {
+  static const std::map<std::string, std::string> kLegacyTasks = {
+      {"tiny-sd", "text-to-image"}, {"stable-diffusion", "text-to-image"}, {"onestep", "one-step-text-to-image"},
+      {"bnn", "classify"}, {"viws", "restore"}};
+  for (const json::Value* task : {manifest_.find("task"), model_.find("task")}) {
+    if (task != nullptr && task->is_string() && !task->as_string().empty()) return task->as_string();
+  }
+  if (auto legacy = kLegacyTasks.find(family()); legacy != kLegacyTasks.end()) return legacy->second;
+  return model_.contains("latent_channels") ? "text-to-image" : "run";
 }
 
 const ComponentInfo& Bundle::component(const std::string& name) const {
