@@ -179,6 +179,23 @@ void check_structure(const fs::path& root, const json::Value& manifest) {
   schema::check_consistency(manifest);
 }
 
+// A bundle says what it does: a task in the manifest or its model section, or a family whose task is known (see
+// Bundle::task). A family never heard of, with no task, would otherwise be guessed at from the model section and run
+// as whatever the guess says (runtime/bundle.py's _check_task).
+void check_task(const json::Value& manifest) {
+  const json::Value* model = manifest.find("model");
+  for (const json::Value* task : {manifest.find("task"), model != nullptr ? model->find("task") : nullptr}) {
+    if (task != nullptr && task->is_string() && !task->as_string().empty()) return;
+  }
+  static const std::set<std::string> kKnownFamilies = {"bnn", "custom", "onestep", "stable-diffusion", "synthetic",
+                                                       "tiny-sd", "viws"};
+  const json::Value* family = manifest.find("family");
+  if (family == nullptr || (family->is_string() && kKnownFamilies.count(family->as_string()) != 0)) return;
+  corrupt("manifest field family: " + shown(family) + " is not a family this runtime knows (" +
+          join(std::vector<std::string>(kKnownFamilies.begin(), kKnownFamilies.end())) +
+          ") and the manifest names no task (\"task\") that says what the bundle does; the bundle is refused");
+}
+
 void verify_checksums(const fs::path& root, const json::Value& manifest) {
   for (const auto& [rel, expected] : manifest.at("files").as_object()) {
     std::string want = expected.is_string() ? expected.as_string() : json::dump(expected);
@@ -266,8 +283,11 @@ Bundle Bundle::open(const std::string& dir, bool verify) {
   if (error) fail(Status::kIoError, "cannot open bundle directory " + py_repr(dir) + ": " + error.message());
   json::Value manifest = read_manifest(root);
   check_structure(root, manifest);
-  if (verify) verify_checksums(root, manifest);
+  check_task(manifest);
+  // assets before checksums, as runtime/bundle.py: their headers and sizes are judged in milliseconds (trusting
+  // nothing they read), while hashing a hostile multi-GB file takes seconds
   schema::check_assets(root.string(), manifest);
+  if (verify) verify_checksums(root, manifest);
 
   Bundle bundle;
   bundle.root_ = root.string();
