@@ -100,7 +100,7 @@ Result Generator::open(const std::string& bundle_dir, const Options& options, st
   return guarded([&] {
     auto impl = std::make_unique<Impl>();
     const Bundle probe = Bundle::open(bundle_dir, options.verify_checksums);
-    if (probe.family() == "onestep")
+    if (probe.task() == "one-step-text-to-image")
       impl->one_step = std::make_unique<OneStepTextToImage>(bundle_dir, session_options(options), false);
     else
       impl->diffusion = std::make_unique<TextToImage>(bundle_dir, session_options(options), false);

@@ -9,10 +9,13 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <system_error>
 
 #include "errors.hpp"
 #include "files.hpp"
+#include "limits.hpp"
 #include "schema.hpp"
 #include "sha256.hpp"
 #include "text.hpp"
@@ -133,9 +136,13 @@ void check_structure(const fs::path& root, const json::Value& manifest) {
   for (const auto& [rel, digest] : listed.as_object()) check_inside(root, json::Value::string(rel));
 
   std::vector<const json::Value*> referenced;
+  std::set<std::string> asset_files;
   if (const json::Value* assets = manifest.find("assets")) {
     if (!assets->is_object()) corrupt("manifest 'assets' is not an object; re-export the bundle");
-    for (const auto& [name, rel] : assets->as_object()) referenced.push_back(&rel);
+    for (const auto& [name, rel] : assets->as_object()) {
+      referenced.push_back(&rel);
+      if (rel.is_string()) asset_files.insert(rel.as_string());
+    }
   }
   for (const auto& [name, entry] : manifest.at("components").as_object()) {
     const json::Value* files = entry.find("files");
@@ -163,8 +170,30 @@ void check_structure(const fs::path& root, const json::Value& manifest) {
       corrupt("bundle file " + py_repr(rel) + " is not a regular file (a folder, FIFO or device); "
               "the bundle is refused");
     }
+    if (asset_files.count(rel) != 0 && int64_t(info.st_size) > limits::kMaxAssetFileBytes) {
+      corrupt("bundle asset " + py_repr(rel) + " is " + std::to_string(int64_t(info.st_size) >> 20) +
+              " MiB, above the limit of " + std::to_string(limits::kMaxAssetFileBytes >> 20) +
+              " MiB for an asset; the bundle is refused");
+    }
   }
   schema::check_consistency(manifest);
+}
+
+// A bundle says what it does: a task in the manifest or its model section, or a family whose task is known (see
+// Bundle::task). A family never heard of, with no task, would otherwise be guessed at from the model section and run
+// as whatever the guess says (runtime/bundle.py's _check_task).
+void check_task(const json::Value& manifest) {
+  const json::Value* model = manifest.find("model");
+  for (const json::Value* task : {manifest.find("task"), model != nullptr ? model->find("task") : nullptr}) {
+    if (task != nullptr && task->is_string() && !task->as_string().empty()) return;
+  }
+  static const std::set<std::string> kKnownFamilies = {"bnn", "custom", "onestep", "stable-diffusion", "synthetic",
+                                                       "tiny-sd", "viws"};
+  const json::Value* family = manifest.find("family");
+  if (family == nullptr || (family->is_string() && kKnownFamilies.count(family->as_string()) != 0)) return;
+  corrupt("manifest field family: " + shown(family) + " is not a family this runtime knows (" +
+          join(std::vector<std::string>(kKnownFamilies.begin(), kKnownFamilies.end())) +
+          ") and the manifest names no task (\"task\") that says what the bundle does; the bundle is refused");
 }
 
 void verify_checksums(const fs::path& root, const json::Value& manifest) {
@@ -254,8 +283,11 @@ Bundle Bundle::open(const std::string& dir, bool verify) {
   if (error) fail(Status::kIoError, "cannot open bundle directory " + py_repr(dir) + ": " + error.message());
   json::Value manifest = read_manifest(root);
   check_structure(root, manifest);
-  if (verify) verify_checksums(root, manifest);
+  check_task(manifest);
+  // assets before checksums, as runtime/bundle.py: their headers and sizes are judged in milliseconds (trusting
+  // nothing they read), while hashing a hostile multi-GB file takes seconds
   schema::check_assets(root.string(), manifest);
+  if (verify) verify_checksums(root, manifest);
 
   Bundle bundle;
   bundle.root_ = root.string();
@@ -272,6 +304,17 @@ std::string Bundle::family() const {
   const json::Value* family = manifest_.find("family");
   if (family == nullptr) return "";
   return family->is_string() ? family->as_string() : json::dump(*family);
+}
+
+std::string Bundle::task() const {
+  static const std::map<std::string, std::string> kLegacyTasks = {
+      {"tiny-sd", "text-to-image"}, {"stable-diffusion", "text-to-image"}, {"onestep", "one-step-text-to-image"},
+      {"bnn", "classify"}, {"viws", "restore"}};
+  for (const json::Value* task : {manifest_.find("task"), model_.find("task")}) {
+    if (task != nullptr && task->is_string() && !task->as_string().empty()) return task->as_string();
+  }
+  if (auto legacy = kLegacyTasks.find(family()); legacy != kLegacyTasks.end()) return legacy->second;
+  return model_.contains("latent_channels") ? "text-to-image" : "run";
 }
 
 const ComponentInfo& Bundle::component(const std::string& name) const {

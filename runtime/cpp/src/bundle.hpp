@@ -40,6 +40,10 @@ class Bundle {
   const std::string& root() const { return root_; }  // absolute, symlinks resolved
   const json::Value& manifest() const { return manifest_; }
   std::string family() const;                          // manifest["family"], "" when absent
+  // What opens the bundle, as runtime/bundle.py's Bundle.task: the manifest's "task", else the model section's,
+  // else its family's (bundles written before the field), else "text-to-image" for a latent model, else "run".
+  // The family is a label; the task decides which pipeline may open a bundle.
+  std::string task() const;
   const json::Value& model() const { return model_; }  // manifest["model"], or an empty object
 
   // Throws Failure(kBundleUnsupported) naming the components it has: a bundle without the component is a

@@ -10,6 +10,7 @@
 #include <queue>
 
 #include "errors.hpp"
+#include "limits.hpp"
 #include "text.hpp"
 #include "unicode.hpp"
 
@@ -249,7 +250,7 @@ ClipTokenizer::ClipTokenizer(const json::Value& asset) {
   if (max_tokens < 2)
     fail(Status::kBundleCorrupt, "clip_tokenizer max_tokens is " + std::to_string(max_tokens) +
                                      "; it must leave room for bos and eos");
-  if (max_tokens > 1000000) malformed("'max_tokens': " + std::to_string(max_tokens));
+  if (max_tokens > limits::kMaxTokens) malformed("'max_tokens': " + std::to_string(max_tokens));
   max_tokens_ = static_cast<int>(max_tokens);
   if (!serialized.is_string()) invalid("'tokenizer' is not a JSON string");
   json::Value pipeline;

@@ -26,7 +26,7 @@ const char* kind_of(mode_t mode) {
 
 }  // namespace
 
-std::vector<uint8_t> read_file_bytes(const std::string& path) {
+std::vector<uint8_t> read_file_bytes(const std::string& path, int64_t max_bytes) {
   // stat first and open without blocking: a FIFO named x.png would block open() until a writer came, and a link to
   // /dev/zero never ends; both are refused before a byte is read. fstat after open closes the race with a swap.
   struct stat info {};
@@ -43,9 +43,9 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
   }
   if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode))
     fail(Status::kInvalidArgument, path + " is not a regular file");
-  if (info.st_size > limits::kMaxReadBytes)
+  if (info.st_size > max_bytes)
     fail(Status::kInvalidArgument, path + " is " + std::to_string(info.st_size >> 20) + " MiB, above the limit of " +
-                                       std::to_string(limits::kMaxReadBytes >> 20) + " MiB");
+                                       std::to_string(max_bytes >> 20) + " MiB for this file");
   std::vector<uint8_t> bytes;
   bytes.reserve(size_t(info.st_size));
   uint8_t chunk[1 << 16];
@@ -53,7 +53,7 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
     size_t got = std::fread(chunk, 1, sizeof chunk, file.get());
     bytes.insert(bytes.end(), chunk, chunk + got);
     if (got < sizeof chunk) break;
-    if (int64_t(bytes.size()) > limits::kMaxReadBytes)  // a file that grows while read
+    if (int64_t(bytes.size()) > max_bytes)  // a file that grows while read
       fail(Status::kInvalidArgument, path + " grew past the read limit while read");
   }
   if (std::ferror(file.get())) fail(Status::kIoError, "cannot read " + path + ": read error");

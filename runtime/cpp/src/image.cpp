@@ -422,7 +422,7 @@ void check_pixels(const Pixels& p, const char* what) {
 
 Pixels read_png(const std::string& path) {
   PngReader reader(path);
-  PngFile png = reader.parse(read_file_bytes(path));
+  PngFile png = reader.parse(read_file_bytes(path, limits::kMaxImageFileBytes));
   const PngHeader& h = png.header;
   bool interlaced = h.interlace == 1;
   const Pass* passes = interlaced ? kAdam7 : kWholeImage;

@@ -116,11 +116,9 @@ ComponentPipeline::ComponentPipeline(const std::string& bundle_dir, const Sessio
     : bundle_(Bundle::open(bundle_dir, verify_checksums)), options_(options) {
   const json::Value& model = bundle_.model();
   if (!model.contains("latent_channels")) {
-    const json::Value* task = model.find("task");
-    const bool classifier = task != nullptr && task->is_string() && task->as_string() == "classify";
+    const bool classifier = bundle_.task() == "classify";
     fail(Status::kBundleUnsupported,
-         "bundle " + py_repr(fs::path(bundle_.root()).filename().string()) + " is a " +
-             py_repr(bundle_.family().empty() ? "unnamed" : bundle_.family()) +
+         "bundle " + py_repr(fs::path(bundle_.root()).filename().string()) + " is a " + py_repr(bundle_.task()) +
              " bundle, not a text-to-image model" + (classifier ? " (classify images with edgesdk-run classify)" : ""));
   }
   latent_channels_ = model_int(model, "latent_channels", 0);
@@ -165,9 +163,14 @@ Tensor ComponentPipeline::embed_prompts(const std::vector<std::string>& prompts,
 
 TextToImage::TextToImage(const std::string& bundle_dir, const SessionOptions& options, bool verify_checksums)
     : ComponentPipeline(bundle_dir, options, verify_checksums) {
-  if (bundle_.family() == "onestep")
+  const std::string task = bundle_.task();
+  if (task == "one-step-text-to-image")
     fail(Status::kBundleUnsupported, "bundle " + py_repr(fs::path(bundle_.root()).filename().string()) +
                                          " is a one-step generator (family onestep): sample it as one-step");
+  if (task != "text-to-image")
+    fail(Status::kBundleUnsupported, "bundle " + py_repr(fs::path(bundle_.root()).filename().string()) + " is a " +
+                                         py_repr(task) + " bundle, not text-to-image" +
+                                         (task == "classify" ? " (classify images with edgesdk-run classify)" : ""));
   const json::Value* guidance = bundle_.model().find("guidance_scale");
   default_guidance_ = guidance == nullptr ? 1.0 : guidance->as_double();
   alphas_cumprod_ = bundle_.asset_array("alphas_cumprod").to_float64();
@@ -306,10 +309,10 @@ Tensor TextToImage::encode_images(const std::vector<Pixels>& images) {
 OneStepTextToImage::OneStepTextToImage(const std::string& bundle_dir, const SessionOptions& options,
                                        bool verify_checksums)
     : ComponentPipeline(bundle_dir, options, verify_checksums) {
-  if (bundle_.family() != "onestep")
+  if (bundle_.task() != "one-step-text-to-image")
     fail(Status::kBundleUnsupported, "bundle " + py_repr(fs::path(bundle_.root()).filename().string()) + " is a " +
-                                         py_repr(bundle_.family().empty() ? "unnamed" : bundle_.family()) +
-                                         " bundle, not a one-step generator (family onestep)");
+                                         py_repr(bundle_.task()) + " bundle, not a one-step generator "
+                                         "(task one-step-text-to-image)");
 }
 
 Tensor OneStepTextToImage::generate(const std::vector<std::string>& prompts, uint64_t seed,
@@ -658,6 +661,14 @@ LearnedTokens load_learned_tokens(const std::string& path) {
     if (tensor.dtype != "F32" && tensor.dtype != "F64")
       fail(Status::kEmbeddingInvalid, py_repr(path) + ": token " + py_repr(name) + " is " + tensor.dtype +
                                           ", expected float32 vectors");
+    // (k, width) vectors, or one vector (width,), as runtime/tokenizer.py takes them; the width is checked where the
+    // bundle is known. A third axis would be flattened into rows nobody exported.
+    if (tensor.shape.size() != 1 && tensor.shape.size() != 2) {
+      std::vector<std::string> dims;
+      for (int64_t d : tensor.shape) dims.push_back(std::to_string(d));
+      fail(Status::kEmbeddingInvalid, py_repr(path) + ": learned vectors for " + py_repr(name) + " have shape (" +
+                                          join(dims) + "); expected (k, width)");
+    }
     if (tensor.dtype == "F32") {
       tokens[name] = f32_values(tensor);
     } else {
@@ -674,10 +685,9 @@ ImageClassifier::ImageClassifier(const std::string& bundle_dir, const SessionOpt
     : bundle_(Bundle::open(bundle_dir, verify_checksums)) {
   const json::Value& model = bundle_.model();
   const json::Value* task = model.find("task");
-  if (task == nullptr || !task->is_string() || task->as_string() != "classify")
+  if (task == nullptr || !task->is_string() || task->as_string() != "classify" || bundle_.task() != "classify")
     fail(Status::kBundleUnsupported, "bundle " + py_repr(fs::path(bundle_.root()).filename().string()) + " is a " +
-                                         py_repr(bundle_.family().empty() ? "unnamed" : bundle_.family()) +
-                                         " bundle, not an image classifier (family bnn)");
+                                         py_repr(bundle_.task()) + " bundle, not an image classifier (task classify)");
   for (const json::Value& name : model.at("classes").as_array()) classes_.push_back(name.as_string());
   image_size_ = int(model.at("image_size").as_int());
   channels_ = int(model.at("channels").as_int());

@@ -12,6 +12,7 @@
 #include <unistd.h>  // fsync: POSIX, present on Android and iOS
 
 #include "errors.hpp"
+#include "files.hpp"
 #include "json.hpp"
 
 namespace edgesdk {
@@ -158,10 +159,13 @@ SafeTensorsFile read_safetensors(const std::string& path) {
 }
 
 SafeTensorsFile read_safetensors(const std::string& path, Status status, const std::string& kind) {
-  std::ifstream stream(path, std::ios::binary);
-  if (!stream) fail(status, path + " is not a " + kind + " (cannot open it: " + std::strerror(errno) + ")");
-  std::vector<uint8_t> content((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
-  if (stream.bad()) fail(status, path + " is not a " + kind + " (read error)");
+  // bounded, and never a FIFO or device: a learned token or checkpoint is a few MB, a hostile one may be anything
+  std::vector<uint8_t> content;
+  try {
+    content = read_file_bytes(path, limits::kMaxArrayFileBytes);
+  } catch (const Failure& e) {
+    fail(status, path + " is not a " + kind + " (" + e.what() + ")");
+  }
   SafeTensorsFile file;
   std::string problem = parse_file(content, file);
   if (!problem.empty()) fail(status, path + " is not a " + kind + " (" + problem + ")");

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -369,6 +370,24 @@ Header npy_header(const std::string& path, const std::string& what) {
   return header;
 }
 
+// Index of the first NaN or infinity among `count` little-endian float32 values at `offset` of a file, or -1.
+// Streamed through a small buffer, not mapped: a 152 MB token table must not count against the process's memory.
+int64_t first_non_finite_f32(const std::string& path, size_t offset, int64_t count, const std::string& what) {
+  std::ifstream file(path, std::ios::binary);
+  file.seekg(std::streamoff(offset));
+  std::vector<float> chunk(size_t(1) << 18);
+  for (int64_t done = 0; done < count;) {
+    const int64_t take = std::min<int64_t>(count - done, int64_t(chunk.size()));
+    file.read(reinterpret_cast<char*>(chunk.data()), std::streamsize(take * sizeof(float)));
+    if (!file) fail(Status::kIoError, "cannot read " + what);
+    for (int64_t i = 0; i < take; ++i) {
+      if (!std::isfinite(chunk[size_t(i)])) return done + i;
+    }
+    done += take;
+  }
+  return -1;
+}
+
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::vector<std::string> dims;
   for (int64_t d : shape) dims.push_back(std::to_string(d));
@@ -508,6 +527,13 @@ void check_assets(const std::string& root, const json::Value& manifest) {
       if (width != nullptr && header.shape[1] != width->as_int()) {
         refuse(where, "the table is " + std::to_string(header.shape[1]) + " wide, model.text_width is " +
                           std::to_string(width->as_int()));
+      }
+      // any row may reach the text encoder (a prompt picks them): one NaN would silently make an image of noise
+      const int64_t bad = first_non_finite_f32(path, header.data_offset, header.shape[0] * header.shape[1],
+                                               "bundle asset " + py_repr(rel));
+      if (bad >= 0) {
+        refuse(where, "the table holds a value that is not a finite number (row " +
+                          std::to_string(bad / header.shape[1]) + ")");
       }
     } else if (name == "alphas_cumprod") {
       if (header.shape.size() != 1 || (header.dtype != "<f4" && header.dtype != "<f8")) {

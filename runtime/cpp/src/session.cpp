@@ -15,6 +15,7 @@
 
 #include "errors.hpp"
 #include "onebit.hpp"
+#include "pte.hpp"
 #include "text.hpp"
 
 // The wheel ships libexecutorch_threadpool.so but not extension/threadpool/threadpool.h. These are the two
@@ -149,8 +150,13 @@ struct Session::Impl {
 
   void load_program(bool lean_memory) {
     std::unique_ptr<et::DataLoader> loader;
-    if (is_1bit_path(path)) {
+    // the identifier and header sizes first: ExecuTorch would refuse a corrupt file too, but only after logging it
+    const bool one_bit = is_1bit_path(path);
+    if (!one_bit) check_program_file(path, py_repr(path));
+    if (one_bit) {
       program_bytes = read_model_bytes(path);
+      check_program_head(program_bytes.data(), std::min<size_t>(program_bytes.size(), 64), program_bytes.size(),
+                         py_repr(path));
       loader = std::make_unique<::executorch::extension::BufferDataLoader>(program_bytes.data(), program_bytes.size());
     } else if (lean_memory) {
       // mmap without mlock: the program's pages are file-backed and clean, so the OS can drop them under memory
@@ -194,6 +200,22 @@ struct Session::Impl {
     }
   }
 
+  // The manifest's shape of one input or output against the program's own (its method metadata): the rank and
+  // every fixed dimension must agree, or the pipelines would size their buffers from a manifest that lies. Named
+  // (dynamic) dimensions are the program's upper bounds in the metadata and are not compared.
+  void check_shape(const std::string& method, const char* role, const TensorSpec& spec,
+                   ::executorch::runtime::Span<const int32_t> sizes) const {
+    if (spec.shape.empty()) return;  // the manifest gives no shape for it
+    bool agrees = spec.shape.size() == sizes.size();
+    for (size_t d = 0; agrees && d < sizes.size(); ++d) agrees = spec.shape[d] < 0 || spec.shape[d] == sizes[d];
+    if (!agrees) {
+      std::vector<int64_t> program(sizes.begin(), sizes.end());
+      fail(Status::kBundleCorrupt, info.name + ": the manifest gives " + role + " " + py_repr(spec.name) +
+                                       " the shape " + spec_text(spec) + ", but method '" + method + "' has " +
+                                       shape_text(program) + "; re-export the bundle");
+    }
+  }
+
   // Loads a method on first use and checks its inputs and outputs are float32 tensors, as many as the manifest's.
   void ensure_loaded(const std::string& name) {
     if (module->is_method_loaded(name)) return;
@@ -211,6 +233,7 @@ struct Session::Impl {
         fail(Status::kBundleUnsupported, info.name + ": method '" + name + "' input " + std::to_string(i) +
                                              " is not a float32 tensor; the C++ runtime runs float32 programs only");
       }
+      check_shape(name, "input", info.inputs[i], tensor->sizes());
     }
     for (size_t i = 0; i < meta->num_outputs(); ++i) {
       auto tensor = meta->output_tensor_meta(i);
@@ -218,6 +241,7 @@ struct Session::Impl {
         fail(Status::kBundleUnsupported, info.name + ": method '" + name + "' output " + std::to_string(i) +
                                              " is not a float32 tensor; the C++ runtime runs float32 programs only");
       }
+      check_shape(name, "output", info.outputs[i], tensor->sizes());
     }
     et::Error error = module->load_method(name);
     if (error != et::Error::Ok) backend_error(error, "cannot load method '" + name + "'");

@@ -6,6 +6,7 @@
 #include "bundle.hpp"
 #include "clip_tokenizer.hpp"
 #include "errors.hpp"
+#include "limits.hpp"
 #include "text.hpp"
 
 namespace edgesdk {
@@ -96,6 +97,10 @@ Tokenizer::Tokenizer(const json::Value& vocabulary) {
   if (max_tokens_ < 2) {
     fail(Status::kBundleCorrupt, "vocabulary max_tokens is " + std::to_string(max_tokens_) +
                                      "; it must leave room for bos and eos");
+  }
+  if (max_tokens_ > limits::kMaxTokens) {  // every prompt allocates max_tokens rows of the embedding width
+    fail(Status::kBundleCorrupt, "vocabulary max_tokens is " + std::to_string(max_tokens_) + ", above the limit of " +
+                                     std::to_string(limits::kMaxTokens) + "; re-export the bundle");
   }
 }
 

@@ -735,6 +735,14 @@ std::unique_ptr<ZOTrainer> ZOTrainer::resume(const std::string& path, ZOProblem&
     trainer->adam_.v = f64_with_shape(file, "v", {d});
     const int64_t step = i64_with_size(file, "step", 1)[0];
     if (step < 0) fail(Status::kInvalidArgument, "negative step " + std::to_string(step));
+    // a run of `steps` never saves a later step: such a checkpoint is another run's or forged, and resuming it would
+    // write its θ as this run's result without a single step
+    if (step > config.steps) {
+      fail(Status::kCheckpointInvalid, "checkpoint " + path + " is at step " + std::to_string(step) +
+                                           ", beyond this run's " + std::to_string(config.steps) +
+                                           " steps; resume with at least that many --steps, or pass "
+                                           "--overwrite to start over");
+    }
     trainer->s_ = step;
     if (trainer->sg_) {
       const int tau = config.sg_tau;

@@ -347,7 +347,8 @@ def write_bundle(d: Path, contents: dict[str, bytes], **overrides) -> Path:
         "assets": {},
         "components": {"net": {"inputs": [{"name": "x", "dtype": "float32", "shape": ["batch", 3]}],
                                "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", 3]}],
-                               "files": {"onnx": first} if first else {}}},
+                               "files": {"onnx": first} if first else {},
+                               "dynamic_dims": {"batch": {"min": 1, "max": 8}}}},  # the schema wants its range
         "files": {rel: sha(d / rel) for rel in contents},
     }
     manifest.update(overrides)

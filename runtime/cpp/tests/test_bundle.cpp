@@ -107,7 +107,7 @@ TEST_CASE("corrupt: malformed manifest, unlisted, missing, changed files") {
   CHECK_THROWS_STATUS(Bundle::open(check::fixture("bundles/bad/listjson.edge")), Status::kBundleCorrupt);
   CHECK(contains(failure_message("bundles/bad/listjson.edge"), "must hold a JSON object"));
   CHECK_THROWS_STATUS(Bundle::open(check::fixture("bundles/bad/nofiles.edge")), Status::kBundleCorrupt);
-  CHECK(contains(failure_message("bundles/bad/nofiles.edge"), "manifest has no 'files' object"));
+  CHECK(contains(failure_message("bundles/bad/nofiles.edge"), "manifest field files: expected an object"));
   CHECK_THROWS_STATUS(Bundle::open(check::fixture("bundles/bad/unlisted.edge")), Status::kBundleCorrupt);
   CHECK(contains(failure_message("bundles/bad/unlisted.edge"),
                  "bundle file 'model.onnx' is not listed in the manifest's 'files' checksums"));
@@ -125,9 +125,13 @@ TEST_CASE("paths that leave the bundle are refused, even without checksums") {
     std::string relative = std::string("bundles/bad/") + name + ".edge";
     CHECK_THROWS_STATUS(Bundle::open(check::fixture(relative), false), Status::kBundleCorrupt);
     std::string message = failure_message(relative, false);
-    if (!contains(message, "leaves the bundle")) check::report(__FILE__, __LINE__, name + (": " + message));
+    // the schema's path pattern refuses absolute paths, backslashes and a leading '..' first; what it lets through
+    // (assets/../../x, a symlink) the reader's own check does
+    if (!contains(message, "leaves the bundle") && !contains(message, "a string matching"))
+      check::report(__FILE__, __LINE__, name + (": " + message));
   }
-  CHECK(contains(failure_message("bundles/bad/escape.edge"), "bundle path '../x' leaves the bundle"));
+  CHECK(contains(failure_message("bundles/bad/escape.edge"), "\"../x\" is not a string matching"));
+  CHECK(contains(failure_message("bundles/bad/dotdot.edge"), "bundle path 'assets/../../x' leaves the bundle"));
 }
 
 TEST_MAIN()

@@ -131,7 +131,7 @@ TEST_CASE("a malformed or truncated file is refused with kEmbeddingInvalid, neve
   const std::string bad = scratch("bad.safetensors");
   const char* invalid = "is not a learned-token .safetensors file";
 
-  CHECK_FAILS(edgesdk::read_safetensors(scratch("missing.safetensors")), Status::kEmbeddingInvalid, "cannot open");
+  CHECK_FAILS(edgesdk::read_safetensors(scratch("missing.safetensors")), Status::kEmbeddingInvalid, "cannot read");
   for (size_t length = 0; length < bytes.size(); ++length) {  // every truncation
     write_bytes(bad, std::vector<uint8_t>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(length)));
     CHECK_FAILS(edgesdk::read_safetensors(bad), Status::kEmbeddingInvalid, invalid);

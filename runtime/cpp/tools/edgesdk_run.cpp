@@ -1,6 +1,7 @@
 // edgesdk-run: the C++ runtime from the command line (sample, personalize, classify, verify), a thin layer over
 // the app-facing API in include/edgesdk/edgesdk.hpp. Errors print one line, "error: <message> [<status>]", and
 // exit with edgesdk::exit_code(status): 2 for user errors, 1 for backend or internal ones.
+#include <algorithm>
 #include <chrono>
 #include <cctype>
 #include <cerrno>
@@ -16,7 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "edgesdk/edgesdk.hpp"
 #include "errors.hpp"
@@ -48,13 +51,15 @@ const char* const kUsage =
     "common: [--threads N] [--backend executorch] [--json] [--no-verify] [--verbose (ExecuTorch's info log too)]\n"
     "Unknown options, malformed numbers and values above the limits (runtime/cpp/src/limits.hpp) are refused.\n";
 
-// ExecuTorch logs at info level (CPU detection, thread pools) to stderr; a command-line tool shows its errors only,
-// unless --verbose. Registered as ExecuTorch's platform log hook before any session opens.
+// ExecuTorch logs to stderr at info level (CPU detection, thread pools) and at error level for every refusal of a
+// corrupt program, before our own one-line error that carries its reason. A command-line tool prints that one line
+// only: ExecuTorch's log shows with --verbose. (Fatal lines still show: ExecuTorch aborts right after them, and the
+// line is all a user would have to report.) Registered as ExecuTorch's platform log hook before any session opens.
 bool g_verbose = false;
 
 void emit_backend_log(et_timestamp_t, et_pal_log_level_t level, const char* filename, const char*, size_t line,
                       const char* message, size_t length) {
-  if (!g_verbose && level != kError && level != kFatal) return;
+  if (!g_verbose && level != kFatal) return;
   std::fprintf(stderr, "executorch %c %s:%zu] %.*s\n", static_cast<char>(level), filename, line,
                static_cast<int>(length), message);
 }
@@ -134,8 +139,13 @@ bool parse(int argc, char** argv, Args* args, std::string* error) {
     std::string arg = argv[i];
     if (arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos) {  // --steps=2: split, as the Python CLI does
       const size_t equals = arg.find('=');
-      args->values[arg.substr(0, equals)].push_back(arg.substr(equals + 1));
-      seen.push_back(arg.substr(0, equals));
+      const std::string name = arg.substr(0, equals);
+      if (std::find(kFlags.begin(), kFlags.end(), name) != kFlags.end()) {  // --json=1: a flag takes no value
+        *error = name + " is a flag and takes no value; give " + name + " alone";
+        return false;
+      }
+      args->values[name].push_back(arg.substr(equals + 1));
+      seen.push_back(name);
       continue;
     }
     if (is_option(arg)) {
@@ -261,6 +271,16 @@ std::string unreadable_input(const std::string& option, const std::string& path)
 std::string unsafe_output(const std::string& option, const std::string& output, const std::string& bundle,
                           const std::vector<std::string>& input_files, const std::vector<std::string>& input_folders,
                           bool device_ok) {
+  // a name the file system cannot hold would fail only at the write, after all the work (a whole training run)
+  if (output.size() >= PATH_MAX)
+    return option + " is a path of " + std::to_string(output.size()) + " characters, above the limit of " +
+           std::to_string(PATH_MAX - 1);
+  for (const fs::path& part : fs::path(output)) {
+    const std::string name = part.string();
+    if (name.size() > NAME_MAX)
+      return option + " '" + output + "' has a name of " + std::to_string(name.size()) +
+             " characters, above the file system's limit of " + std::to_string(NAME_MAX);
+  }
   const fs::path target = resolved(output);
   for (const std::string& folder : input_folders)
     if (!folder.empty() && inside(target, resolved(folder)))
