@@ -280,7 +280,10 @@ def export_bundle(specs: list[ComponentSpec], *, family: str, model_meta: dict, 
             if recipe.per_layer_choice:
                 quantization["fallback"] = {"mode": getattr(recipe, "fallback", "none"), "rounds": round_number,
                                             "layers": choice.float_layers()}
-            manifest = {"family": family, **({"task": task} if task else {}),
+            # every bundle says what it does: readers refuse a family they do not know that names no task
+            written_task = task or model_meta.get("task") or ("text-to-image" if "latent_channels" in model_meta
+                                                             else "run")
+            manifest = {"family": family, "task": written_task,
                         "created_by": f"edgesdk {version('edgesdk')}", "quantization": quantization,
                         "model": model_meta, "assets": asset_paths, "components": components}
             writer.write_manifest(manifest)

@@ -60,7 +60,7 @@ def read_picture(path: str | Path, what: str = "image") -> Image.Image:
         raise EdgeSDKError(f"{what} {str(path)!r} is larger than {MAX_IMAGE_PIXELS // 2**20} megapixels "
                            "(decompression bomb limit)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError, OverflowError) as exc:
-        raise EdgeSDKError(f"{what} {str(path)!r} is not an image this runtime can decode "
+        raise EdgeSDKError(f"{what} {str(path)!r} is not an image file this runtime can decode "
                            f"({type(exc).__name__})") from None
     return picture
 

@@ -290,7 +290,7 @@ def test_classify_cli_converts_resizes_and_refuses_non_images(digits_bundle: Pat
     assert done.returncode == 2 and "is not an image file" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     done = run_cli("classify", str(digits_bundle), str(tmp_path / "missing.png"))
-    assert done.returncode == 2 and "image not found" in done.stderr
+    assert done.returncode == 2 and "does not exist" in done.stderr
 
 
 def test_classifier_runs_without_torch(digits_bundle: Path, tmp_path: Path):
