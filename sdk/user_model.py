@@ -155,6 +155,13 @@ def load_calibration(source: Path, spec: ComponentSpec,
                 raise EdgeSDKError(f"{file} holds {len(keys)} arrays; the model takes {len(spec.input_names)} "
                                    f"inputs ({', '.join(spec.input_names)})")
             arrays = [data[n] for n in names]
+        for name, array in zip(names, arrays, strict=True):
+            if array.dtype.kind not in "biuf" or array.ndim == 0:
+                raise EdgeSDKError(f"{file}: array {name!r} is {array.dtype} of shape {array.shape}; calibration "
+                                   "arrays hold numbers, one row per sample")
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise EdgeSDKError(f"{file}: array {name!r} holds NaN or infinite values; calibration data must be "
+                                   "finite")
         rows = len(arrays[0])
         for start in range(0, rows - spec.static_batch + 1, spec.static_batch):
             samples.append(tuple(torch.from_numpy(np.ascontiguousarray(a[start : start + spec.static_batch]))

@@ -185,6 +185,7 @@ def test_a_folder_of_images_is_calibration_data(tmp_path: Path):
 
     from edgesdk.export.capture import ComponentSpec
     from edgesdk.runtime.bundle import Bundle
+    from edgesdk.runtime.errors import EdgeSDKError
     from edgesdk.user_model import ImagePreprocess, export_user_model, load_calibration
 
     folder = tmp_path / "photos"
@@ -198,6 +199,11 @@ def test_a_folder_of_images_is_calibration_data(tmp_path: Path):
     preprocess = ImagePreprocess(resize=16, mean=(0.5,), std=(0.25, 0.25, 0.5))
     batches = load_calibration(folder, spec, preprocess)
     assert len(batches) == 5 and batches[0][0].shape == (2, 3, 16, 16)
+    poisoned = np.zeros((4, 3, 16, 16), np.float32)
+    poisoned[3, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", image=poisoned)
+    with pytest.raises(EdgeSDKError, match="'image' holds NaN or infinite values"):
+        load_calibration(tmp_path / "nan.npz", spec)
     # by hand: 24 x 40 -> shorter side 16 (16 x 27, PIL's width x height (27, 16)), centre crop 16 x 16
     image = Image.open(folder / "0.png").convert("RGB").resize((27, 16), Image.BILINEAR)
     crop = np.asarray(image.crop((5, 0, 21, 16)), np.float32).transpose(2, 0, 1) / 255.0
