@@ -32,6 +32,7 @@ MAX_DENOISE_STEPS = 1_000  # a DDPM schedule has at most its training timesteps 
 MAX_IMAGES = 4_096  # images one command generates (prompts x per-prompt) or reads (classify, a concept folder)
 MAX_PROMPT_CHARS = 10_000
 MAX_TIME_BUDGET_S = 365 * 24 * 3600.0
+MAX_TOKENS = 1_024  # a text encoder's positions: the schema's bound on model.max_tokens (docs/bundle-schema.json)
 # bounds edgesdk-run gives the same options (runtime/cpp/tools/edgesdk_run.cpp): the seed is an exact double (the C
 # API's and numpy's seeds agree up to 2^53); guidance and step sizes far past any useful value overflow float32
 MAX_SEED = 1 << 53
@@ -43,6 +44,10 @@ MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # one decoded image: 64 MP (PIL's own bomb limit is 89 MP; 2x that is an error)
 MAX_ARRAY_FILE_BYTES = 2 * 1024**3  # a user .npy, a learned token, a checkpoint
 MAX_VIDEO_FILE_BYTES = 64 * 1024**3
+# one bundle asset (token table, schedule, vocabulary; SD-1.5's largest is 152 MB), judged before it is hashed; and any
+# one file read whole. The Python reader meets the first through the .npy header checks (shape against file size).
+MAX_ASSET_FILE_BYTES = 2 * 1024**3
+MAX_READ_BYTES = 64 * 1024**3
 
 # Video restoration: tiles of model work per frame, and per run, above which a run is refused rather than started.
 MAX_TILES_PER_FRAME = 20_000

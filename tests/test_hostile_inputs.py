@@ -327,3 +327,20 @@ def test_restore_refuses_a_wrong_side_by_side_suffix_and_bounds_its_tiling(bundl
     restorer.tile, restorer.overlap = 64, 16
     assert restorer.tiles_per_frame(4000, 4000) == 83 * 83  # stride 48: 82 starts + the edge-aligned one
     assert restorer.tiles_per_frame(10, 10) == 1
+
+
+def test_cpp_limits_mirror_the_python_ones():
+    """runtime/cpp/src/limits.hpp mirrors runtime/limits.py: every C++ bound has a Python twin of the same value
+    (kMaxFooBar <-> MAX_FOO_BAR), so the two CLIs refuse at the same numbers."""
+    import re
+
+    from edgesdk.runtime import limits
+
+    header = (Path(__file__).parents[1] / "runtime/cpp/src/limits.hpp").read_text(encoding="utf-8")
+    found = re.findall(r"constexpr\s+\w+\s+kMax(\w+)\s*=\s*([^;]+);", header)
+    assert len(found) >= 10, found
+    for name, expression in found:
+        python_name = "MAX_" + re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+        value = eval(re.sub(r"int64_t\((\d+)\)", r"\1", expression), {})  # integer/float arithmetic only
+        assert hasattr(limits, python_name), f"kMax{name} has no twin {python_name} in runtime/limits.py"
+        assert getattr(limits, python_name) == value, (python_name, getattr(limits, python_name), value)
