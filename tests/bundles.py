@@ -99,13 +99,18 @@ def bundle_root(default: Path | None = None) -> Path:
 
 
 def shared_bundle(name: str, root: Path | None = None) -> Path:
-    """The bundle ``name`` of BUNDLES under ``root`` (see bundle_root), exported by whichever process asks first."""
+    """The bundle ``name`` of BUNDLES under ``root`` (see bundle_root), exported by whichever process asks first.
+    Every bundle handed out is checked against the bundle schema first (docs/bundle-schema.json, both readers): what
+    the exporters write must always open, and every shared bundle is asked for by some test in each run."""
+    from edgesdk.runtime.bundle import Bundle
+
     root = bundle_root(root)
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"{name}.edge"
     with FileLock(str(root / f"{name}.lock")):
         if not (target / "manifest.json").exists():
             BUNDLES[name](target)
+    Bundle.open(target, verify_checksums=False)  # the schema and cross-field checks; milliseconds
     return target
 
 
