@@ -69,7 +69,8 @@ def weight_growth_check(growth_mb: float, file_bytes: int, fp32_bytes: int | Non
     the runtime expanded integer weights back to float (or kept a float copy), and what quantizing was for is lost.
     Measured over opening the program, where XNNPACK packs its weights. On tiny-sd's UNet with ExecuTorch: fp32
     +13.2 MB for 12.1 MB of weights; w8a8 +5.1 MB (file 3.4 MB); w4 +4.1 MB (file 1.9 MB). ONNX Runtime's growth
-    is mostly its session (the fp32 UNet takes 2.5x its weights), so there the session graph is checked instead (``judge`` False).
+    is mostly its session (the fp32 UNet takes 2.5x its weights), so there the session graph is checked instead
+    (``judge`` False).
 
     Opening a method also allocates its memory plan (``planned_bytes``, read from the .pte: edgesdk.runtime.pte),
     zero-filled and so resident at once: activations and inputs/outputs, not weights. It is taken off the growth
