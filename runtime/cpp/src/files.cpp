@@ -62,23 +62,29 @@ std::vector<uint8_t> read_file_bytes(const std::string& path, int64_t max_bytes)
 
 namespace {
 
+// Writes all of data to fd, retrying interrupted and short writes: 0, or the errno of the failure (ENOSPC where
+// write() stopped without one).
+int write_all(int fd, const void* data, size_t size) {
+  const char* cursor = static_cast<const char*>(data);
+  size_t left = size;
+  while (left > 0) {
+    const ssize_t wrote = ::write(fd, cursor, left);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote <= 0) return wrote < 0 ? errno : ENOSPC;
+    cursor += wrote;
+    left -= static_cast<size_t>(wrote);
+  }
+  return 0;
+}
+
 // A device the user named (-o /dev/null): written in place. A rename over it would replace the device with a
 // regular file (as root, /dev/full would become a PNG); writing reports the device's own errors (ENOSPC).
 void write_device(const std::string& path, const void* data, size_t size) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) fail(Status::kIoError, "cannot write " + path + ": " + std::strerror(errno));
-  const char* cursor = static_cast<const char*>(data);
-  size_t left = size;
-  while (left > 0) {
-    ssize_t wrote = ::write(fd, cursor, left);
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote <= 0) {
-      const int saved = wrote < 0 ? errno : ENOSPC;
-      ::close(fd);
-      fail(Status::kIoError, "cannot write " + path + ": " + std::strerror(saved));
-    }
-    cursor += wrote;
-    left -= size_t(wrote);
+  if (const int error = write_all(fd, data, size); error != 0) {
+    ::close(fd);
+    fail(Status::kIoError, "cannot write " + path + ": " + std::strerror(error));
   }
   if (::close(fd) != 0) fail(Status::kIoError, "cannot write " + path + ": " + std::strerror(errno));
 }
@@ -97,19 +103,10 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   std::string temp = folder + "/.tmp-XXXXXX";
   int fd = ::mkstemp(temp.data());
   if (fd < 0) fail(Status::kIoError, "cannot write " + path + ": " + std::strerror(errno));
-  const char* cursor = static_cast<const char*>(data);
-  size_t left = size;
-  while (left > 0) {
-    ssize_t wrote = ::write(fd, cursor, left);
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote <= 0) {
-      int saved = errno;
-      ::close(fd);
-      ::unlink(temp.c_str());
-      fail(Status::kIoError, "cannot write " + path + ": " + std::strerror(saved));
-    }
-    cursor += wrote;
-    left -= static_cast<size_t>(wrote);
+  if (const int error = write_all(fd, data, size); error != 0) {
+    ::close(fd);
+    ::unlink(temp.c_str());
+    fail(Status::kIoError, "cannot write " + path + ": " + std::strerror(error));
   }
   // mkstemp makes the file 0600; give it what a plain open(path, O_CREAT, 0666) would: 0666 less the umask (read
   // by setting it and putting it back at once: the process has no other way to ask)
