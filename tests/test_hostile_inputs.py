@@ -10,7 +10,6 @@ import stat
 import struct
 import sys
 import threading
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from edgesdk.runtime.files import atomic_file
 from edgesdk.runtime.image import read_picture
 from edgesdk.runtime.personalize import load_concept_images, load_tokens, save_token
 from edgesdk.runtime.testing import write_synthetic_bundle
+from tests.fuzz.cases import png_bytes
 
 PROMPT = "a red circle"
 
@@ -233,12 +233,7 @@ def test_bad_npy_inputs_are_refused(bundle: Path, tmp_path: Path, capsys: pytest
 
 def _png_claiming(path: Path, width: int, height: int) -> Path:
     """A few dozen bytes whose header claims width x height pixels (a decompression bomb's calling card)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(png_bytes(width, height, rows=b"\0" * 64))
     return path
 
 
