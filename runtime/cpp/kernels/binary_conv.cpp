@@ -187,35 +187,54 @@ PackedWeights PackedWeights::from_packbits(const ConvGeometry& g, const uint8_t*
 
 namespace detail {
 
-void mismatches_scalar(const MismatchArgs& a) {
+void convolve_scalar(const MismatchArgs& a) {
   const int taps = a.kernel_h * a.kernel_w;
-  const int row = a.blocks * kOutputBlock;
+  const int run = a.kernel_w * a.words;  // a kernel row's pixels are adjacent in the padded planes
   for (int block = 0; block < a.blocks; ++block) {
     const uint64_t* block_weights = a.weights + size_t(block) * taps * a.words * kOutputBlock;
     for (int oy = 0; oy < a.out_h; ++oy)
       for (int ox = 0; ox < a.out_w; ++ox) {
-        uint32_t count[kOutputBlock] = {};
-        for (int ky = 0; ky < a.kernel_h; ++ky)
-          for (int kx = 0; kx < a.kernel_w; ++kx) {
-            const size_t pixel = (size_t(oy) * a.stride_h + ky) * a.padded_w + size_t(ox) * a.stride_w + kx;
-            const uint64_t* negative = a.negative + pixel * a.words;
-            const uint64_t* nonzero = a.nonzero + pixel * a.words;
-            const uint64_t* w = block_weights + size_t(ky * a.kernel_w + kx) * a.words * kOutputBlock;
-            for (int word = 0; word < a.words; ++word)
-              for (int lane = 0; lane < kOutputBlock; ++lane)
-                count[lane] += uint32_t(
-                    __builtin_popcountll((negative[word] ^ w[word * kOutputBlock + lane]) & nonzero[word]));
-          }
-        int32_t* out = a.mismatches + (size_t(oy) * a.out_w + ox) * row + block * kOutputBlock;
-        for (int lane = 0; lane < kOutputBlock; ++lane) out[lane] = int32_t(count[lane]);
+        int32_t count[kOutputBlock] = {};
+        for (int ky = 0; ky < a.kernel_h; ++ky) {
+          const size_t pixel_row = (size_t(oy) * a.stride_h + ky) * a.padded_w + size_t(ox) * a.stride_w;
+          const uint64_t* negative = a.negative + pixel_row * a.words;
+          const uint64_t* nonzero = a.nonzero + pixel_row * a.words;
+          const uint64_t* w = block_weights + size_t(ky * a.kernel_w) * a.words * kOutputBlock;
+          for (int i = 0; i < run; ++i)
+            for (int lane = 0; lane < kOutputBlock; ++lane)
+              count[lane] += __builtin_popcountll((negative[i] ^ w[i * kOutputBlock + lane]) & nonzero[i]);
+        }
+        store_block(a, block, long(oy) * a.out_w + ox, count);
+      }
+  }
+}
+
+void pack_scalar(const PackArgs& a) {
+  const size_t plane = size_t(a.height) * a.width;
+  for (int word = 0; word < a.words; ++word) {
+    const int first = word * 64, last = std::min(a.channels, first + 64);
+    for (int iy = 0; iy < a.height; ++iy)
+      for (int ix = 0; ix < a.width; ++ix) {
+        uint64_t negative = 0, nonzero = 0;
+        const float* pixel = a.image + size_t(iy) * a.width + ix;
+        for (int c = first; c < last; ++c) {
+          const float v = pixel[c * plane];
+          const uint64_t is_negative = v <= -a.threshold;  // NaN compares false: counted as 0
+          const uint64_t is_positive = v >= a.threshold;
+          negative |= is_negative << (c - first);
+          nonzero |= (is_negative | is_positive) << (c - first);
+        }
+        const size_t padded = size_t(iy + a.pad_top) * a.padded_w + ix + a.pad_left;
+        a.negative[padded * a.words + word] = negative;
+        a.nonzero[padded * a.words + word] = nonzero;
+        a.count[padded] = (word == 0 ? 0 : a.count[padded]) + __builtin_popcountll(nonzero);
       }
   }
 }
 
 #if defined(__aarch64__)
-void mismatches_neon(const MismatchArgs& a) {
+void convolve_neon(const MismatchArgs& a) {
   const int taps = a.kernel_h * a.kernel_w;
-  const int row = a.blocks * kOutputBlock;
   for (int block = 0; block < a.blocks; ++block) {
     const uint64_t* block_weights = a.weights + size_t(block) * taps * a.words * kOutputBlock;
     for (int oy = 0; oy < a.out_h; ++oy)
@@ -247,21 +266,24 @@ void mismatches_neon(const MismatchArgs& a) {
             }
           }
         flush();
-        int32_t* out = a.mismatches + (size_t(oy) * a.out_w + ox) * row + block * kOutputBlock;
+        int32_t mismatches[kOutputBlock];
         for (int q = 0; q < 4; ++q) {
-          out[2 * q] = int32_t(vgetq_lane_u64(total[q], 0));
-          out[2 * q + 1] = int32_t(vgetq_lane_u64(total[q], 1));
+          mismatches[2 * q] = int32_t(vgetq_lane_u64(total[q], 0));
+          mismatches[2 * q + 1] = int32_t(vgetq_lane_u64(total[q], 1));
         }
+        store_block(a, block, long(oy) * a.out_w + ox, mismatches);
       }
   }
 }
 #else
-void mismatches_neon(const MismatchArgs&) { throw std::invalid_argument("the NEON path is built on aarch64 only"); }
+void convolve_neon(const MismatchArgs&) { throw std::invalid_argument("the NEON path is built on aarch64 only"); }
 #endif
 
 #if !defined(EDGESDK_HAVE_X86_PATHS)
-void mismatches_avx2(const MismatchArgs&) { throw std::invalid_argument("the AVX2 path is built on x86-64 only"); }
-void mismatches_avx512(const MismatchArgs&) { throw std::invalid_argument("the AVX-512 path is built on x86-64 only"); }
+void convolve_avx2(const MismatchArgs&) { throw std::invalid_argument("the AVX2 path is built on x86-64 only"); }
+void convolve_avx512(const MismatchArgs&) { throw std::invalid_argument("the AVX-512 path is built on x86-64 only"); }
+void pack_avx2(const PackArgs&) { throw std::invalid_argument("the AVX2 path is built on x86-64 only"); }
+void pack_avx512(const PackArgs&) { throw std::invalid_argument("the AVX-512 path is built on x86-64 only"); }
 #endif
 
 }  // namespace detail
@@ -287,43 +309,21 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
   const size_t plane = size_t(height) * width;
   const size_t padded_pixels = size_t(padded_h) * padded_w;
   const size_t out_pixels = size_t(out_h) * out_w;
-  const int row = weights.blocks() * kOutputBlock;
 
   // padding pixels stay all-zero words with a count of 0 in every image (see binary_conv.hpp)
   std::vector<uint64_t> negative(padded_pixels * words, 0), nonzero(padded_pixels * words, 0);
-  std::vector<int32_t> count(padded_pixels, 0), count_sum(out_pixels, 0), mismatches(out_pixels * row, 0);
-  // one 64-channel word per pixel, built with the pixel index innermost so that the loads are contiguous
-  std::vector<uint64_t> negative_word(plane), nonzero_word(plane);
-
-  detail::MismatchArgs args{negative.data(), nonzero.data(), padded_w,         words,
-                            weights.data(),  weights.blocks(), g.kernel_h,     g.kernel_w,
-                            g.stride_h,      g.stride_w,       out_h,          out_w,
-                            mismatches.data()};
+  std::vector<int32_t> count(padded_pixels, 0), count_sum(out_pixels, 0);
+  detail::PackArgs pack{nullptr,   g.in_channels,  height,          width,          g.pad_top, g.pad_left,
+                        padded_w,  words,          kSignThreshold,  negative.data(), nonzero.data(), count.data()};
+  detail::MismatchArgs args{negative.data(), nonzero.data(), padded_w,   words,      weights.data(),
+                            weights.blocks(), g.kernel_h,     g.kernel_w, g.stride_h, g.stride_w,
+                            out_h,            out_w,          g.out_channels, count_sum.data(), nullptr};
   for (int n = 0; n < batch; ++n) {
-    const float* image = x + size_t(n) * g.in_channels * plane;
-    for (int word = 0; word < words; ++word) {
-      std::fill(negative_word.begin(), negative_word.end(), 0);
-      std::fill(nonzero_word.begin(), nonzero_word.end(), 0);
-      const int first = word * 64, last = std::min(g.in_channels, first + 64);
-      for (int c = first; c < last; ++c) {
-        const float* channel = image + size_t(c) * plane;
-        const int bit = c - first;
-        for (size_t p = 0; p < plane; ++p) {
-          const float v = channel[p];
-          const uint64_t is_negative = v <= -kSignThreshold;  // NaN compares false: counted as 0
-          const uint64_t is_positive = v >= kSignThreshold;
-          negative_word[p] |= is_negative << bit;
-          nonzero_word[p] |= (is_negative | is_positive) << bit;
-        }
-      }
-      for (int iy = 0; iy < height; ++iy)
-        for (int ix = 0; ix < width; ++ix) {
-          const size_t padded = size_t(iy + g.pad_top) * padded_w + ix + g.pad_left;
-          const size_t p = size_t(iy) * width + ix;
-          negative[padded * words + word] = negative_word[p];
-          nonzero[padded * words + word] = nonzero_word[p];
-          count[padded] = (word == 0 ? 0 : count[padded]) + __builtin_popcountll(nonzero_word[p]);
-        }
+    pack.image = x + size_t(n) * g.in_channels * plane;
+    switch (isa) {
+      case Isa::avx2: detail::pack_avx2(pack); break;
+      case Isa::avx512: detail::pack_avx512(pack); break;
+      default: detail::pack_scalar(pack); break;  // NEON packs with the portable loop
     }
     for (int oy = 0; oy < out_h; ++oy)
       for (int ox = 0; ox < out_w; ++ox) {
@@ -333,19 +333,12 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
             sum += count[(size_t(oy) * g.stride_h + ky) * padded_w + size_t(ox) * g.stride_w + kx];
         count_sum[size_t(oy) * out_w + ox] = sum;
       }
-
+    args.y = y + size_t(n) * g.out_channels * out_pixels;
     switch (isa) {
-      case Isa::scalar: detail::mismatches_scalar(args); break;
-      case Isa::avx2: detail::mismatches_avx2(args); break;
-      case Isa::avx512: detail::mismatches_avx512(args); break;
-      case Isa::neon: detail::mismatches_neon(args); break;
-    }
-
-    float* out = y + size_t(n) * g.out_channels * out_pixels;
-    for (int oc = 0; oc < g.out_channels; ++oc) {
-      float* channel = out + size_t(oc) * out_pixels;
-      for (size_t p = 0; p < out_pixels; ++p)
-        channel[p] = float(count_sum[p] - 2 * mismatches[p * row + oc]);
+      case Isa::scalar: detail::convolve_scalar(args); break;
+      case Isa::avx2: detail::convolve_avx2(args); break;
+      case Isa::avx512: detail::convolve_avx512(args); break;
+      case Isa::neon: detail::convolve_neon(args); break;
     }
   }
 }
