@@ -17,9 +17,11 @@ inline __m256i byte_popcount(__m256i v, __m256i table, __m256i low_nibbles) {
   return _mm256_add_epi8(low, high);
 }
 
-}  // namespace
-
-void convolve_avx2(const MismatchArgs& a) {
+// Output channel blocks [first_block, first_block + kBlocks) at every output pixel, the broadcast activation words
+// shared by the blocks; results through a [pixel][channel] tile, as in the AVX-512 path (binary_conv_avx512.cpp).
+template <int kBlocks>
+void convolve_blocks(const MismatchArgs& a, int first_block) {
+  constexpr int kTilePixels = 64;
   const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
@@ -27,13 +29,20 @@ void convolve_avx2(const MismatchArgs& a) {
   const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);  // the low 32 bits of each 64-bit sum
   const int taps = a.kernel_h * a.kernel_w;
   const int run = a.kernel_w * a.words;  // a kernel row's pixels are adjacent in the padded planes
-  alignas(32) int32_t mismatches[8];
-  for (int block = 0; block < a.blocks; ++block) {
-    const uint64_t* block_weights = a.weights + static_cast<long>(block) * taps * a.words * 8;
-    for (int oy = 0; oy < a.out_h; ++oy)
-      for (int ox = 0; ox < a.out_w; ++ox) {
-        __m256i total_low = zero, total_high = zero;   // output channels 0-3 and 4-7 of the block, 64-bit sums
-        __m256i bytes_low = zero, bytes_high = zero;   // the same as byte counts not yet widened
+  const long block_stride = static_cast<long>(taps) * a.words * 8;
+  const long plane = static_cast<long>(a.out_h) * a.out_w;
+  const uint64_t* block_weights = a.weights + first_block * block_stride;
+  const int first_channel = first_block * 8;
+  const int channels = a.out_channels - first_channel < kBlocks * 8 ? a.out_channels - first_channel : kBlocks * 8;
+  alignas(32) float tile[kTilePixels][kBlocks * 8];
+  for (int oy = 0; oy < a.out_h; ++oy)
+    for (int ox0 = 0; ox0 < a.out_w; ox0 += kTilePixels) {
+      const int pixels = a.out_w - ox0 < kTilePixels ? a.out_w - ox0 : kTilePixels;
+      for (int j = 0; j < pixels; ++j) {
+        const int ox = ox0 + j;
+        // per block: output channels 0-3 and 4-7 as 64-bit sums, and as byte counts not yet widened
+        __m256i total[2 * kBlocks], bytes[2 * kBlocks];
+        for (int r = 0; r < 2 * kBlocks; ++r) total[r] = bytes[r] = zero;
         int pending = 0;
         for (int ky = 0; ky < a.kernel_h; ++ky) {
           const long pixel_row = (static_cast<long>(oy) * a.stride_h + ky) * a.padded_w + static_cast<long>(ox) * a.stride_w;
@@ -43,29 +52,42 @@ void convolve_avx2(const MismatchArgs& a) {
           for (int i = 0; i < run; ++i) {
             const __m256i sign = _mm256_set1_epi64x(static_cast<long long>(negative[i]));
             const __m256i mask = _mm256_set1_epi64x(static_cast<long long>(nonzero[i]));
-            const __m256i w_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i * 8));
-            const __m256i w_high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i * 8 + 4));
-            bytes_low = _mm256_add_epi8(
-                bytes_low, byte_popcount(_mm256_and_si256(_mm256_xor_si256(sign, w_low), mask), table, low_nibbles));
-            bytes_high = _mm256_add_epi8(
-                bytes_high, byte_popcount(_mm256_and_si256(_mm256_xor_si256(sign, w_high), mask), table, low_nibbles));
+            for (int r = 0; r < 2 * kBlocks; ++r) {
+              const __m256i weights =
+                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (r / 2) * block_stride + i * 8 + (r % 2) * 4));
+              bytes[r] = _mm256_add_epi8(
+                  bytes[r], byte_popcount(_mm256_and_si256(_mm256_xor_si256(sign, weights), mask), table, low_nibbles));
+            }
             if (++pending == 31) {
-              total_low = _mm256_add_epi64(total_low, _mm256_sad_epu8(bytes_low, zero));
-              total_high = _mm256_add_epi64(total_high, _mm256_sad_epu8(bytes_high, zero));
-              bytes_low = bytes_high = zero;
+              for (int r = 0; r < 2 * kBlocks; ++r) {
+                total[r] = _mm256_add_epi64(total[r], _mm256_sad_epu8(bytes[r], zero));
+                bytes[r] = zero;
+              }
               pending = 0;
             }
           }
         }
-        total_low = _mm256_add_epi64(total_low, _mm256_sad_epu8(bytes_low, zero));
-        total_high = _mm256_add_epi64(total_high, _mm256_sad_epu8(bytes_high, zero));
-        _mm_store_si128(reinterpret_cast<__m128i*>(mismatches),
-                        _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total_low, pick)));
-        _mm_store_si128(reinterpret_cast<__m128i*>(mismatches + 4),
-                        _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total_high, pick)));
-        store_block(a, block, static_cast<long>(oy) * a.out_w + ox, mismatches);
+        const __m128i count = _mm_set1_epi32(a.count_sum[static_cast<long>(oy) * a.out_w + ox]);
+        for (int r = 0; r < 2 * kBlocks; ++r) {
+          total[r] = _mm256_add_epi64(total[r], _mm256_sad_epu8(bytes[r], zero));
+          const __m128i mismatches = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total[r], pick));
+          const __m128i y = _mm_sub_epi32(count, _mm_add_epi32(mismatches, mismatches));
+          _mm_store_ps(&tile[j][r * 4], _mm_cvtepi32_ps(y));
+        }
       }
-  }
+      for (int c = 0; c < channels; ++c) {
+        float* out = a.y + (first_channel + c) * plane + static_cast<long>(oy) * a.out_w + ox0;
+        for (int j = 0; j < pixels; ++j) out[j] = tile[j][c];
+      }
+    }
+}
+
+}  // namespace
+
+void convolve_avx2(const MismatchArgs& a) {
+  int block = 0;
+  for (; block + 2 <= a.blocks; block += 2) convolve_blocks<2>(a, block);
+  for (; block < a.blocks; ++block) convolve_blocks<1>(a, block);
 }
 
 void pack_avx2(const PackArgs& a) {
