@@ -142,10 +142,12 @@ def executorch_runner(weights: np.ndarray, side: int) -> Callable[[np.ndarray], 
     portable_lib._unsafe_reset_threadpool(1)
     example = (torch.zeros(1, weights.shape[1], side, side),)
     program = lower_to_executorch(torch.export.export(Layer().eval(), example), "layer")
-    method = Runtime.get().load_program(program.buffer).load_method("forward")
+    loaded = Runtime.get().load_program(program.buffer)
+    method = loaded.load_method("forward")
 
     def run(x: np.ndarray) -> np.ndarray:
-        return method.execute([torch.from_numpy(x)])[0].numpy()
+        # the method lives in the program's memory: keep the program alive as long as this closure
+        return method.execute([torch.from_numpy(x)])[0].numpy() if loaded is not None else x
 
     return run
 
