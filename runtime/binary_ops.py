@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesdk.runtime.cpp_backend import built_library
 from edgesdk.runtime.errors import EdgeSDKError
 
 DOMAIN = "ai.edgesdk"
@@ -30,14 +31,7 @@ DEFAULT_LIBRARY = Path(__file__).resolve().parent / "cpp" / "build" / "libedgesd
 def ort_ops_library() -> Path | None:
     """The custom-op library: ``$EDGESDK_ORT_OPS_LIB`` when set (it must exist), else the checkout's build if made,
     else None."""
-    configured = os.environ.get(LIBRARY_ENV)
-    if configured:
-        path = Path(configured)
-        if not path.is_file():
-            raise EdgeSDKError(f"{LIBRARY_ENV}={configured!r} is not a file; build it with `make cpp` "
-                               "(runtime/cpp/build/libedgesdk_ort_ops.so)")
-        return path
-    return DEFAULT_LIBRARY if DEFAULT_LIBRARY.is_file() else None
+    return built_library(LIBRARY_ENV, DEFAULT_LIBRARY)
 
 
 def binary_isa_name(library: Path) -> str:
