@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from edgesdk.runtime.backends import ManifestNamedSession, _prepare
-from edgesdk.runtime.bundle import ComponentInfo
+from edgesdk.runtime.backends import ManifestNamedSession, _prepare, check_graph_io
+from edgesdk.runtime.bundle import ComponentInfo, TensorSpec
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.onebit import model_source
 
@@ -91,6 +91,34 @@ def use_threads(threads: int | None) -> None:
     _unsafe_reset_threadpool(int(threads))
 
 
+# ExecuTorch's ScalarType codes (runtime/core/portable_type/scalar_type.h) of the dtypes a manifest may name
+_SCALAR_TYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 11: "bool"}
+
+
+def check_method_io(path: Path, info: ComponentInfo, method: str, meta: Any) -> None:
+    """Refuse a program whose method takes or returns other tensors than the manifest entry lists (the C++
+    runtime's check, session.cpp): as many inputs and outputs, and per tensor the dtype, rank and fixed dims. A
+    program's I/O has no names: they are the manifest's, in its order."""
+    if meta.num_inputs() != len(info.inputs) or meta.num_outputs() != len(info.outputs):
+        raise EdgeSDKError(f"manifest field components.{info.name}: lists {len(info.inputs)} inputs and "
+                           f"{len(info.outputs)} outputs, but method {method!r} of {str(path)!r} takes "
+                           f"{meta.num_inputs()} and returns {meta.num_outputs()}; re-export the bundle")
+
+    def specs(listed: list[TensorSpec], tensor_meta: Any) -> list[TensorSpec]:
+        found = []
+        for i, spec in enumerate(listed):
+            try:
+                tensor = tensor_meta(i)
+            except (RuntimeError, ValueError):  # a value that is not a tensor
+                found.append(TensorSpec(spec.name, "not a tensor", spec.shape))
+                continue
+            found.append(TensorSpec(spec.name, _SCALAR_TYPES.get(int(tensor.dtype()), f"type {tensor.dtype()}"),
+                                    tuple(int(d) for d in tensor.sizes())))
+        return found
+
+    check_graph_io(path, info, specs(info.inputs, meta.input_tensor_meta), specs(info.outputs, meta.output_tensor_meta))
+
+
 class ExecuTorchSession(ManifestNamedSession):
     """An ExecuTorch .pte program (XNNPACK-delegated). Positional inputs in the manifest's order."""
 
@@ -125,6 +153,8 @@ class ExecuTorchSession(ManifestNamedSession):
         missing = [m for m in [*methods.values(), "forward"] if m not in names]
         if missing:
             raise EdgeSDKError(f"{str(path)!r} lacks method(s) {missing} that the manifest names; re-export the bundle")
+        for name in dict.fromkeys(["forward", *methods.values()]):
+            check_method_io(path, info, name, program.metadata(name))
         # Each loaded method packs its own copy of the weights for XNNPACK (the file stores them once), so methods
         # other than "forward" load on first use: sampling never pays for the personalization method. "forward"
         # loads now (its weights are packed at open, where `edgesdk bench` checks memory) unless lean_memory asks

@@ -176,6 +176,30 @@ def test_a_model_file_must_match_its_manifest_entry(tmp_path: Path) -> None:
         open_session(bundle, "unet", "onnx")
 
 
+@pytest.mark.parametrize("change, refusal", [
+    (lambda c: c["outputs"][0].update(shape=["batch", 11]),
+     r"components.classifier.outputs\[0\].shape: \[batch, 11\], the model's is \[1, 10\]"),
+    (lambda c: c["inputs"][0].update(shape=["batch", 1, 9, 9]),
+     r"components.classifier.inputs\[0\].shape: \[batch, 1, 9, 9\], the model's is \[1, 1, 8, 8\]"),
+    (lambda c: c["inputs"][0].update(dtype="int64"), r"components.classifier.inputs\[0\].dtype: int64, the model's "
+                                                     r"is float32"),
+    (lambda c: c["outputs"].append({"name": "extra", "dtype": "float32", "shape": ["batch", 10]}),
+     r"lists 1 inputs and 2 outputs, but method 'forward' of .* takes 1 and returns 1"),
+])
+def test_an_executorch_program_must_match_its_manifest_entry(shared: Callable[[str], Path], tmp_path: Path,
+                                                            change: Callable[[dict], None], refusal: str) -> None:
+    """The Python runtime checks a .pte's methods against the manifest as the C++ runtime does, at open."""
+    from tests.bundles import link_bundle
+
+    root = link_bundle(shared("bnn-digits"), tmp_path / "b.edge")
+    manifest = json.loads((root / "manifest.json").read_text())
+    change(manifest["components"]["classifier"])
+    (root / "manifest.json").unlink()  # a hard link to the shared bundle's: never written through
+    finalize_bundle(root, manifest)
+    with pytest.raises(EdgeSDKError, match=refusal):
+        open_session(Bundle.open(root), "classifier", "executorch")
+
+
 def test_run_checks_input_dtype_and_dynamic_range(tmp_path: Path) -> None:
     from edgesdk.runtime.generic import run_component
 
