@@ -22,7 +22,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py --workdir $(BUILD)
 
-# The suite runs in two pytest-xdist workers (a test file stays on one worker, with its module fixtures) while the
+# The suite runs in two pytest-xdist workers (a test file stays on one worker, with its module fixtures; files in the
+# order tests/conftest.py gives them, the slowest first) while the
 # C++ runtime builds beside them; then ctest. The full-size bundles of tests/bundles.py are exported once per run,
 # into TEST_BUNDLES (emptied first), for both workers and for ctest's fixtures.
 TEST_BUNDLES := $(abspath $(BUILD))/test-bundles
@@ -31,7 +32,7 @@ test: $(STAMP)
 	rm -rf $(TEST_BUNDLES)
 	mkdir -p $(BUILD)
 	$(MAKE) cpp > $(BUILD)/cpp-build.log 2>&1 & build=$$!; \
-	EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(PY) -m pytest -q -rs -n 2 --dist loadfile --durations=30; tests=$$?; \
+	EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(PY) -m pytest -q -rs -n 2 --dist loadfile --no-loadscope-reorder --durations=30; tests=$$?; \
 	wait $$build || { cat $(BUILD)/cpp-build.log; exit 1; }; exit $$tests
 	cd $(CPP) && EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(abspath $(VENV))/bin/ctest --output-on-failure -j2
 

@@ -73,6 +73,10 @@ def main() -> int:
                 "rss_above_import_mb": res["rss_mb"]["model_and_inference"],
                 "unet_sqnr_db": min(v["sqnr_db"] for v in unet.parity[backend].values()),
                 "accuracy": accuracy.accuracy,
+                # the least any component's graph runs inside the backend (XNNPACK on ExecuTorch; integer kernels'
+                # share is ONNX Runtime's own figure)
+                "min_delegated_share": min(c.delegation[backend].get("delegated_share", 1.0)
+                                           for c in bundle.components.values()) if backend == "executorch" else None,
             })
             print(f"{recipe_name:5s} {backend:10s} done")
 
@@ -102,6 +106,9 @@ def main() -> int:
     for r in rows:
         if r["recipe"] == "w4":
             checks.append((f"w4 {r['backend']} >= 6x smaller than fp32", r["smaller_than_fp32"], TARGETS["w4_smaller"]))
+        if r["min_delegated_share"] is not None:  # (tests check delegation on micro models; here the full tiny-sd)
+            checks.append((f"{r['recipe']} ExecuTorch: every component fully inside XNNPACK", r["min_delegated_share"],
+                           1.0))
     print()
     for name, value, target in checks:
         status = "met" if value >= target else f"MISSED by {target - value:.2f}"

@@ -28,16 +28,22 @@ _MAX_RANK = 16
 _library: Any = None
 
 
-def library_path() -> Path | None:
-    """The C library to load: ``$EDGESDK_CPP_LIB`` when set (it must exist), else the checkout's build if made."""
-    configured = os.environ.get(LIBRARY_ENV)
+def built_library(env: str, default: Path) -> Path | None:
+    """A library of the C++ build (runtime/cpp): ``$env`` when set (it must exist), else ``default`` (a source
+    checkout's build) if it was made, else None."""
+    configured = os.environ.get(env)
     if configured:
         path = Path(configured)
         if not path.is_file():
-            raise EdgeSDKError(f"{LIBRARY_ENV}={configured!r} is not a file; build it with `make cpp` "
-                               "(runtime/cpp/build/libedgesdk_c.so)")
+            raise EdgeSDKError(f"{env}={configured!r} is not a file; build it with `make cpp` "
+                               f"(runtime/cpp/build/{default.name})")
         return path
-    return DEFAULT_LIBRARY if DEFAULT_LIBRARY.is_file() else None
+    return default if default.is_file() else None
+
+
+def library_path() -> Path | None:
+    """The C library to load: ``$EDGESDK_CPP_LIB`` when set (it must exist), else the checkout's build if made."""
+    return built_library(LIBRARY_ENV, DEFAULT_LIBRARY)
 
 
 def _load() -> Any:

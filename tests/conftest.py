@@ -28,11 +28,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-# `make test` runs the suite in two xdist workers, a file at a time each (--dist loadfile), in collection order: the
-# files that take longest (their full-size exports, measured with --durations) go first, so that the two workers
-# finish together instead of one of them starting a long file at the end.
-SLOWEST_FIRST = ("test_diffusers.py", "test_quant.py", "test_viws.py", "test_cli.py", "test_onestep_export.py",
-                 "test_int4.py", "test_user_model.py", "test_bnn.py", "test_train.py")
+# `make test` runs the suite in two xdist workers, a file at a time each (--dist loadfile), in collection order
+# (--no-loadscope-reorder: xdist would otherwise order files by their number of tests): the files that take longest
+# (their full-size exports, measured with --durations) go first, so that the two workers finish together instead of
+# one of them starting a long file at the end. test_fuzz's first cases export the shared tiny-sd and onestep bundles.
+SLOWEST_FIRST = ("test_diffusers.py", "test_fuzz.py", "test_viws.py", "test_quant.py", "test_user_model.py",
+                 "test_int4.py", "test_personalize.py", "test_onestep_export.py", "test_bnn.py", "test_packaging.py",
+                 "test_train.py", "test_cli.py", "test_bench.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -36,6 +36,58 @@ def sd_bundle(shared: Callable[[str], Path]) -> Path:
     return shared("stable-diffusion")
 
 
+# first in the file: the longest test (xdist hands a worker its next file when two tests of this one are left)
+def test_w8_through_external_data_runs_zo_steps(sd_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The whole pipeline at w8 on ONNX Runtime, every file through external data, personalized. ExecuTorch's w8
+    lowering is checked on the UNet's attention blocks (next test): lowering the whole UNet a second time (the shared
+    bundle lowers it in fp32) would cost minutes of suite time and cover no other code."""
+    import edgesdk.quant.onnx_files as onnx_stage
+
+    monkeypatch.setattr(onnx_stage, "EXTERNAL_DATA_BYTES", 0)
+    bundle = export_diffusers(sd_folder, tmp_path / "w8.edge", "onnx", quant="w8", log=lambda _m: None)
+    info = Bundle.open(bundle).manifest
+    assert info["quantization"]["recipe"] == "w8" and info["quantization"]["convolutions_as_linear"]
+    assert info["components"]["unet"]["delegation"]["onnx"]["onnx_ops"].get("DynamicQuantizeLinear", 0) > 0
+    assert (bundle / (info["components"]["unet"]["files"]["onnx"] + ".data")).exists()
+    concept = tmp_path / "concept"
+    write_concept("pink-star", concept, count=2)
+    result = personalize(bundle, concept, "<w8thing>", "star", tmp_path / "token.safetensors", steps=2,
+                         backend="onnx")
+    assert np.isfinite(result.final_loss)
+
+
+def test_w8_attention_blocks_lower_to_executorch(sd_folder: Path, tmp_path: Path):
+    """Two of the UNet's transformer blocks reading the same text, at w8 on ExecuTorch: quantized dynamically, the
+    key/value projections of the text (a graph input every cross-attention reads) made XNNPACK's partitioner find a
+    dependency cycle; they stay fp32 (quant/pt2e.py) and the rest (convolutions as im2col + linear) is int8."""
+    from edgesdk.export.capture import ComponentSpec
+    from edgesdk.export.pipeline import export_bundle
+    from edgesdk.quant.configs import W8Config
+
+    unet = load_diffusers_sd(sd_folder).unet.unet
+
+    class TwoBlocks(torch.nn.Module):  # the first down block's and the last up block's attention: 32 channels
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.last = unet.down_blocks[0].attentions[0], unet.up_blocks[1].attentions[-1]
+
+        def forward(self, hidden: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+            hidden = self.first(hidden, encoder_hidden_states=text, return_dict=False)[0]
+            return self.last(hidden, encoder_hidden_states=text, return_dict=False)[0]
+
+    spec = ComponentSpec("blocks", TwoBlocks().eval(), (torch.randn(1, 32, 8, 8), torch.randn(1, 77, 32)),
+                         ["hidden", "text"], ["out"])
+    path = export_bundle([spec], family="test", model_meta={}, assets={}, targets=["executorch"],
+                         output=tmp_path / "blocks.edge", recipe=W8Config(convolutions_as_linear=True),
+                         log=lambda _m: None)
+    entry = Bundle.open(path).manifest["components"]["blocks"]
+    # everything inside XNNPACK but the feed-forward's GEGLU split (a copy; outside in fp32 too)
+    outside = entry["delegation"]["executorch"]["not_delegated"]
+    assert set(outside) <= {"aten.split_with_sizes_copy.default"}, outside
+    # int8 weights but for the text's key/value projections (a fifth of the blocks' weights) and the norms
+    assert (path / entry["files"]["executorch"]).stat().st_size < 0.7 * entry["fp32_weight_bytes"]
+
+
 def test_text_encoder_over_embeddings_equals_clip_on_ids(sd_folder: Path):
     from transformers import CLIPTextModel
 
@@ -152,17 +204,29 @@ def test_attention_lowers_whole_to_xnnpack(sd_bundle: Path):
 
 def test_attention_in_pieces_and_convolutions_lower_to_xnnpack(sd_folder: Path):
     """In pieces too (16 KB: the tiny UNet's heads one at a time, its cross-attention heads in query chunks), and a
-    convolution whose im2col patches pass the budget stays a convolution."""
+    convolution whose im2col patches pass the budget stays a convolution. The pieces are lowered in one of the
+    UNet's transformer blocks (self- and cross-attention): the whole UNet's lowering, whole heads, is the shared
+    bundle's (test_attention_lowers_whole_to_xnnpack)."""
     from edgesdk.export.executorch import lower_to_executorch
     from edgesdk.quant.matmul_form import as_linear_layers
     from edgesdk.zoo.diffusers_sd import ExportAttention
 
     model = load_diffusers_sd(sd_folder)
     model.unet.unet.set_attn_processor(ExportAttention(16384))
-    latent, timestep, text = torch.randn(1, 4, 8, 8), torch.tensor([500.0]), torch.randn(1, 77, 32)
+
+    class TransformerBlock(torch.nn.Module):  # the first down block's attention: 32 channels over the 8x8 latent
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = model.unet.unet.down_blocks[0].attentions[0]
+
+        def forward(self, hidden: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+            return self.block(hidden, encoder_hidden_states=text, return_dict=False)[0]
+
+    hidden, text = torch.randn(1, 32, 8, 8), torch.randn(1, 77, 32)
     with torch.no_grad():
-        program = torch.export.export(model.unet, (latent, timestep, text))
-    assert_attention_delegated(lower_to_executorch(program, "unet").delegation.not_delegated)
+        program = torch.export.export(TransformerBlock(), (hidden, text))
+    assert sum("bmm" in str(node.target) for node in program.graph.nodes) > 4  # pieces: more than 2 q k^T + 2 (..) v
+    assert_attention_delegated(lower_to_executorch(program, "block").delegation.not_delegated)
     image = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         graph = torch.export.export(model.vae_encoder, (image,)).module()
@@ -226,25 +290,3 @@ def test_cli_export_sample_and_bad_folders(sd_folder: Path, sd_bundle: Path, tmp
     done = run_cli("export", "--from-diffusers", str(sd_folder), "-o", str(tmp_path / "x.edge"), "--quant", "w4")
     assert done.returncode != 0 and "takes --quant fp32 | w8" in done.stderr
     assert not (tmp_path / "x.edge").exists()
-
-
-def test_w8_through_external_data_runs_zo_steps_on_both_backends(sd_folder: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch):
-    import edgesdk.quant.onnx_files as onnx_stage
-
-    monkeypatch.setattr(onnx_stage, "EXTERNAL_DATA_BYTES", 0)
-    # ExecuTorch too: dynamically quantized, the cross-attention projections of the text (a graph input every block
-    # reads) made XNNPACK's partitioner find a dependency cycle; they stay fp32 (quant/pt2e.py)
-    bundle = export_diffusers(sd_folder, tmp_path / "w8.edge", "executorch,onnx", quant="w8", log=lambda _m: None)
-    info = Bundle.open(bundle).manifest
-    assert info["quantization"]["recipe"] == "w8" and info["quantization"]["convolutions_as_linear"]
-    assert info["components"]["unet"]["delegation"]["onnx"]["onnx_ops"].get("DynamicQuantizeLinear", 0) > 0
-    # the UNet's convolutions are int8 on ExecuTorch too (as im2col + linear): its program is far below fp32's
-    unet_pte = (bundle / info["components"]["unet"]["files"]["executorch"]).stat().st_size
-    assert unet_pte < 0.45 * info["components"]["unet"]["fp32_weight_bytes"], unet_pte
-    concept = tmp_path / "concept"
-    write_concept("pink-star", concept, count=2)
-    for backend in ("onnx", "executorch"):
-        result = personalize(bundle, concept, "<w8thing>", "star", tmp_path / f"{backend}.safetensors", steps=2,
-                             backend=backend)
-        assert np.isfinite(result.final_loss)

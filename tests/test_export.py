@@ -138,3 +138,49 @@ def test_component_examples_are_traced_contiguous():
     assert not image.is_contiguous()
     spec = ComponentSpec("net", torch.nn.Identity(), (image,), ["x"], ["y"])
     assert spec.example_inputs[0].is_contiguous() and torch.equal(spec.example_inputs[0], image)
+
+
+class EveryPassHasWork(nn.Module):
+    """Batch norm after a convolution, prelu, a 1-D convolution and a six-way concatenation: the ops of the XNNPACK
+    passes that faster_lowering skips where they are absent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm, self.prelu = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.PReLU()
+        self.conv1d = nn.Conv1d(6, 6, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.prelu(self.norm(self.conv(x)))
+        line = self.conv1d(y.flatten(2))
+        return torch.cat([y.flatten(1)] * 5 + [line.flatten(1)], dim=1)
+
+
+class NoPassHasWork(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.linear = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv(x)).mean((2, 3))
+        return torch.softmax(self.linear(y), dim=-1)
+
+
+@pytest.mark.parametrize("model_class", [EveryPassHasWork, NoPassHasWork])
+def test_faster_lowering_gives_the_same_file(model_class: type[nn.Module], monkeypatch: pytest.MonkeyPatch):
+    """The lowering-time savings (provenance records shared, idle XNNPACK passes skipped) change no byte of the .pte,
+    and a pass is skipped exactly where its ops are absent."""
+    import torch.fx.traceback as fx_traceback
+    from executorch.backends.xnnpack._passes.fuse_batch_norm import FuseBatchNormPass
+
+    calls = []
+    original = FuseBatchNormPass.call
+    monkeypatch.setattr(FuseBatchNormPass, "call", lambda self, gm: (calls.append(1), original(self, gm))[1])
+    init = fx_traceback.NodeSource.__init__
+    torch.manual_seed(0)
+    model = model_class().eval()
+    program = torch.export.export(model, (torch.randn(1, 3, 8, 8),))
+    fast = lower_to_executorch(program, "m")
+    assert len(calls) == (1 if model_class is EveryPassHasWork else 0)
+    assert fx_traceback.NodeSource.__init__ is init  # put back after lowering
+    slow = lower_to_executorch(torch.export.export(model, (torch.randn(1, 3, 8, 8),)), "m", fast=False)
+    assert fast.buffer == slow.buffer and fast.delegation == slow.delegation

@@ -120,3 +120,17 @@ def test_a_bundle_of_another_task_names_the_command_that_serves_it(toy_registere
 def test_the_task_of_a_bundle(manifest: dict, task: str):
     assert Bundle(Path("x.edge"), {**manifest, "components": {}}).task == task
 
+
+
+def test_zo_batch_zero_exports_sampling_only():
+    """`--zo-batch 0`: no personalization method (what 4-bit tiny-sd exports need; benchmarks/quantization.py
+    exports that way); the default adds one ExecuTorch method at the ZO batch to the text encoder and the UNet."""
+    from edgesdk.families.tiny_sd import CFG_BATCH, ZO_BATCH, check_zo_batch, tiny_sd_components
+    from edgesdk.zoo.tiny_sd import load_tiny_sd
+
+    model = load_tiny_sd()
+    default = {spec.name: spec.extra_batches for spec in tiny_sd_components(model)}
+    assert default["unet"] == default["text_encoder"] == (ZO_BATCH,) and ZO_BATCH != CFG_BATCH
+    assert all(not spec.extra_batches for spec in tiny_sd_components(model, check_zo_batch(0)))
+    with pytest.raises(EdgeSDKError, match="--zo-batch must be between 0"):
+        check_zo_batch(-1)

@@ -1,0 +1,279 @@
+"""One binary 3x3 convolution layer (stride 1, pad 1, batch 1, one thread) at ResNet shapes: the bit-packed kernel
+(ONNX Runtime custom op ai.edgesdk::BinaryConv2d, libedgesdk_ort_ops.so) against the same layer in fp32 (ONNX
+Runtime Conv after the sign; ExecuTorch/XNNPACK via edgesdk's lowering) and in int8 (ONNX Runtime QLinearConv, its
+optimized int8 kernel, and ConvInteger, which gives the same integers exactly).
+
+    .venv/bin/python benchmarks/bnn_kernel.py [--repeats 5] [--all-shapes]
+
+Every variant's output is checked against the binary op's first (fp32, ExecuTorch and ConvInteger must be equal
+exactly, their sums being of +-1 and 0; QLinearConv's int8 output is rounded, its largest error is reported).
+Latency: the median over calls within one repeat, then the median over repeats (the machine is shared). Writes
+benchmarks/results/bnn_kernel.json and prints which instruction path ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from edgesdk.runtime.binary_ops import (
+    BINARY_CONV,
+    DOMAIN,
+    ISA_ENV,
+    OPSET_VERSION,
+    binary_isa_name,
+    ort_ops_library,
+    pack_binary_weights,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "bnn_kernel.json"
+RESNET_SHAPES = [(64, 32), (128, 16), (256, 8)]  # channels, side: the three stages of a CIFAR ResNet
+ALL_SHAPES = [(c, s) for c in (64, 128, 256) for s in (32, 16, 8)]
+SIGN_GAIN = 2.0 ** 100
+
+
+def ort_session(model: Any, library: Path | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if library is not None:
+        options.register_custom_ops_library(str(library))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def make_model(nodes: list[Any], initializers: list[Any], channels: int, side: int) -> Any:
+    graph = helper.make_graph(nodes, "layer",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, channels, side, side])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, channels, side, side])],
+                              initializer=initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+
+
+def sign_nodes(output: str) -> tuple[list[Any], list[Any]]:
+    """s(x) = clamp(x * 2^100, -1, 1), as the exported float graph computes it."""
+    nodes = [helper.make_node("Mul", ["X", "gain"], ["scaled"]),
+             helper.make_node("Clip", ["scaled", "low", "high"], [output])]
+    constants = [numpy_helper.from_array(np.array(SIGN_GAIN, np.float32), "gain"),
+                 numpy_helper.from_array(np.array(-1.0, np.float32), "low"),
+                 numpy_helper.from_array(np.array(1.0, np.float32), "high")]
+    return nodes, constants
+
+
+def binary_model(weights: np.ndarray, channels: int, side: int) -> Any:
+    node = helper.make_node(BINARY_CONV, ["X", "W_packed"], ["Y"], domain=DOMAIN, in_channels=channels,
+                            kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+    return make_model([node], [numpy_helper.from_array(pack_binary_weights(weights), "W_packed")], channels, side)
+
+
+def fp32_model(weights: np.ndarray, channels: int, side: int) -> Any:
+    nodes, constants = sign_nodes("signs")
+    bits = np.where(weights >= 0, 1.0, -1.0).astype(np.float32)
+    nodes.append(helper.make_node("Conv", ["signs", "bits"], ["Y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    return make_model(nodes, [*constants, numpy_helper.from_array(bits, "bits")], channels, side)
+
+
+def int8_model(weights: np.ndarray, channels: int, side: int) -> Any:
+    """s(x) quantized exactly (uint8, scale 1, zero point 1: -1, 0, +1 -> 0, 1, 2), int8 +-1 weights, ConvInteger
+    (int32 sums), cast to float: the same integers as the binary op."""
+    nodes, constants = sign_nodes("signs")
+    bits = np.where(weights >= 0, 1, -1).astype(np.int8)
+    nodes += [helper.make_node("QuantizeLinear", ["signs", "one", "x_zero"], ["q"]),
+              helper.make_node("ConvInteger", ["q", "bits", "x_zero"], ["sums"], kernel_shape=[3, 3],
+                               pads=[1, 1, 1, 1]),
+              helper.make_node("Cast", ["sums"], ["Y"], to=TensorProto.FLOAT)]
+    constants += [numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+                  numpy_helper.from_array(np.array(1, np.uint8), "x_zero"),
+                  numpy_helper.from_array(bits, "bits")]
+    return make_model(nodes, constants, channels, side)
+
+
+def qlinear_model(weights: np.ndarray, channels: int, side: int) -> Any:
+    """ONNX Runtime's optimized int8 convolution: s(x) quantized exactly (uint8, scale 1, zero point 128: its fast
+    u8s8 path; int8 activations took a path 100x slower here), int8 +-1 weights, QLinearConv with a uint8 output of
+    scale 9C/127 (sums reach +-9C, so the output is rounded: timing only), and back to float."""
+    nodes, constants = sign_nodes("signs")
+    bits = np.where(weights >= 0, 1, -1).astype(np.int8)
+    y_scale = np.array(9.0 * channels / 127.0, np.float32)
+    nodes += [helper.make_node("QuantizeLinear", ["signs", "one", "x_zero"], ["q"]),
+              helper.make_node("QLinearConv", ["q", "one", "x_zero", "bits", "one", "w_zero", "y_scale", "x_zero"],
+                               ["qy"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+              helper.make_node("DequantizeLinear", ["qy", "y_scale", "x_zero"], ["Y"])]
+    constants += [numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+                  numpy_helper.from_array(np.array(128, np.uint8), "x_zero"),
+                  numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+                  numpy_helper.from_array(y_scale, "y_scale"),
+                  numpy_helper.from_array(bits, "bits")]
+    return make_model(nodes, constants, channels, side)
+
+
+def executorch_runner(weights: np.ndarray, side: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The fp32 layer as edgesdk exports it for ExecuTorch: delegable_sign then conv2d, XNNPACK-delegated, run by
+    the executorch Python binding (its thread pool pinned to one thread)."""
+    import torch
+    import torch.nn.functional as F
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    from edgesdk.export.executorch import lower_to_executorch
+    from edgesdk.quant.binary import delegable_sign
+
+    class Layer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("bits", torch.where(torch.from_numpy(weights) >= 0, 1.0, -1.0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(delegable_sign(x), self.bits, None, 1, 1)
+
+    portable_lib._unsafe_reset_threadpool(1)
+    example = (torch.zeros(1, weights.shape[1], side, side),)
+    program = lower_to_executorch(torch.export.export(Layer().eval(), example), "layer")
+    loaded = Runtime.get().load_program(program.buffer)
+    method = loaded.load_method("forward")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        # the method lives in the program's memory: keep the program alive as long as this closure
+        return method.execute([torch.from_numpy(x)])[0].numpy() if loaded is not None else x
+
+    return run
+
+
+def median_latency_ms(run: Callable[[], Any], repeats: int, budget_s: float = 0.4) -> dict[str, float]:
+    """Median of per-call times within each repeat, then the median (and spread) over repeats."""
+    for _ in range(3):
+        run()
+    medians = []
+    for _ in range(repeats):
+        times = []
+        start = time.perf_counter()
+        while len(times) < 5 or (time.perf_counter() - start < budget_s and len(times) < 2000):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        medians.append(statistics.median(times) * 1e3)
+    return {"median_ms": round(statistics.median(medians), 4), "min_repeat_ms": round(min(medians), 4),
+            "max_repeat_ms": round(max(medians), 4)}
+
+
+def bench_shape(channels: int, side: int, library: Path, repeats: int, paths: list[str]) -> dict[str, Any]:
+    generator = np.random.default_rng(channels * 1000 + side)
+    weights = generator.standard_normal((channels, channels, 3, 3)).astype(np.float32)
+    x = generator.standard_normal((1, channels, side, side)).astype(np.float32)
+    x[generator.random(x.shape) < 0.05] = 0.0
+    feeds = {"X": x}
+
+    binary = ort_session(binary_model(weights, channels, side), library)
+    fp32 = ort_session(fp32_model(weights, channels, side))
+    int8 = ort_session(int8_model(weights, channels, side))
+    qlinear = ort_session(qlinear_model(weights, channels, side))
+    (reference,) = binary.run(None, feeds)
+    row: dict[str, Any] = {"channels": channels, "side": side, "batch": 1, "threads": 1}
+    exact = {"ort_fp32": bool(np.array_equal(fp32.run(None, feeds)[0], reference)),
+             "ort_int8_convinteger": bool(np.array_equal(int8.run(None, feeds)[0], reference))}
+    rounded = qlinear.run(None, feeds)[0]
+    row["int8_qlinearconv_max_error"] = float(np.abs(rounded - reference).max())  # its output is rounded
+
+    binary_paths = {}
+    for isa in paths:
+        os.environ[ISA_ENV] = isa
+        (y,) = binary.run(None, feeds)
+        exact[f"binary_{isa}"] = bool(np.array_equal(y, reference))
+        binary_paths[isa] = median_latency_ms(lambda: binary.run(None, feeds), repeats)
+    os.environ.pop(ISA_ENV, None)
+    row["binary_ort"] = binary_paths
+    row["fp32_ort"] = median_latency_ms(lambda: fp32.run(None, feeds), repeats)
+    row["int8_ort_convinteger"] = median_latency_ms(lambda: int8.run(None, feeds), repeats)
+    row["int8_ort_qlinearconv"] = median_latency_ms(lambda: qlinear.run(None, feeds), repeats)
+    try:
+        executorch = executorch_runner(weights, side)
+        exact["executorch_fp32"] = bool(np.array_equal(executorch(x), reference))
+        row["fp32_executorch_xnnpack"] = median_latency_ms(lambda: executorch(x), repeats)
+    except Exception as exc:  # report, do not hide: the row says why ExecuTorch is missing
+        row["fp32_executorch_xnnpack"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+    row["exact"] = exact
+    best = binary_paths[paths[-1]]["median_ms"]
+    fp32_times = [row["fp32_ort"]["median_ms"]]
+    if "median_ms" in row["fp32_executorch_xnnpack"]:
+        fp32_times.append(row["fp32_executorch_xnnpack"]["median_ms"])
+    row["speedup_vs_best_fp32"] = round(min(fp32_times) / best, 2)
+    row["speedup_vs_ort_fp32"] = round(row["fp32_ort"]["median_ms"] / best, 2)
+    row["speedup_vs_best_int8"] = round(min(row["int8_ort_convinteger"]["median_ms"],
+                                            row["int8_ort_qlinearconv"]["median_ms"]) / best, 2)
+    row["packed_weight_bytes"] = int(pack_binary_weights(weights).nbytes)
+    row["fp32_weight_bytes"] = int(weights.nbytes)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--all-shapes", action="store_true", help="every channel count at every size, not only "
+                                                                  "ResNet's stage pairs")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    library = ort_ops_library()
+    if library is None:
+        print("error: libedgesdk_ort_ops.so is not built (make cpp; see runtime/cpp/CMakeLists.txt)", file=sys.stderr)
+        return 2
+    os.environ.pop(ISA_ENV, None)
+    best = binary_isa_name(library)
+    paths = []
+    for isa in ("scalar", "avx2", "avx512", "neon"):
+        os.environ[ISA_ENV] = isa
+        try:
+            binary_isa_name(library)
+            paths.append(isa)
+        except Exception:  # noqa: S112 - a path this CPU cannot run is simply not measured
+            continue
+    os.environ.pop(ISA_ENV, None)
+    paths.sort(key=lambda isa: isa == best)  # the default path last
+    print(f"binary kernel instruction path (default on this CPU): {best}; measured: {', '.join(paths)}")
+    rows = []
+    for channels, side in (ALL_SHAPES if args.all_shapes else RESNET_SHAPES):
+        row = bench_shape(channels, side, library, args.repeats, paths)
+        rows.append(row)
+        et = row["fp32_executorch_xnnpack"]
+        et_text = f"{et['median_ms']:8.3f}" if "median_ms" in et else "   error"
+        binary_text = "  ".join(f"{isa} {row['binary_ort'][isa]['median_ms']:7.3f}" for isa in paths)
+        print(f"C={channels:3d} {side:2d}x{side:<2d}  binary[{binary_text}]"
+              f"  fp32 ORT {row['fp32_ort']['median_ms']:8.3f}"
+              f"  fp32 ET/XNNPACK {et_text}  int8 ORT QLinearConv {row['int8_ort_qlinearconv']['median_ms']:7.3f}"
+              f" ConvInteger {row['int8_ort_convinteger']['median_ms']:7.3f} ms  "
+              f"x{row['speedup_vs_best_fp32']} vs best fp32  exact {all(row['exact'].values())}", flush=True)
+    result = {
+        "what": "one binary 3x3 conv layer, stride 1, pad 1, batch 1, 1 thread; latency in ms (median over calls, "
+                "median over repeats)",
+        "command": "python benchmarks/bnn_kernel.py" + (" --all-shapes" if args.all_shapes else "")
+                   + f" --repeats {args.repeats}",
+        "isa_default": best, "isa_measured": paths, "machine": platform.processor() or platform.machine(),
+        "cpu_flags_avx512_vpopcntdq": "avx512_vpopcntdq" in Path("/proc/cpuinfo").read_text(),
+        "onnxruntime": ort.__version__,
+        "int8_variants": {
+            "int8_ort_qlinearconv": "QuantizeLinear, QLinearConv, DequantizeLinear (int8 output rounded: timing only)",
+            "int8_ort_convinteger": "ConvInteger on uint8 signs and int8 weights (exact int32 sums)"},
+        "rows": rows,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.output.with_suffix(".json.part")
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    partial.replace(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+// A bit-packed binary 2-D convolution: y = conv2d(s(x), B) with s(x) the sign of the activations and B the +-1
+// weights, computed with XNOR/popcount on 64 channels per machine word. No dependency beyond C++17: the ONNX
+// Runtime custom op (ort_binary_conv.cpp) and the C++ runtime wrap it.
+//
+// The function it reproduces is the exported inference form of a binary layer (quant/binary.py,
+// FoldedBinaryConv2d): s(x) = clamp(x * 2^100, -1, 1) and B = +1 where W >= 0, -1 where W < 0, zero padding.
+//
+// Exactness. Each activation channel is one of three values: -1 (x <= -2^-100), +1 (x >= 2^-100) or 0 (everything
+// else: exact zeros, |x| < 2^-100 and NaN). That is s(x) wherever s(x) is an integer, i.e. for every fp32 x except
+// 0 < |x| < 2^-100, where the float graph's s(x) is a fraction of magnitude below 1 and this kernel counts 0.
+// Activations are packed into two bit planes along channels: `negative` (s(x) = -1) and `nonzero` (s(x) != 0),
+// plus the count of nonzero channels per pixel. A weight word holds (W < 0). For one tap the dot product over
+// channels is then
+//     sum_c s(x_c) * B_c = nonzero_count - 2 * popcount((negative XOR weight_negative) AND nonzero),
+// since a nonzero channel contributes +1 where the signs agree and -1 where they differ. Padding pixels are words of
+// zeros in both planes with a count of 0, so they contribute exactly 0 as the float graph's zero padding of s(x)
+// does: no border special case. The sum is an integer with |y| <= kh * kw * C, exact in fp32 below 2^24.
+//
+// Instruction paths, chosen at run time: AVX-512 VPOPCNTDQ, AVX2 (nibble-table popcount with pshufb), ARM NEON
+// (vcnt; compiled on aarch64 only) and a portable scalar loop. EDGESDK_BINARY_ISA=scalar|avx2|avx512|neon forces
+// one (an unavailable one is an error), =auto or unset picks the best this CPU runs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace edgesdk::binary {
+
+enum class Isa { scalar, avx2, avx512, neon };
+
+// "scalar", "avx2", "avx512" or "neon"
+const char* isa_name(Isa isa);
+// whether this build has the path and this CPU can run it
+bool isa_available(Isa isa);
+// the best path this CPU runs
+Isa best_isa();
+// the path a convolution runs now: EDGESDK_BINARY_ISA when set (throws std::invalid_argument when it names an
+// unknown or unavailable path), else best_isa()
+Isa selected_isa();
+// isa_name(selected_isa())
+const char* binary_isa_name();
+
+// Shapes and attributes of one layer. Padding is in ONNX order: top, left, bottom, right.
+struct ConvGeometry {
+  int in_channels = 0;
+  int out_channels = 0;
+  int kernel_h = 3;
+  int kernel_w = 3;
+  int stride_h = 1;
+  int stride_w = 1;
+  int pad_top = 1;
+  int pad_left = 1;
+  int pad_bottom = 1;
+  int pad_right = 1;
+};
+
+// Empty when the geometry is usable, else a one-line reason (positive channels, kernel and strides, pads >= 0 and
+// smaller than the kernel, and bounds that keep every count in 32 bits).
+std::string validate(const ConvGeometry& geometry);
+
+// Output height and width for an input of height x width; throws std::invalid_argument when the input is smaller
+// than the kernel after padding or so large that an offset would overflow.
+void output_size(const ConvGeometry& geometry, int height, int width, int* out_height, int* out_width);
+
+// Output channels per weight block: one block is one 512-bit vector of 64-bit words, one per output channel.
+constexpr int kOutputBlock = 8;
+
+// The weights of one layer, packed once: word [block][ky][kx][word][lane] holds bit c of (W < 0) for output
+// channel block * 8 + lane and input channel word * 64 + c; channels past the layer's counts are 0. One vector
+// load gives the words of eight output channels for one tap.
+class PackedWeights {
+ public:
+  // From float weights in PyTorch's OIHW layout (sign(0) counts as +1, like FoldedBinaryConv2d's bits).
+  static PackedWeights from_float(const ConvGeometry& geometry, const float* weights_oihw);
+  // From numpy.packbits (big bit order) of (W < 0) along input channels, shape (out_channels, kh, kw,
+  // ceil(in_channels / 8)): the ONNX custom op's initializer. Bits past in_channels are ignored.
+  static PackedWeights from_packbits(const ConvGeometry& geometry, const uint8_t* packed);
+
+  const ConvGeometry& geometry() const { return geometry_; }
+  int words() const { return words_; }          // 64-bit words per tap and output channel
+  int blocks() const { return blocks_; }        // blocks of 8 output channels
+  const uint64_t* data() const { return bits_.data(); }
+  size_t bytes() const { return bits_.size() * sizeof(uint64_t); }
+
+ private:
+  explicit PackedWeights(const ConvGeometry& geometry);
+  void set_negative(int out_channel, int ky, int kx, int in_channel);
+  ConvGeometry geometry_;
+  int words_ = 0;
+  int blocks_ = 0;
+  std::vector<uint64_t> bits_;
+};
+
+// y (N, out_channels, H', W') = conv2d(s(x), B) for x (N, in_channels, height, width), both float32 NCHW and
+// contiguous. Throws std::invalid_argument on bad sizes.
+void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int height, int width, float* y);
+// The same on a given path (throws std::invalid_argument if this CPU cannot run it).
+void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int height, int width, float* y,
+                   Isa isa);
+
+}  // namespace edgesdk::binary

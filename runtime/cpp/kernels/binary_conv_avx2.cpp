@@ -1,0 +1,148 @@
+// The AVX2 path. AVX2 has no vector popcount: each byte's bits are counted with two 16-entry table lookups
+// (pshufb on the low and high nibble), byte counts are summed in 8 bits for up to 31 steps (at most 8 per step,
+// so 248 < 256) and then widened with a sum of absolute differences against zero (vpsadbw), which adds the eight
+// bytes of each 64-bit lane. Eight output channels are two ymm registers of four 64-bit words. Compiled with
+// -mavx2 and called only when the CPU has it; includes nothing but plain data and intrinsics.
+#include <immintrin.h>
+
+#include "binary_conv_paths.hpp"
+
+namespace edgesdk::binary::detail {
+
+namespace {
+
+inline __m256i byte_popcount(__m256i v, __m256i table, __m256i low_nibbles) {
+  const __m256i low = _mm256_shuffle_epi8(table, _mm256_and_si256(v, low_nibbles));
+  const __m256i high = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibbles));
+  return _mm256_add_epi8(low, high);
+}
+
+// Output channel blocks [first_block, first_block + kBlocks) at every output pixel, the broadcast activation words
+// shared by the blocks; results through a [pixel][channel] tile, as in the AVX-512 path (binary_conv_avx512.cpp).
+template <int kBlocks>
+void convolve_blocks(const MismatchArgs& a, int first_block) {
+  constexpr int kTilePixels = 64;
+  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);  // the low 32 bits of each 64-bit sum
+  const int taps = a.kernel_h * a.kernel_w;
+  const int run = a.kernel_w * a.words;  // a kernel row's pixels are adjacent in the padded planes
+  const long block_stride = static_cast<long>(taps) * a.words * 8;
+  const long plane = static_cast<long>(a.out_h) * a.out_w;
+  const uint64_t* block_weights = a.weights + first_block * block_stride;
+  const int first_channel = first_block * 8;
+  const int channels = a.out_channels - first_channel < kBlocks * 8 ? a.out_channels - first_channel : kBlocks * 8;
+  alignas(32) float tile[kTilePixels][kBlocks * 8];
+  for (int oy = 0; oy < a.out_h; ++oy)
+    for (int ox0 = 0; ox0 < a.out_w; ox0 += kTilePixels) {
+      const int pixels = a.out_w - ox0 < kTilePixels ? a.out_w - ox0 : kTilePixels;
+      for (int j = 0; j < pixels; ++j) {
+        const int ox = ox0 + j;
+        // per block: output channels 0-3 and 4-7 as 64-bit sums, and as byte counts not yet widened
+        __m256i total[2 * kBlocks], bytes[2 * kBlocks];
+        for (int r = 0; r < 2 * kBlocks; ++r) total[r] = bytes[r] = zero;
+        int pending = 0;
+        for (int ky = 0; ky < a.kernel_h; ++ky) {
+          const long pixel_row = (static_cast<long>(oy) * a.stride_h + ky) * a.padded_w + static_cast<long>(ox) * a.stride_w;
+          const uint64_t* negative = a.negative + pixel_row * a.words;
+          const uint64_t* nonzero = a.nonzero + pixel_row * a.words;
+          const uint64_t* w = block_weights + static_cast<long>(ky * a.kernel_w) * a.words * 8;
+          for (int i = 0; i < run; ++i) {
+            const __m256i sign = _mm256_set1_epi64x(static_cast<long long>(negative[i]));
+            const __m256i mask = _mm256_set1_epi64x(static_cast<long long>(nonzero[i]));
+            for (int r = 0; r < 2 * kBlocks; ++r) {
+              const __m256i weights =
+                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (r / 2) * block_stride + i * 8 + (r % 2) * 4));
+              bytes[r] = _mm256_add_epi8(
+                  bytes[r], byte_popcount(_mm256_and_si256(_mm256_xor_si256(sign, weights), mask), table, low_nibbles));
+            }
+            if (++pending == 31) {
+              for (int r = 0; r < 2 * kBlocks; ++r) {
+                total[r] = _mm256_add_epi64(total[r], _mm256_sad_epu8(bytes[r], zero));
+                bytes[r] = zero;
+              }
+              pending = 0;
+            }
+          }
+        }
+        const __m128i count = _mm_set1_epi32(a.count_sum[static_cast<long>(oy) * a.out_w + ox]);
+        for (int r = 0; r < 2 * kBlocks; ++r) {
+          total[r] = _mm256_add_epi64(total[r], _mm256_sad_epu8(bytes[r], zero));
+          const __m128i mismatches = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total[r], pick));
+          const __m128i y = _mm_sub_epi32(count, _mm_add_epi32(mismatches, mismatches));
+          _mm_store_ps(&tile[j][r * 4], _mm_cvtepi32_ps(y));
+        }
+      }
+      for (int c = 0; c < channels; ++c) {
+        float* out = a.y + (first_channel + c) * plane + static_cast<long>(oy) * a.out_w + ox0;
+        for (int j = 0; j < pixels; ++j) out[j] = tile[j][c];
+      }
+    }
+}
+
+}  // namespace
+
+void convolve_avx2(const MismatchArgs& a) {
+  int block = 0;
+  for (; block + 2 <= a.blocks; block += 2) convolve_blocks<2>(a, block);
+  for (; block < a.blocks; ++block) convolve_blocks<1>(a, block);
+}
+
+void pack_avx2(const PackArgs& a) {
+  const long plane = static_cast<long>(a.height) * a.width;
+  const __m128 low = _mm_set1_ps(-a.threshold), high = _mm_set1_ps(a.threshold);
+  alignas(32) uint64_t negative[8], nonzero[8];
+  for (int word = 0; word < a.words; ++word) {
+    const int first = word * 64;
+    const int last = a.channels < first + 64 ? a.channels : first + 64;
+    for (int iy = 0; iy < a.height; ++iy) {
+      const float* row = a.image + static_cast<long>(iy) * a.width;
+      const long padded_row = static_cast<long>(iy + a.pad_top) * a.padded_w + a.pad_left;
+      int ix = 0;
+      for (; ix + 8 <= a.width; ix += 8) {  // eight pixels: two registers of four 64-bit words each
+        __m256i neg_low = _mm256_setzero_si256(), neg_high = neg_low, nz_low = neg_low, nz_high = neg_low;
+        for (int c = first; c < last; ++c) {
+          const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(uint64_t(1) << (c - first)));
+          const float* source = row + c * plane + ix;
+          const __m128 v_low = _mm_loadu_ps(source), v_high = _mm_loadu_ps(source + 4);
+          // compare results are all-ones 32-bit lanes; sign-extended to 64 bits they select the bit
+          const __m128i n_low = _mm_castps_si128(_mm_cmple_ps(v_low, low));  // NaN compares false
+          const __m128i n_high = _mm_castps_si128(_mm_cmple_ps(v_high, low));
+          const __m128i z_low = _mm_or_si128(n_low, _mm_castps_si128(_mm_cmpge_ps(v_low, high)));
+          const __m128i z_high = _mm_or_si128(n_high, _mm_castps_si128(_mm_cmpge_ps(v_high, high)));
+          neg_low = _mm256_or_si256(neg_low, _mm256_and_si256(_mm256_cvtepi32_epi64(n_low), bit));
+          neg_high = _mm256_or_si256(neg_high, _mm256_and_si256(_mm256_cvtepi32_epi64(n_high), bit));
+          nz_low = _mm256_or_si256(nz_low, _mm256_and_si256(_mm256_cvtepi32_epi64(z_low), bit));
+          nz_high = _mm256_or_si256(nz_high, _mm256_and_si256(_mm256_cvtepi32_epi64(z_high), bit));
+        }
+        _mm256_store_si256(reinterpret_cast<__m256i*>(negative), neg_low);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(negative + 4), neg_high);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(nonzero), nz_low);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(nonzero + 4), nz_high);
+        for (int j = 0; j < 8; ++j) {
+          const long padded = padded_row + ix + j;
+          a.negative[padded * a.words + word] = negative[j];
+          a.nonzero[padded * a.words + word] = nonzero[j];
+          a.count[padded] = (word == 0 ? 0 : a.count[padded]) + __builtin_popcountll(nonzero[j]);
+        }
+      }
+      for (; ix < a.width; ++ix) {  // the last pixels of the row, one at a time
+        uint64_t negative_word = 0, nonzero_word = 0;
+        for (int c = first; c < last; ++c) {
+          const float v = row[c * plane + ix];
+          const uint64_t is_negative = v <= -a.threshold, is_positive = v >= a.threshold;
+          negative_word |= is_negative << (c - first);
+          nonzero_word |= (is_negative | is_positive) << (c - first);
+        }
+        const long padded = padded_row + ix;
+        a.negative[padded * a.words + word] = negative_word;
+        a.nonzero[padded * a.words + word] = nonzero_word;
+        a.count[padded] = (word == 0 ? 0 : a.count[padded]) + __builtin_popcountll(nonzero_word);
+      }
+    }
+  }
+}
+
+}  // namespace edgesdk::binary::detail

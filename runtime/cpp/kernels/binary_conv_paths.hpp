@@ -1,0 +1,57 @@
+// The inner loop every instruction path implements, on plain data only: the ISA-specific translation units include
+// nothing but this and their intrinsics headers, so no inline library function is compiled there with wider
+// instructions and then picked by the linker for code that runs on any CPU.
+#pragma once
+
+#include <cstdint>
+
+namespace edgesdk::binary::detail {
+
+struct MismatchArgs {
+  const uint64_t* negative;  // padded activation planes: [padded_h][padded_w][words]
+  const uint64_t* nonzero;
+  int padded_w;
+  int words;
+  const uint64_t* weights;   // PackedWeights layout: [blocks][kernel_h][kernel_w][words][8]
+  int blocks;
+  int kernel_h, kernel_w, stride_h, stride_w;
+  int out_h, out_w;
+  int out_channels;
+  const int32_t* count_sum;  // [out_h * out_w]: nonzero channels under the kernel window of each output pixel
+  float* y;                  // out: [out_channels][out_h * out_w] =
+                             //      count_sum - 2 * popcount((neg ^ wneg) & nonzero) summed over taps and words
+};
+
+// y of one image
+void convolve_scalar(const MismatchArgs& args);
+void convolve_avx2(const MismatchArgs& args);
+void convolve_avx512(const MismatchArgs& args);
+void convolve_neon(const MismatchArgs& args);
+
+// One image (channels, height, width) into the padded bit planes and the per-pixel nonzero count; the padding
+// border is left as it is (zeros).
+struct PackArgs {
+  const float* image;
+  int channels, height, width;
+  int pad_top, pad_left, padded_w, words;
+  float threshold;           // |x| >= threshold counts as its sign, anything else (NaN too) as 0
+  uint64_t* negative;
+  uint64_t* nonzero;
+  int32_t* count;            // [padded_h][padded_w]
+};
+
+void pack_scalar(const PackArgs& args);
+void pack_avx2(const PackArgs& args);
+void pack_avx512(const PackArgs& args);
+
+// The results of 8 output channels (one block) at one output pixel: y[oc][pixel] = count_sum - 2 * mismatches.
+// static: each translation unit keeps its own copy, compiled with its own instruction set.
+static inline void store_block(const MismatchArgs& a, int block, long pixel, const int32_t* mismatches) {
+  const long plane = static_cast<long>(a.out_h) * a.out_w;
+  const int first = block * 8;
+  const int lanes = a.out_channels - first < 8 ? a.out_channels - first : 8;
+  float* out = a.y + first * plane + pixel;
+  for (int lane = 0; lane < lanes; ++lane) out[lane * plane] = static_cast<float>(a.count_sum[pixel] - 2 * mismatches[lane]);
+}
+
+}  // namespace edgesdk::binary::detail

@@ -1,0 +1,229 @@
+// The binary convolution against a direct float convolution of s(x) = clamp(x * 2^100, -1, 1) with the +-1
+// weights, compared exactly, on every instruction path this machine runs. Needs no fixture.
+#include <cmath>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "binary_conv.hpp"
+#include "check.hpp"
+
+namespace bc = edgesdk::binary;
+
+namespace {
+
+// the float graph's s(x), in float as the exported graph computes it
+float delegable_sign(float x) {
+  const float scaled = x * std::ldexp(1.0f, 100);
+  return scaled < -1.0f ? -1.0f : (scaled > 1.0f ? 1.0f : scaled);
+}
+
+std::vector<float> reference(const bc::ConvGeometry& g, const std::vector<float>& x, const std::vector<float>& w,
+                             int batch, int height, int width, int out_h, int out_w) {
+  std::vector<float> y(size_t(batch) * g.out_channels * out_h * out_w);
+  size_t index = 0;
+  for (int n = 0; n < batch; ++n)
+    for (int oc = 0; oc < g.out_channels; ++oc)
+      for (int oy = 0; oy < out_h; ++oy)
+        for (int ox = 0; ox < out_w; ++ox) {
+          double sum = 0.0;
+          for (int ic = 0; ic < g.in_channels; ++ic)
+            for (int ky = 0; ky < g.kernel_h; ++ky)
+              for (int kx = 0; kx < g.kernel_w; ++kx) {
+                const int iy = oy * g.stride_h + ky - g.pad_top, ix = ox * g.stride_w + kx - g.pad_left;
+                if (iy < 0 || ix < 0 || iy >= height || ix >= width) continue;  // zero padding
+                const float s = delegable_sign(x[((size_t(n) * g.in_channels + ic) * height + iy) * width + ix]);
+                const float b = w[((size_t(oc) * g.in_channels + ic) * g.kernel_h + ky) * g.kernel_w + kx] >= 0.0f ? 1.0f : -1.0f;
+                sum += double(s) * b;
+              }
+          y[index++] = float(sum);
+        }
+  return y;
+}
+
+// activations with exact zeros, values at and just above the +-1 threshold (2^-100) and ordinary values
+std::vector<float> activations(size_t count, std::mt19937& random) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> kind(0, 9);
+  const float threshold = std::ldexp(1.0f, -100);
+  std::vector<float> x(count);
+  for (float& v : x) {
+    switch (kind(random)) {
+      case 0: v = 0.0f; break;
+      case 1: v = -0.0f; break;
+      case 2: v = threshold; break;
+      case 3: v = -threshold; break;
+      case 4: v = 1e-30f * (normal(random) < 0 ? -1.0f : 1.0f); break;
+      default: v = normal(random);
+    }
+  }
+  return x;
+}
+
+std::vector<bc::Isa> runnable_paths() {
+  std::vector<bc::Isa> paths;
+  for (bc::Isa isa : {bc::Isa::scalar, bc::Isa::avx2, bc::Isa::avx512, bc::Isa::neon})
+    if (bc::isa_available(isa)) paths.push_back(isa);
+  return paths;
+}
+
+// numpy.packbits(W < 0, axis=-1) of the weights in (O, kh, kw, I) order
+std::vector<uint8_t> packbits(const bc::ConvGeometry& g, const std::vector<float>& w) {
+  const int row_bytes = (g.in_channels + 7) / 8;
+  std::vector<uint8_t> packed(size_t(g.out_channels) * g.kernel_h * g.kernel_w * row_bytes, 0);
+  for (int oc = 0; oc < g.out_channels; ++oc)
+    for (int ic = 0; ic < g.in_channels; ++ic)
+      for (int ky = 0; ky < g.kernel_h; ++ky)
+        for (int kx = 0; kx < g.kernel_w; ++kx)
+          if (w[((size_t(oc) * g.in_channels + ic) * g.kernel_h + ky) * g.kernel_w + kx] < 0.0f)
+            packed[((size_t(oc) * g.kernel_h + ky) * g.kernel_w + kx) * row_bytes + ic / 8] |= uint8_t(0x80 >> (ic % 8));
+  return packed;
+}
+
+struct Case {
+  int in_channels, out_channels, kernel, stride, pad_top, pad_left, pad_bottom, pad_right, batch, height, width;
+};
+
+void check_case(const Case& c, std::mt19937& random) {
+  bc::ConvGeometry g;
+  g.in_channels = c.in_channels;
+  g.out_channels = c.out_channels;
+  g.kernel_h = g.kernel_w = c.kernel;
+  g.stride_h = g.stride_w = c.stride;
+  g.pad_top = c.pad_top;
+  g.pad_left = c.pad_left;
+  g.pad_bottom = c.pad_bottom;
+  g.pad_right = c.pad_right;
+  std::vector<float> x = activations(size_t(c.batch) * c.in_channels * c.height * c.width, random);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> w(size_t(c.out_channels) * c.in_channels * c.kernel * c.kernel);
+  for (float& v : w) v = normal(random);
+  w[0] = 0.0f;  // sign(0) is +1 for weights
+  int out_h = 0, out_w = 0;
+  bc::output_size(g, c.height, c.width, &out_h, &out_w);
+  const std::vector<float> expected = reference(g, x, w, c.batch, c.height, c.width, out_h, out_w);
+
+  const bc::PackedWeights from_float = bc::PackedWeights::from_float(g, w.data());
+  const std::vector<uint8_t> bytes = packbits(g, w);
+  const bc::PackedWeights from_bytes = bc::PackedWeights::from_packbits(g, bytes.data());
+  CHECK_EQ(from_float.bytes(), from_bytes.bytes());
+  CHECK(std::equal(from_float.data(), from_float.data() + from_float.bytes() / 8, from_bytes.data()));
+
+  for (bc::Isa isa : runnable_paths()) {
+    std::vector<float> y(expected.size(), -12345.0f);
+    bc::binary_conv2d(from_bytes, x.data(), c.batch, c.height, c.width, y.data(), isa);
+    size_t wrong = 0;
+    for (size_t i = 0; i < y.size(); ++i) wrong += y[i] != expected[i];
+    if (wrong != 0)
+      check::report(__FILE__, __LINE__,
+                    std::string(bc::isa_name(isa)) + ": " + std::to_string(wrong) + " of " + std::to_string(y.size()) +
+                        " outputs differ, case C=" + std::to_string(c.in_channels) + " OC=" + std::to_string(c.out_channels) +
+                        " k=" + std::to_string(c.kernel) + " s=" + std::to_string(c.stride));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("every runnable path equals the float convolution of s(x), exactly") {
+  std::mt19937 random(26);
+  const Case cases[] = {
+      {16, 8, 3, 1, 1, 1, 1, 1, 2, 7, 5},       {24, 13, 3, 2, 1, 1, 1, 1, 1, 9, 11},
+      {32, 16, 3, 1, 1, 1, 1, 1, 3, 6, 6},      {70, 9, 3, 2, 1, 1, 1, 1, 2, 8, 7},
+      {64, 64, 3, 1, 1, 1, 1, 1, 1, 8, 8},      {128, 24, 3, 2, 1, 1, 1, 1, 1, 5, 9},
+      {200, 17, 3, 1, 1, 1, 1, 1, 1, 4, 4},     {3, 5, 1, 1, 0, 0, 0, 0, 2, 3, 4},
+      {40, 7, 5, 1, 2, 1, 0, 2, 1, 6, 7},       {16, 8, 3, 1, 0, 0, 0, 0, 1, 3, 3},
+      {1000, 8, 3, 1, 1, 1, 1, 1, 1, 3, 3},  // > 31 words per output: the AVX2 and NEON byte counters flush
+  };
+  for (const Case& c : cases) check_case(c, random);
+}
+
+TEST_CASE("a value below 2^-100 or NaN counts as 0, every other value as its sign") {
+  bc::ConvGeometry g;
+  g.in_channels = 4;
+  g.out_channels = 1;
+  g.kernel_h = g.kernel_w = 1;
+  g.pad_top = g.pad_left = g.pad_bottom = g.pad_right = 0;
+  const float weights[4] = {1.0f, -1.0f, 1.0f, -1.0f};
+  const bc::PackedWeights packed = bc::PackedWeights::from_float(g, weights);
+  const float x[4] = {std::ldexp(1.0f, -101), -5.0f, std::nanf(""), std::ldexp(-1.0f, -100)};
+  for (bc::Isa isa : runnable_paths()) {
+    float y = 0.0f;
+    bc::binary_conv2d(packed, x, 1, 1, 1, &y, isa);
+    CHECK_EQ(y, 2.0f);  // 0 * 1 + (-1)(-1) + 0 * 1 + (-1)(-1)
+  }
+}
+
+TEST_CASE("the selected path follows EDGESDK_BINARY_ISA, and a bad one is refused") {
+  unsetenv("EDGESDK_BINARY_ISA");
+  CHECK_EQ(bc::selected_isa(), bc::best_isa());
+  for (bc::Isa isa : runnable_paths()) {
+    setenv("EDGESDK_BINARY_ISA", bc::isa_name(isa), 1);
+    CHECK_EQ(std::string(bc::binary_isa_name()), std::string(bc::isa_name(isa)));
+  }
+  std::printf("paths runnable here:");
+  for (bc::Isa isa : runnable_paths()) std::printf(" %s", bc::isa_name(isa));
+  std::printf("; best: %s\n", bc::isa_name(bc::best_isa()));
+  setenv("EDGESDK_BINARY_ISA", "sse9", 1);
+  bool refused = false;
+  try {
+    bc::selected_isa();
+  } catch (const std::invalid_argument&) {
+    refused = true;
+  }
+  CHECK(refused);
+  for (bc::Isa isa : {bc::Isa::scalar, bc::Isa::avx2, bc::Isa::avx512, bc::Isa::neon}) {
+    if (bc::isa_available(isa)) continue;
+    setenv("EDGESDK_BINARY_ISA", bc::isa_name(isa), 1);
+    bool unavailable_refused = false;
+    try {
+      bc::selected_isa();
+    } catch (const std::invalid_argument&) {
+      unavailable_refused = true;
+    }
+    CHECK(unavailable_refused);
+  }
+  unsetenv("EDGESDK_BINARY_ISA");
+}
+
+TEST_CASE("bad geometry and sizes are refused with a reason") {
+  bc::ConvGeometry g;
+  g.in_channels = 8;
+  g.out_channels = 8;
+  CHECK(bc::validate(g).empty());
+  bc::ConvGeometry bad = g;
+  bad.in_channels = 0;
+  CHECK(!bc::validate(bad).empty());
+  bad = g;
+  bad.stride_h = 0;
+  CHECK(!bc::validate(bad).empty());
+  bad = g;
+  bad.pad_left = 3;
+  CHECK(!bc::validate(bad).empty());
+  bad = g;
+  bad.pad_top = -1;
+  CHECK(!bc::validate(bad).empty());
+  bad = g;
+  bad.in_channels = 1 << 16;
+  bad.kernel_h = bad.kernel_w = 31;
+  CHECK(!bc::validate(bad).empty());
+  int out_h = 0, out_w = 0;
+  bc::ConvGeometry unpadded = g;
+  unpadded.pad_top = unpadded.pad_left = unpadded.pad_bottom = unpadded.pad_right = 0;
+  bool refused = false;
+  try {
+    bc::output_size(unpadded, 2, 2, &out_h, &out_w);
+  } catch (const std::invalid_argument&) {
+    refused = true;
+  }
+  CHECK(refused);
+  bool constructor_refused = false;
+  try {
+    bc::PackedWeights::from_float(bad, nullptr);
+  } catch (const std::invalid_argument&) {
+    constructor_refused = true;
+  }
+  CHECK(constructor_refused);
+}
+
+TEST_MAIN()

@@ -1,0 +1,277 @@
+// libedgesdk_ort_ops: ONNX Runtime custom operators of edgesdk, registered with
+// onnxruntime.SessionOptions.register_custom_ops_library(path) (which calls RegisterCustomOps below).
+//
+// ai.edgesdk::BinaryConv2d, since version 1: the binary convolution of kernels/binary_conv.hpp.
+//   inputs   X         float32 (N, C, H, W)
+//            W_packed  uint8 (out_channels, kh, kw, ceil(C / 8)): numpy.packbits (big bit order) of (W < 0) along
+//                      input channels; an initializer, so the weights stay one bit each in memory
+//   output   Y         float32 (N, out_channels, H', W') = conv2d(s(X), B), s(x) = clamp(x * 2^100, -1, 1),
+//                      B = +1 where W >= 0 and -1 where W < 0, zero padding
+//   attributes  in_channels (int, required), kernel_shape (ints [kh, kw], required), strides (ints, default
+//               [1, 1]), pads (ints [top, left, bottom, right], default zeros)
+// The kernel packs W_packed into the layout of PackedWeights on its first run and keeps that (re-packing only when
+// the tensor's address or shape changes, as it would for a W fed as a graph input rather than an initializer).
+// A malformed node or input is an ONNX Runtime error status: the C API of this header version has no status
+// return from a kernel, so the kernel throws and ONNX Runtime turns the exception into the failing call's status.
+//
+// Built against onnxruntime_c_api.h only (no C++ wrapper), API version 13 (ONNX Runtime 1.13) or newer: the
+// tables of the C API only grow, so a library built this way loads into any newer runtime.
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "binary_conv.hpp"
+#include "onnxruntime_c_api.h"
+
+#if ORT_API_VERSION < 13
+#error "libedgesdk_ort_ops needs onnxruntime_c_api.h of ONNX Runtime 1.13 or newer"
+#endif
+
+namespace {
+
+namespace bc = edgesdk::binary;
+
+// The C API version this library asks for (its functions are all in version 13's table), and the OrtCustomOp version
+// it declares: 12, the last before ONNX Runtime reads GetInputMemoryType (a field that version 13's header does not
+// yet have), so the runtime reads no field past those filled in below whatever header this is compiled with.
+constexpr uint32_t kApiVersion = 13;
+constexpr uint32_t kCustomOpVersion = 12;
+
+const OrtApi* g_api = nullptr;
+
+// A failed C API call as an exception carrying its message (freed here).
+void check_status(OrtStatus* status, const std::string& what) {
+  if (status == nullptr) return;
+  std::string message = what + ": " + g_api->GetErrorMessage(status);
+  g_api->ReleaseStatus(status);
+  throw std::runtime_error(message);
+}
+
+std::vector<int64_t> ints_attribute(const OrtKernelInfo* info, const char* name, bool required,
+                                    std::vector<int64_t> fallback) {
+  size_t size = 0;
+  OrtStatus* status = g_api->KernelInfoGetAttributeArray_int64(info, name, nullptr, &size);
+  if (status != nullptr) {
+    g_api->ReleaseStatus(status);
+    if (required) throw std::runtime_error(std::string("BinaryConv2d: attribute '") + name + "' (ints) is required");
+    return fallback;
+  }
+  std::vector<int64_t> values(size);
+  if (size > 0) check_status(g_api->KernelInfoGetAttributeArray_int64(info, name, values.data(), &size), name);
+  return values;
+}
+
+int checked_int(int64_t value, const char* what) {
+  if (value < 0 || value > (int64_t(1) << 20))
+    throw std::runtime_error(std::string("BinaryConv2d: ") + what + " out of range: " + std::to_string(value));
+  return int(value);
+}
+
+struct TensorShape {
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  std::vector<int64_t> dims;
+};
+
+TensorShape shape_of(const OrtValue* value) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  check_status(g_api->GetTensorTypeAndShape(value, &info), "BinaryConv2d: reading an input's shape");
+  TensorShape shape;
+  size_t rank = 0;
+  OrtStatus* status = g_api->GetTensorElementType(info, &shape.type);
+  if (status == nullptr) status = g_api->GetDimensionsCount(info, &rank);
+  if (status == nullptr) {
+    shape.dims.resize(rank);
+    status = g_api->GetDimensions(info, shape.dims.data(), rank);
+  }
+  g_api->ReleaseTensorTypeAndShapeInfo(info);
+  check_status(status, "BinaryConv2d: reading an input's shape");
+  return shape;
+}
+
+std::string dims_text(const std::vector<int64_t>& dims) {
+  std::string text = "(";
+  for (size_t i = 0; i < dims.size(); ++i) text += (i ? ", " : "") + std::to_string(dims[i]);
+  return text + ")";
+}
+
+class BinaryConvKernel {
+ public:
+  explicit BinaryConvKernel(const OrtKernelInfo* info) {
+    int64_t in_channels = 0;
+    OrtStatus* status = g_api->KernelInfoGetAttribute_int64(info, "in_channels", &in_channels);
+    if (status != nullptr) {
+      g_api->ReleaseStatus(status);
+      throw std::runtime_error("BinaryConv2d: attribute 'in_channels' (int) is required");
+    }
+    const std::vector<int64_t> kernel = ints_attribute(info, "kernel_shape", true, {});
+    const std::vector<int64_t> strides = ints_attribute(info, "strides", false, {1, 1});
+    const std::vector<int64_t> pads = ints_attribute(info, "pads", false, {0, 0, 0, 0});
+    if (kernel.size() != 2) throw std::runtime_error("BinaryConv2d: kernel_shape must have 2 values");
+    if (strides.size() != 2) throw std::runtime_error("BinaryConv2d: strides must have 2 values");
+    if (pads.size() != 4) throw std::runtime_error("BinaryConv2d: pads must have 4 values [top, left, bottom, right]");
+    geometry_.in_channels = checked_int(in_channels, "in_channels");
+    geometry_.out_channels = 1;  // from W_packed at run time
+    geometry_.kernel_h = checked_int(kernel[0], "kernel_shape");
+    geometry_.kernel_w = checked_int(kernel[1], "kernel_shape");
+    geometry_.stride_h = checked_int(strides[0], "strides");
+    geometry_.stride_w = checked_int(strides[1], "strides");
+    geometry_.pad_top = checked_int(pads[0], "pads");
+    geometry_.pad_left = checked_int(pads[1], "pads");
+    geometry_.pad_bottom = checked_int(pads[2], "pads");
+    geometry_.pad_right = checked_int(pads[3], "pads");
+    const std::string problem = bc::validate(geometry_);
+    if (!problem.empty()) throw std::runtime_error("BinaryConv2d: " + problem);
+  }
+
+  void compute(OrtKernelContext* context) {
+    const OrtValue* x_value = nullptr;
+    const OrtValue* w_value = nullptr;
+    check_status(g_api->KernelContext_GetInput(context, 0, &x_value), "BinaryConv2d: input X");
+    check_status(g_api->KernelContext_GetInput(context, 1, &w_value), "BinaryConv2d: input W_packed");
+    const TensorShape x_shape = shape_of(x_value);
+    const TensorShape w_shape = shape_of(w_value);
+    if (x_shape.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || x_shape.dims.size() != 4)
+      throw std::runtime_error("BinaryConv2d: X must be float32 (N, C, H, W), got rank " +
+                               std::to_string(x_shape.dims.size()));
+    if (x_shape.dims[1] != geometry_.in_channels)
+      throw std::runtime_error("BinaryConv2d: X has " + std::to_string(x_shape.dims[1]) + " channels, in_channels is " +
+                               std::to_string(geometry_.in_channels));
+    const int64_t row_bytes = (geometry_.in_channels + 7) / 8;
+    if (w_shape.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || w_shape.dims.size() != 4 || w_shape.dims[0] < 1 ||
+        w_shape.dims[1] != geometry_.kernel_h || w_shape.dims[2] != geometry_.kernel_w || w_shape.dims[3] != row_bytes)
+      throw std::runtime_error("BinaryConv2d: W_packed must be uint8 (out_channels, " +
+                               std::to_string(geometry_.kernel_h) + ", " + std::to_string(geometry_.kernel_w) + ", " +
+                               std::to_string(row_bytes) + "), got " + dims_text(w_shape.dims));
+    for (int64_t d : x_shape.dims)
+      if (d < 0 || d > (int64_t(1) << 20)) throw std::runtime_error("BinaryConv2d: X shape out of range");
+    const int batch = int(x_shape.dims[0]), height = int(x_shape.dims[2]), width = int(x_shape.dims[3]);
+    const int out_channels = checked_int(w_shape.dims[0], "out_channels");
+
+    const void* w_data = nullptr;
+    check_status(g_api->GetTensorMutableData(const_cast<OrtValue*>(w_value), const_cast<void**>(&w_data)),
+                 "BinaryConv2d: W_packed data");
+    std::shared_ptr<const bc::PackedWeights> weights;
+    {
+      // sessions may run concurrently: the packed copy is made once, under the lock, and shared
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!packed_ || packed_source_ != w_data || packed_->geometry().out_channels != out_channels) {
+        bc::ConvGeometry geometry = geometry_;
+        geometry.out_channels = out_channels;
+        const std::string problem = bc::validate(geometry);
+        if (!problem.empty()) throw std::runtime_error("BinaryConv2d: " + problem);
+        packed_ = std::make_shared<const bc::PackedWeights>(
+            bc::PackedWeights::from_packbits(geometry, static_cast<const uint8_t*>(w_data)));
+        packed_source_ = w_data;
+      }
+      weights = packed_;
+    }
+
+    int out_h = 0, out_w = 0;
+    bc::output_size(geometry_, height, width, &out_h, &out_w);
+    const int64_t y_dims[4] = {batch, out_channels, out_h, out_w};
+    OrtValue* y_value = nullptr;
+    check_status(g_api->KernelContext_GetOutput(context, 0, y_dims, 4, &y_value), "BinaryConv2d: output Y");
+    if (batch == 0) return;  // an empty batch: an empty output of the right shape
+    const void* x_data = nullptr;
+    void* y_data = nullptr;
+    check_status(g_api->GetTensorMutableData(const_cast<OrtValue*>(x_value), const_cast<void**>(&x_data)),
+                 "BinaryConv2d: X data");
+    check_status(g_api->GetTensorMutableData(y_value, &y_data), "BinaryConv2d: Y data");
+    bc::binary_conv2d(*weights, static_cast<const float*>(x_data), batch, height, width, static_cast<float*>(y_data));
+  }
+
+ private:
+  bc::ConvGeometry geometry_;
+  std::mutex mutex_;
+  std::shared_ptr<const bc::PackedWeights> packed_;
+  const void* packed_source_ = nullptr;
+};
+
+// ---- the OrtCustomOp table ----
+
+void* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info) {
+  return new BinaryConvKernel(info);
+}
+const char* ORT_API_CALL op_name(const OrtCustomOp*) { return "BinaryConv2d"; }
+const char* ORT_API_CALL op_provider(const OrtCustomOp*) { return "CPUExecutionProvider"; }
+ONNXTensorElementDataType ORT_API_CALL input_type(const OrtCustomOp*, size_t index) {
+  return index == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+}
+size_t ORT_API_CALL input_count(const OrtCustomOp*) { return 2; }
+ONNXTensorElementDataType ORT_API_CALL output_type(const OrtCustomOp*, size_t) {
+  return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+size_t ORT_API_CALL output_count(const OrtCustomOp*) { return 1; }
+void ORT_API_CALL kernel_compute(void* kernel, OrtKernelContext* context) {
+  static_cast<BinaryConvKernel*>(kernel)->compute(context);
+}
+void ORT_API_CALL kernel_destroy(void* kernel) { delete static_cast<BinaryConvKernel*>(kernel); }
+OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp*, size_t) {
+  return INPUT_OUTPUT_REQUIRED;
+}
+
+OrtCustomOp make_binary_conv_op() {
+  OrtCustomOp op;
+  std::memset(&op, 0, sizeof(op));  // fields of newer versions stay null
+  op.version = kCustomOpVersion;
+  op.CreateKernel = create_kernel;
+  op.GetName = op_name;
+  op.GetExecutionProviderType = op_provider;
+  op.GetInputType = input_type;
+  op.GetInputTypeCount = input_count;
+  op.GetOutputType = output_type;
+  op.GetOutputTypeCount = output_count;
+  op.KernelCompute = kernel_compute;
+  op.KernelDestroy = kernel_destroy;
+  op.GetInputCharacteristic = required;
+  op.GetOutputCharacteristic = required;
+  return op;
+}
+
+// The op table followed by zeros: should a runtime read fields of a newer OrtCustomOp than this header declares,
+// it finds null pointers (meaning "not provided") rather than whatever lies next in memory.
+struct PaddedCustomOp {
+  OrtCustomOp op;
+  void* newer_fields[64];
+};
+const PaddedCustomOp g_binary_conv_op = {make_binary_conv_op(), {}};
+
+}  // namespace
+
+extern "C" {
+
+// The entry point of SessionOptions.register_custom_ops_library: adds the ai.edgesdk domain to the options. The
+// domain lives as long as the library (ONNX Runtime keeps a pointer to it in every session made from the options).
+__attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                                                 const OrtApiBase* api_base) {
+  const OrtApi* api = api_base->GetApi(kApiVersion);
+  if (api == nullptr) {
+    const OrtApi* oldest = api_base->GetApi(1);  // to report it: every runtime serves version 1
+    return oldest->CreateStatus(ORT_FAIL, "libedgesdk_ort_ops needs ONNX Runtime 1.13 or newer");
+  }
+  g_api = api;
+  static std::mutex domains_mutex;
+  static std::vector<OrtCustomOpDomain*> domains;  // one per registration; freed with the process
+  std::lock_guard<std::mutex> lock(domains_mutex);
+  OrtCustomOpDomain* domain = nullptr;
+  if (OrtStatus* status = api->CreateCustomOpDomain("ai.edgesdk", &domain)) return status;
+  domains.push_back(domain);
+  if (OrtStatus* status = api->CustomOpDomain_Add(domain, &g_binary_conv_op.op)) return status;
+  return api->AddCustomOpDomain(options, domain);
+}
+
+// Which instruction path the binary convolution runs now ("avx512", "avx2", "neon", "scalar"; EDGESDK_BINARY_ISA
+// forces one), or an error text starting with "error:" when EDGESDK_BINARY_ISA names one this CPU cannot run.
+__attribute__((visibility("default"))) const char* edgesdk_binary_isa_name(void) {
+  try {
+    return edgesdk::binary::binary_isa_name();
+  } catch (const std::exception&) {
+    return "error: EDGESDK_BINARY_ISA names a path this build or CPU cannot run";
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,207 @@
+"""The ONNX Runtime custom op ai.edgesdk::BinaryConv2d (runtime/cpp/ort, libedgesdk_ort_ops.so) against torch's
+conv2d(delegable_sign(x), bits), compared exactly, on every instruction path this CPU runs; and malformed nodes,
+which must be ONNX Runtime errors, never a crash.
+
+The library comes from $EDGESDK_ORT_OPS_LIB (ctest sets it) or the checkout's runtime/cpp/build; without either
+these tests skip, saying so."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+
+from edgesdk.quant.binary import delegable_sign
+from edgesdk.runtime.binary_ops import (
+    BINARY_CONV,
+    DOMAIN,
+    ISA_ENV,
+    OPSET_VERSION,
+    binary_isa_name,
+    ort_ops_library,
+    pack_binary_weights,
+)
+from edgesdk.runtime.errors import EdgeSDKError
+
+LIBRARY = ort_ops_library()
+pytestmark = pytest.mark.skipif(
+    LIBRARY is None, reason="libedgesdk_ort_ops.so is not built: `make cpp` builds it where onnxruntime_c_api.h is "
+                            "found (runtime/cpp/CMakeLists.txt); ctest runs these tests with EDGESDK_ORT_OPS_LIB set")
+ALL_PATHS = ("scalar", "avx2", "avx512", "neon")
+THRESHOLD = 2.0 ** -100  # s(x) = clamp(x * 2^100, -1, 1) is exactly +-1 from here on
+
+
+def runnable_paths() -> list[str]:
+    assert LIBRARY is not None
+    paths = []
+    saved = os.environ.get(ISA_ENV)
+    try:
+        for isa in ALL_PATHS:
+            os.environ[ISA_ENV] = isa
+            try:
+                assert binary_isa_name(LIBRARY) == isa
+                paths.append(isa)
+            except EdgeSDKError:
+                pass
+    finally:
+        if saved is None:
+            os.environ.pop(ISA_ENV, None)
+        else:
+            os.environ[ISA_ENV] = saved
+    return paths
+
+
+@pytest.fixture
+def forced_isa() -> Iterator[None]:
+    saved = os.environ.get(ISA_ENV)
+    yield
+    if saved is None:
+        os.environ.pop(ISA_ENV, None)
+    else:
+        os.environ[ISA_ENV] = saved
+
+
+def binary_conv_model(weights_packed: np.ndarray, in_channels: int, kernel: tuple[int, int],
+                      strides: tuple[int, int], pads: tuple[int, int, int, int], **extra: object) -> bytes:
+    """A one-node model: Y = BinaryConv2d(X, W_packed) with W_packed an initializer."""
+    attributes: dict[str, object] = {"in_channels": in_channels, "kernel_shape": list(kernel),
+                                     "strides": list(strides), "pads": list(pads)}
+    attributes.update(extra)
+    attributes = {k: v for k, v in attributes.items() if v is not None}
+    node = helper.make_node(BINARY_CONV, ["X", "W_packed"], ["Y"], domain=DOMAIN, **attributes)
+    graph = helper.make_graph(
+        [node], "binary_conv",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", in_channels, "H", "W"])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", int(weights_packed.shape[0]), "OH", "OW"])],
+        initializer=[numpy_helper.from_array(weights_packed, "W_packed")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    return model.SerializeToString()
+
+
+def session(model: bytes) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    options.register_custom_ops_library(str(LIBRARY))
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def activations(shape: tuple[int, ...], generator: np.random.Generator) -> np.ndarray:
+    """Normal values with exact zeros (both signs), +-2^-100 and +-1e-30 mixed in: every s(x) is -1, 0 or +1."""
+    x = generator.standard_normal(shape).astype(np.float32)
+    special = np.array([0.0, -0.0, THRESHOLD, -THRESHOLD, 1e-30, -1e-30], dtype=np.float32)
+    where = generator.random(shape) < 0.3
+    x[where] = generator.choice(special, size=int(where.sum()))
+    return x
+
+
+def reference(x: np.ndarray, weights: np.ndarray, stride: int, pads: tuple[int, int, int, int]) -> np.ndarray:
+    bits = torch.where(torch.from_numpy(weights) >= 0, 1.0, -1.0)
+    signs = F.pad(delegable_sign(torch.from_numpy(x)), (pads[1], pads[3], pads[0], pads[2]))  # zero padding
+    return F.conv2d(signs, bits, None, stride).numpy()
+
+
+CASES = [  # in_channels, out_channels, kernel, stride, pads, batch, height, width
+    (16, 8, 3, 1, (1, 1, 1, 1), 2, 7, 5),
+    (24, 13, 3, 2, (1, 1, 1, 1), 1, 9, 11),
+    (32, 16, 3, 1, (1, 1, 1, 1), 3, 6, 6),
+    (70, 9, 3, 2, (1, 1, 1, 1), 2, 8, 7),
+    (64, 64, 3, 1, (1, 1, 1, 1), 1, 8, 8),
+    (128, 24, 3, 2, (1, 1, 1, 1), 2, 5, 9),
+    (40, 7, 5, 1, (2, 1, 0, 2), 1, 6, 7),
+    (3, 5, 1, 1, (0, 0, 0, 0), 2, 3, 4),
+]
+
+
+def test_the_op_equals_conv2d_of_delegable_sign_exactly_on_every_path(forced_isa: None) -> None:
+    generator = np.random.default_rng(26)
+    paths = runnable_paths()
+    assert "scalar" in paths
+    print("instruction paths run:", paths)
+    for in_channels, out_channels, kernel, stride, pads, batch, height, width in CASES:
+        weights = generator.standard_normal((out_channels, in_channels, kernel, kernel)).astype(np.float32)
+        weights.flat[0] = 0.0  # sign(0) is +1 for weights
+        x = activations((batch, in_channels, height, width), generator)
+        expected = reference(x, weights, stride, pads)
+        model = binary_conv_model(pack_binary_weights(weights), in_channels, (kernel, kernel), (stride, stride), pads)
+        run = session(model)
+        for isa in paths:
+            os.environ[ISA_ENV] = isa
+            (y,) = run.run(None, {"X": x})
+            assert y.dtype == np.float32 and y.shape == expected.shape, (isa, y.shape, expected.shape)
+            np.testing.assert_array_equal(y, expected, err_msg=f"{isa}, case C={in_channels} stride={stride}")
+
+
+def test_values_below_two_to_minus_100_count_as_zero() -> None:
+    """Where the float graph's s(x) is a fraction (0 < |x| < 2^-100) the kernel counts 0: the one documented
+    difference, smaller than 1 per such value."""
+    weights = np.ones((1, 4, 1, 1), dtype=np.float32)
+    x = np.array([1e-35, 3.0, -5.0, 2.0 ** -100], dtype=np.float32).reshape(1, 4, 1, 1)
+    (y,) = session(binary_conv_model(pack_binary_weights(weights), 4, (1, 1), (1, 1), (0, 0, 0, 0))).run(
+        None, {"X": x})
+    assert float(y.reshape(-1)[0]) == 1.0  # 0 + 1 - 1 + 1
+    float_graph = float(reference(x, weights, 1, (0, 0, 0, 0)).reshape(-1)[0])
+    assert float_graph != 1.0 and abs(float_graph - 1.0) < 1.0  # 1 + 1e-35 * 2^100
+
+
+def test_the_packed_weights_are_one_bit_each_and_the_model_is_valid() -> None:
+    weights = np.random.default_rng(0).standard_normal((64, 128, 3, 3)).astype(np.float32)
+    packed = pack_binary_weights(weights)
+    assert packed.dtype == np.uint8 and packed.shape == (64, 3, 3, 16) and packed.nbytes * 8 == weights.size
+    model = onnx.load_from_string(binary_conv_model(packed, 128, (3, 3), (1, 1), (1, 1, 1, 1)))
+    onnx.checker.check_model(model)
+
+
+MALFORMED = [  # what is wrong, W_packed shape, node attributes, X shape
+    ("W_packed has the wrong input-channel bytes", (8, 3, 3, 3), {}, (1, 16, 5, 5)),
+    ("W_packed has the wrong kernel size", (8, 2, 3, 2), {}, (1, 16, 5, 5)),
+    ("X has other channels than in_channels", (8, 3, 3, 2), {}, (1, 24, 5, 5)),
+    ("in_channels is missing", (8, 3, 3, 2), {"in_channels": None}, (1, 16, 5, 5)),
+    ("kernel_shape is missing", (8, 3, 3, 2), {"kernel_shape": None}, (1, 16, 5, 5)),
+    ("pads are negative", (8, 3, 3, 2), {"pads": [-1, 1, 1, 1]}, (1, 16, 5, 5)),
+    ("pads are as large as the kernel", (8, 3, 3, 2), {"pads": [3, 3, 3, 3]}, (1, 16, 5, 5)),
+    ("pads have 2 values", (8, 3, 3, 2), {"pads": [1, 1]}, (1, 16, 5, 5)),
+    ("strides are zero", (8, 3, 3, 2), {"strides": [0, 1]}, (1, 16, 5, 5)),
+    ("kernel_shape has 1 value", (8, 3, 3, 2), {"kernel_shape": [3]}, (1, 16, 5, 5)),
+    ("in_channels is zero", (8, 3, 3, 1), {"in_channels": 0}, (1, 0, 5, 5)),
+    ("X is smaller than the kernel", (8, 3, 3, 2), {"pads": [0, 0, 0, 0]}, (1, 16, 2, 2)),
+    ("X has rank 3", (8, 3, 3, 2), {}, (16, 5, 5)),
+]
+
+
+@pytest.mark.parametrize(("what", "w_shape", "attributes", "x_shape"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_a_malformed_node_is_an_onnxruntime_error(what: str, w_shape: tuple[int, ...], attributes: dict[str, object],
+                                                 x_shape: tuple[int, ...]) -> None:
+    packed = np.zeros(w_shape, dtype=np.uint8)
+    base: dict[str, object] = {"in_channels": 16, "kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
+    base.update(attributes)
+    node_attributes = {k: v for k, v in base.items() if v is not None}
+    node = helper.make_node(BINARY_CONV, ["X", "W_packed"], ["Y"], domain=DOMAIN, **node_attributes)
+    graph = helper.make_graph([node], "malformed", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(packed, "W_packed")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    x = np.ones(x_shape, dtype=np.float32)
+    with pytest.raises(Exception, match="BinaryConv2d") as raised:  # noqa: PT011 - ORT's own exception classes
+        session(model.SerializeToString()).run(None, {"X": x})
+    assert raised.type.__module__.startswith("onnxruntime"), raised.type
+
+
+def test_an_unrunnable_path_is_refused(forced_isa: None) -> None:
+    assert LIBRARY is not None
+    os.environ[ISA_ENV] = "sse9"
+    with pytest.raises(EdgeSDKError, match="EDGESDK_BINARY_ISA"):
+        binary_isa_name(LIBRARY)
+    x = np.ones((1, 8, 3, 3), dtype=np.float32)
+    run = session(binary_conv_model(np.zeros((8, 3, 3, 1), np.uint8), 8, (3, 3), (1, 1), (1, 1, 1, 1)))
+    with pytest.raises(Exception, match="EDGESDK_BINARY_ISA"):  # noqa: PT011
+        run.run(None, {"X": x})
