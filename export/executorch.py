@@ -13,6 +13,9 @@ from executorch.backends.xnnpack._passes.decompose_batch_norm import DecomposeBa
 from executorch.backends.xnnpack._passes.decompose_cat import DecomposeConcatenate
 from executorch.backends.xnnpack._passes.fuse_batch_norm import FuseBatchNormPass
 from executorch.backends.xnnpack._passes.prelu_reshape_pass import PReLUReshapePass
+from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+from executorch.backends.xnnpack.partition.config.generic_node_configs import HardswishConfig, SigmoidConfig
+from executorch.backends.xnnpack.partition.config.xnnpack_config import ConfigPrecisionType
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.exir import to_edge_transform_and_lower
 from torch.export import ExportedProgram
@@ -24,6 +27,27 @@ from edgesdk.runtime.errors import EdgeSDKError
 
 # Graph bookkeeping, not computation: left out of the op counts.
 _NOT_OPS = ("getitem", "sym_size", "executorch_call_delegate")
+
+
+class Int8HardswishConfig(HardswishConfig):
+    """Hardswish on int8 tensors as well. ExecuTorch 1.5.1's partitioner offers it for fp32 only, but the XNNPACK it
+    runs takes quantized unary ops (as a lookup table); without this, a quantized hardswish is decomposed and runs
+    in fp32 between converts (mobilenet_v3: 19 over whole feature maps)."""
+
+    def supported_precision_types(self) -> list[ConfigPrecisionType]:
+        return [ConfigPrecisionType.FP32, ConfigPrecisionType.STATIC_QUANT]
+
+
+class Int8SigmoidConfig(SigmoidConfig):
+    """Sigmoid on int8 tensors as well (a lookup table in XNNPACK; EfficientNet's SiLU gate and squeeze-excitation)."""
+
+    def supported_precision_types(self) -> list[ConfigPrecisionType]:
+        return [ConfigPrecisionType.FP32, ConfigPrecisionType.STATIC_QUANT]
+
+
+_INT8_CAPABLE = {HardswishConfig: Int8HardswishConfig, SigmoidConfig: Int8SigmoidConfig}
+# Only a graph whose hardswish / sigmoid sit between a dequantize and a quantize (``int8_elementwise``) differs.
+PARTITIONER_CONFIGS = [_INT8_CAPABLE.get(config, config) for config in ALL_PARTITIONER_CONFIGS]
 
 
 @dataclass
@@ -157,7 +181,7 @@ def lower_to_executorch(program: ExportedProgram | dict[str, ExportedProgram], c
             # before partitioning (export/xnnpack_form.py): otherwise they run outside the delegate and split it
             programs = {name: xnnpack_form(p) for name, p in programs.items()}
             edge = to_edge_transform_and_lower(programs, transform_passes=[FoldConstantConversions()],
-                                               partitioner=[XnnpackPartitioner()])
+                                               partitioner=[XnnpackPartitioner(configs=PARTITIONER_CONFIGS)])
             report = delegation_report(edge.exported_program("forward").graph_module)
             buffer = edge.to_executorch().buffer
     except Exception as exc:

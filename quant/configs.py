@@ -155,6 +155,11 @@ class W8A8Config(QuantConfig):
     # percentile of a histogram: your own models; on trained mobilenet_v3_small +6-7 dB SQNR, resnet18 unchanged,
     # benchmarks/user_models.py). ExecuTorch's XNNPACK quantizer always uses its own histogram (L2) observer.
     onnx_activation_ranges: str = "minmax"
+    # ExecuTorch: also quantize the element-wise ops between int8 layers (activations, residual adds, squeeze-
+    # excitation; ``edgesdk.quant.pt2e._close_int8_islands``) so XNNPACK runs them in int8 instead of fp32 between
+    # converts. Your own models get it (``export_user_model``): on mobilenet_v3_small / efficientnet_b0 the converts
+    # had cancelled the int8 speed-up. The families keep conv / linear only (their floors were set that way).
+    int8_elementwise: bool = False
 
     def __post_init__(self) -> None:
         if self.calibration is None:
@@ -170,7 +175,7 @@ class W8A8Config(QuantConfig):
         from edgesdk.quant.pt2e import int8_module
 
         return int8_module(program, static=True, calibration=calibration, example_inputs=example_inputs,
-                           float_layers=self.float_layers)
+                           float_layers=self.float_layers, int8_elementwise=self.int8_elementwise)
 
     def quantize_onnx(self, model, calibration, target):  # noqa: ANN001, ANN201
         from edgesdk.quant.onnx import quantize_onnx_int8
@@ -182,7 +187,8 @@ class W8A8Config(QuantConfig):
                                   float_layers=self.float_layers, percentile=percentile)
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "onnx_activation_ranges": self.onnx_activation_ranges}
+        return {**super().to_dict(), "onnx_activation_ranges": self.onnx_activation_ranges,
+                "int8_elementwise": self.int8_elementwise}
 
 
 @dataclass(frozen=True)

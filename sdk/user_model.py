@@ -197,7 +197,8 @@ def export_user_model(source: str, output: Path, targets: str | list[str] = "", 
     agreement with fp32 (a fraction) on the evaluation rows."""
     recipe = config_from_name(quant, fallback=fallback)
     if isinstance(recipe, W8A8Config):  # measured on standard architectures: see W8A8Config.onnx_activation_ranges
-        recipe = dataclasses.replace(recipe, onnx_activation_ranges="percentile")
+        # and, on ExecuTorch, int8 activations / adds / squeeze-excitation between the int8 layers (issue 24)
+        recipe = dataclasses.replace(recipe, onnx_activation_ranges="percentile", int8_elementwise=True)
     if min_top1 is not None:
         if not 0.0 < min_top1 <= 1.0:
             raise EdgeSDKError(f"--min-top1 is a fraction in (0, 1], e.g. 0.98; got {min_top1}")

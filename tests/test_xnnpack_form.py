@@ -146,3 +146,81 @@ def test_quantized_attention_is_one_delegate():
     quantized = W8A8Config().quantize_program(program, calibration, example)
     report = lower_to_executorch(quantized, "model").delegation
     assert report.delegated_share == 1.0 and report.segments == 1, report.to_dict()
+
+
+class MobileBlock(nn.Module):
+    """The int8-hostile pieces of mobilenet_v3 / efficientnet: ReLU6, hardswish and SiLU after convolutions, a
+    depthwise convolution, squeeze-excitation (mean, sigmoid gate, product with the feature map), a residual add."""
+
+    def __init__(self, width: int = 8, hidden: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU6())
+        self.expand = nn.Conv2d(width, hidden, 1)
+        self.depthwise = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.squeeze, self.excite = nn.Conv2d(hidden, 4, 1), nn.Conv2d(4, hidden, 1)
+        self.project = nn.Conv2d(hidden, width, 1)
+        self.head = nn.Conv2d(width, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.stem(x)
+        h = F.silu(self.depthwise(F.hardswish(self.expand(y))))
+        gate = torch.sigmoid(self.excite(F.relu(self.squeeze(h.mean((2, 3), keepdim=True)))))
+        return self.head(self.project(h * gate) + y)
+
+
+def _xnnpack_nodes(monkeypatch: pytest.MonkeyPatch, program: torch.export.ExportedProgram) -> tuple[list[str], bytes]:
+    """The XNNPACK graph the delegate was serialized from: one "Kind datatype" per node ("Convert from->to")."""
+    import executorch.backends.xnnpack.xnnpack_preprocess as preprocess
+    from executorch.backends.xnnpack.serialization import xnnpack_graph_schema as schema
+
+    graphs = []
+    serialize = preprocess.serialize_xnnpack_binary
+    monkeypatch.setattr(preprocess, "serialize_xnnpack_binary", lambda g, *a: graphs.append(g) or serialize(g, *a))
+    buffer = lower_to_executorch(program, "model").buffer
+
+    def dtype(graph: schema.XNNGraph, value_id: int) -> str:
+        value = graph.xvalues[value_id].xvalue_union
+        value = getattr(value, "tensor_value", value)
+        return schema.XNNDatatype(value.datatype).name.removeprefix("xnn_datatype_")
+
+    nodes = []
+    for graph in graphs:
+        for node in graph.xnodes:
+            op = node.xnode_union
+            kind = type(op).__name__.removeprefix("XNN")
+            source = getattr(op, "input_id", getattr(op, "input1_id", None))
+            nodes.append(f"Convert {dtype(graph, source)}->{dtype(graph, op.output_id)}" if kind == "Convert"
+                         else f"{kind} {dtype(graph, op.output_id)}")
+    return nodes, buffer
+
+
+def test_int8_elementwise_keeps_activations_and_squeeze_excitation_int8_inside_xnnpack(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quantizing only the convolutions left every activation, product and add in fp32 between converts (issue 24:
+    efficientnet_b0 int8 no faster than fp32); with int8_elementwise the whole block is int8, no convert inside,
+    and the runtime computes the same function."""
+    from executorch.extension.pybindings import portable_lib
+
+    from edgesdk.quant.configs import W8A8Config
+
+    torch.manual_seed(0)
+    module = MobileBlock().eval()
+    example = (torch.randn(2, 3, 16, 16),)
+    calibration = [(torch.randn(2, 3, 16, 16),) for _ in range(4)]
+    program = torch.export.export(module, example)
+
+    # (with W8A8Config() as the families use it: 3 + 3 converts, SiLU, pooling, gate and product in fp32)
+    recipe = W8A8Config(int8_elementwise=True)
+    nodes, buffer = _xnnpack_nodes(monkeypatch, recipe.quantize_program(program, calibration, example))
+    # the only converts: the fp32 input quantized and the output dequantized
+    assert sorted(n for n in nodes if n.startswith("Convert")) == ["Convert fp32->qint8", "Convert qint8->fp32"], nodes
+    for kind in ("Hardswish", "Sigmoid", "Multiply", "Add", "GlobalAvgPooling2d", "DepthwiseConv2d"):
+        assert f"{kind} qint8" in nodes, (kind, nodes)
+    assert "Clamp qint8" not in nodes, nodes  # ReLU6 fused into the stem convolution's output range
+    assert not [n for n in nodes if n.endswith("fp32") and not n.startswith("Convert")], nodes
+
+    inputs = (torch.randn(2, 3, 16, 16),)
+    expected = module(*inputs)
+    actual = portable_lib._load_for_executorch_from_buffer(buffer).forward(inputs)[0]
+    sqnr = 10 * torch.log10(expected.pow(2).mean() / (actual - expected).pow(2).mean())
+    assert sqnr > 20.0, float(sqnr)
