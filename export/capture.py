@@ -35,6 +35,9 @@ class ComponentSpec:
     # inputs parity (and a recipe's SQNR floor) is judged on, each a tuple at the static batch: held-out real data
     # where the user gave some. Empty: the example inputs, which are for tracing and may be unlike real data.
     evaluation_inputs: tuple[tuple[Tensor, ...], ...] = ()
+    # the same network with its binary convolutions as edgesdk::binary_conv2d (quant/binary_op.py): with recipe
+    # binary, lowered to a second ExecuTorch program whose binary layers compute in binary (C++ runtime only)
+    binary_module: nn.Module | None = None
 
     def __post_init__(self) -> None:
         # torch.export records the example's memory layout: an ExecuTorch program traced on a channels-last view

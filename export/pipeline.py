@@ -77,6 +77,9 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
                 str(spec.static_batch if m == "forward" else int(m.removeprefix("forward_b"))): m
                 for m in program.methods}
         entry["delegation"]["executorch"] = program.delegation.to_dict()
+        if spec.binary_module is not None and recipe.name == "binary":
+            log(f"  {spec.name}: lowering the binary-kernel program to ExecuTorch (edgesdk::binary_conv2d + XNNPACK)")
+            entry.setdefault("binary_kernel", {})["executorch"] = binary_program(writer, spec, program.methods)
     if "onnx" in targets:
         program = captured.dynamic
         if program is None:  # said aloud, not silent: the ONNX file then keeps the example's batch
@@ -116,6 +119,30 @@ def add_model_file(writer: BundleWriter, entry: dict, target: str, relpath: str,
     if record is not None:
         entry.setdefault("one_bit", {})[target] = record
     return writer.add_bytes(relpath + suffix, stored)
+
+
+def binary_program(writer: BundleWriter, spec: ComponentSpec, methods: list[str]) -> dict:
+    """``<component>.binary.pte``: the component with its binary convolutions as ``edgesdk::binary_conv2d.out``
+    (1-bit packed weights as constants), everything else delegated to XNNPACK as in the float program, with the same
+    methods (batch -> method), so a runtime may open either. Only the C++ runtime registers the kernel; the float
+    program stays the fallback. Stored as it is: the packed weights are 1 bit each already."""
+    from edgesdk.export.capture import inputs_at_batch
+    from edgesdk.export.executorch import lower_to_executorch
+    from edgesdk.quant.binary_op import OUT_OVERLOAD, BinaryConvOp, packed_weight_bytes
+
+    module = spec.binary_module.eval()
+    layers = sum(isinstance(m, BinaryConvOp) for m in module.modules())
+    if layers == 0:
+        raise EdgeSDKError(f"component '{spec.name}' has no binary convolution to export as {OUT_OVERLOAD}")
+    programs = {}
+    with torch.no_grad():
+        for method in methods:
+            batch = spec.static_batch if method == "forward" else int(method.removeprefix("forward_b"))
+            programs[method] = torch.export.export(module, inputs_at_batch(spec.example_inputs, batch))
+    program = lower_to_executorch(programs, f"{spec.name} (binary kernel)")
+    path = writer.add_bytes(f"executorch/{spec.name}.binary.pte", program.buffer)
+    return {"file": path, "op": OUT_OVERLOAD, "binary_layers": layers,
+            "packed_weight_bytes": packed_weight_bytes(module), "delegation": program.delegation.to_dict()}
 
 
 def executorch_programs(captured: CapturedComponent, recipe: QuantConfig,

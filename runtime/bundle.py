@@ -54,6 +54,8 @@ class ComponentInfo:
     delegation: dict[str, Any] = field(default_factory=dict)
     dynamic_dims: dict[str, Any] = field(default_factory=dict)
     fp32_weight_bytes: int | None = None  # what the weights take in fp32 (recorded at export), for memory checks
+    # backend -> program that computes the binary layers in binary ({"file", "op", ...}; docs/binary-kernel.md)
+    binary_kernel: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
@@ -218,8 +220,9 @@ def _check_structure(root: Path, manifest: dict[str, Any]) -> None:
     for rel in listed:
         _check_inside(root, rel)
     referenced = list(manifest.get("assets", {}).values())
-    for entry in manifest["components"].values():
+    for name, entry in manifest["components"].items():
         referenced += list(entry["files"].values())
+        referenced += [kernel["file"] for kernel in binary_kernels(name, entry).values()]
     for rel in referenced:
         _check_inside(root, rel)
         if rel not in listed:
@@ -234,6 +237,17 @@ def _check_structure(root: Path, manifest: dict[str, Any]) -> None:
         if not stat.S_ISREG(mode):
             raise EdgeSDKError(f"bundle file {rel!r} is not a regular file (a folder, FIFO or device); "
                                "the bundle is refused")
+
+
+def binary_kernels(name: str, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A component's ``binary_kernel`` (backend -> {"file": path, "op": name, ...}), each checked for the two keys a
+    runtime reads (the schema says only that the whole is an object)."""
+    kernels = entry.get("binary_kernel", {})
+    for backend, kernel in kernels.items():
+        if not (isinstance(kernel, dict) and isinstance(kernel.get("file"), str) and isinstance(kernel.get("op"), str)):
+            raise schema.refuse(f"components.{name}.binary_kernel.{backend}",
+                                f"{schema.shown(kernel)} is not an object with a string 'file' and 'op'")
+    return kernels
 
 
 def _check_inside(root: Path, rel: Any) -> None:
@@ -281,4 +295,5 @@ def _component(name: str, entry: dict[str, Any]) -> ComponentInfo:
         delegation=dict(entry.get("delegation", {})),
         dynamic_dims=dict(entry.get("dynamic_dims", {})),
         fp32_weight_bytes=entry.get("fp32_weight_bytes"),
+        binary_kernel=binary_kernels(name, entry),
     )

@@ -87,6 +87,14 @@ class ImageClassifier:
         self.mean, self.std = list(model["mean"]), list(model["std"])
         self.backend = backend
         self.session: Session = open_session(self.bundle, COMPONENT, backend, threads)
+        self.notes: list[str] = []  # about the session as a whole (which program runs), one line each
+        binary = self.bundle.component(COMPONENT).binary_kernel.get("executorch")
+        if backend == "executorch" and binary is not None:
+            # checked: the binding's kernel registry is linked into its own library and exports no way to add to
+            # it, so loading the binary program fails with OperatorMissing for edgesdk::binary_conv2d.out
+            self.notes.append(f"ExecuTorch's Python binding cannot load the {binary['op']} kernel of "
+                              f"{binary['file']}; running the float program (edgesdk-run, the C++ runtime, runs the "
+                              "binary one)")
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits (N, classes) for (N, H, W, C) uint8 images already at the network's size and channels."""

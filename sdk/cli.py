@@ -590,7 +590,10 @@ def classify_cmd(
 
     limits.check_count("images", len(images), limits.MAX_IMAGES)
     limits.check_count("--top-k", top_k, 100_000)
-    predictions = ImageClassifier(bundle, backend=backend).classify(list(images), top_k=top_k)
+    classifier = ImageClassifier(bundle, backend=backend)
+    predictions = classifier.classify(list(images), top_k=top_k)
+    for note in classifier.notes:
+        typer.echo(f"note: {note}", err=True)
     for p in predictions:
         for note in p.notes:
             typer.echo(f"note: {p.source}: {note}", err=True)

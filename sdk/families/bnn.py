@@ -60,9 +60,13 @@ class BNNFamily(Family):
         zeros = sum(int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, BinaryConv2d))
         if zeros:  # sign(0) = 0 in training; the +-1 file stores +1 (spec §8)
             log(f"note: {zeros} binary weight(s) are exactly 0 and are stored as +1")
+        from edgesdk.quant.binary_op import with_binary_ops
+
         folded = folded_for_inference(model)
+        # the binary-kernel program (recipe binary only); a 1W/32A network has no binary-activation layer for it
+        binary, replaced = with_binary_ops(folded)
         return [ComponentSpec("classifier", folded, (bnn_example_images(model.config)[:1],), ["image"], ["logits"],
-                              static_batch=1, max_batch=256)]
+                              static_batch=1, max_batch=256, binary_module=binary if replaced else None)]
 
     def metadata(self, model: BNN) -> dict:
         return bnn_metadata(model)
