@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.runtime.backends import Session, open_session
+from edgesdk.runtime.backends import Session, executorch_runtime, open_session
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.image import center_crop
@@ -89,7 +89,10 @@ class ImageClassifier:
         self.session: Session = open_session(self.bundle, COMPONENT, backend, threads)
         self.notes: list[str] = []  # about the session as a whole (which program runs), one line each
         binary = self.bundle.component(COMPONENT).binary_kernel.get("executorch")
-        if backend == "executorch" and binary is not None:
+        if backend == "executorch" and binary is not None and executorch_runtime() == "cpp":
+            inner = getattr(self.session, "inner", self.session)  # inside StaticBatchSession
+            self.notes.append(f"kernel: {inner.kernel}")
+        elif backend == "executorch" and binary is not None:
             # checked: the binding's kernel registry is linked into its own library and exports no way to add to
             # it, so loading the binary program fails with OperatorMissing for edgesdk::binary_conv2d.out
             self.notes.append(f"ExecuTorch's Python binding cannot load the {binary['op']} kernel of "

@@ -76,6 +76,10 @@ def _load() -> Any:
     lib.edgesdk_session_output_shape.restype = i64
     lib.edgesdk_session_output_copy.argtypes = [handle, i64, ctypes.c_void_p]
     lib.edgesdk_session_output_copy.restype = i64
+    lib.edgesdk_session_kernel.argtypes = [handle]
+    lib.edgesdk_session_kernel.restype = text
+    lib.edgesdk_session_repacked_weight_bytes.argtypes = [handle]
+    lib.edgesdk_session_repacked_weight_bytes.restype = i64
     _library = lib
     return lib
 
@@ -102,6 +106,16 @@ class CppExecuTorchSession(ManifestNamedSession):
         status = self._lib.edgesdk_session_open(str(bundle.root).encode(), info.name.encode(), 0, int(lean_memory),
                                                 int(threads or 0), ctypes.byref(self._handle), error, len(error))
         _check(status, error, f"opening {info.name!r}")
+
+    @property
+    def kernel(self) -> str:
+        """Which kernel path runs: "float", or "binary <isa> (...)" for a BNN bundle's binary-kernel program."""
+        return self._lib.edgesdk_session_kernel(self._handle).decode()
+
+    @property
+    def repacked_weight_bytes(self) -> int:
+        """Bytes of binary-layer weights repacked into the kernel's layout so far (0 for the float program)."""
+        return int(self._lib.edgesdk_session_repacked_weight_bytes(self._handle))
 
     @property
     def exact_batches(self) -> set[int]:

@@ -74,6 +74,12 @@ int64_t edgesdk_session_exact_batches(const edgesdk_session* session, int64_t* b
   return int64_t(exact.size());
 }
 
+const char* edgesdk_session_kernel(const edgesdk_session* session) { return session->session->kernel().c_str(); }
+
+int64_t edgesdk_session_repacked_weight_bytes(const edgesdk_session* session) {
+  return int64_t(session->session->repacked_weight_bytes());
+}
+
 int edgesdk_session_run(edgesdk_session* session, int64_t count, const float* const* data,
                         const int64_t* const* shapes, const int64_t* ranks, char* error, size_t error_size) {
   return guarded(error, error_size, [&] {

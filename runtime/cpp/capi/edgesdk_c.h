@@ -24,6 +24,12 @@ void edgesdk_session_close(edgesdk_session* session);
 /* Batches a method takes as they are; writes up to `capacity` of them and returns how many there are. */
 int64_t edgesdk_session_exact_batches(const edgesdk_session* session, int64_t* batches, int64_t capacity);
 
+/* Which kernel path the session runs: "float", or "binary <isa> (...)" where it opened a BNN bundle's binary-kernel
+ * program. Valid while the session is open. */
+const char* edgesdk_session_kernel(const edgesdk_session* session);
+/* Bytes of binary-layer weights repacked into the kernel's layout so far (0 for the float program). */
+int64_t edgesdk_session_repacked_weight_bytes(const edgesdk_session* session);
+
 /* Runs the component on `count` inputs in the manifest's order (input i: ranks[i] dims at shapes[i], values at
  * data[i]). The outputs stay in the session until the next run: read them with the calls below. */
 int edgesdk_session_run(edgesdk_session* session, int64_t count, const float* const* data,

@@ -34,6 +34,7 @@ Result guarded(Body&& body) noexcept {
 SessionOptions session_options(const Options& options) {
   SessionOptions session;
   session.threads = options.threads;
+  session.binary_kernel = options.binary_kernel;
   return session;
 }
 
@@ -202,6 +203,7 @@ Result Classifier::classify(const std::vector<Image>& images, int top_k, std::ve
 }
 
 std::vector<std::string> Classifier::classes() const { return impl_->classifier->classes(); }
+std::string Classifier::kernel() const { return impl_->classifier->kernel(); }
 
 // ------------------------------------------------------------------------------------------ files
 

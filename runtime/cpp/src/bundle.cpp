@@ -93,6 +93,32 @@ json::Value read_manifest(const fs::path& root) {
   return manifest;
 }
 
+// A component's binary_kernel programs ({"file": path, "op": name, ...} per backend), each checked for the two keys a
+// runtime reads (the schema says only that the whole is an object), as runtime/bundle.py's binary_kernels.
+std::vector<std::pair<std::string, const json::Value*>> binary_kernel_entries(const std::string& name,
+                                                                              const json::Value& entry) {
+  std::vector<std::pair<std::string, const json::Value*>> kernels;
+  const json::Value* all = entry.is_object() ? entry.find("binary_kernel") : nullptr;
+  if (all == nullptr) return kernels;
+  if (!all->is_object())
+    corrupt("manifest field components." + name + ".binary_kernel is not an object; the bundle is refused");
+  for (const auto& [backend, kernel] : all->as_object()) {
+    const json::Value* file = kernel.is_object() ? kernel.find("file") : nullptr;
+    const json::Value* op = kernel.is_object() ? kernel.find("op") : nullptr;
+    if (file == nullptr || !file->is_string() || op == nullptr || !op->is_string())
+      corrupt("manifest field components." + name + ".binary_kernel." + backend + ": " + shown(&kernel) +
+              " is not an object with a string 'file' and 'op'; the bundle is refused");
+    kernels.emplace_back(backend, &kernel);
+  }
+  return kernels;
+}
+
+std::vector<const json::Value*> binary_kernels(const std::string& name, const json::Value& entry) {
+  std::vector<const json::Value*> kernels;
+  for (const auto& [backend, kernel] : binary_kernel_entries(name, entry)) kernels.push_back(kernel);
+  return kernels;
+}
+
 // Refuse absolute paths, "..", backslashes and symlinks that point out: a bundle must not read files elsewhere.
 void check_inside(const fs::path& root, const json::Value& rel) {
   bool escapes = !rel.is_string();
@@ -152,6 +178,7 @@ void check_structure(const fs::path& root, const json::Value& manifest) {
     if (files != nullptr) {
       for (const auto& [backend, rel] : files->as_object()) referenced.push_back(&rel);
     }
+    for (const json::Value* kernel : binary_kernels(name, entry)) referenced.push_back(kernel->find("file"));
   }
   for (const json::Value* rel : referenced) {
     check_inside(root, *rel);
@@ -249,6 +276,8 @@ ComponentInfo parse_component(const std::string& name, const json::Value& entry)
   if (const json::Value* files = entry.find("files")) {
     for (const auto& [backend, rel] : files->as_object()) info.files[backend] = rel.as_string();
   }
+  for (const auto& [backend, kernel] : binary_kernel_entries(name, entry))
+    info.binary_kernel[backend] = {kernel->find("file")->as_string(), kernel->find("op")->as_string()};
   for (auto [key, target] : {std::pair{"static_shapes", &info.static_shapes}, {"dynamic_dims", &info.dynamic_dims}}) {
     if (const json::Value* value = entry.find(key)) {
       if (!value->is_object()) corrupt("manifest component " + py_repr(name) + " has a malformed " + key +

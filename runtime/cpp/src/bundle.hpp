@@ -20,11 +20,18 @@ struct TensorSpec {
   std::vector<std::string> dim_names;   // the string of each dynamic dim, "" for fixed dims
 };
 
+// A program that computes a component's binary layers in binary (manifest binary_kernel.<backend>).
+struct BinaryKernelInfo {
+  std::string file;  // relative to the bundle, checked like every file
+  std::string op;    // the operator it needs, e.g. "edgesdk::binary_conv2d.out"
+};
+
 // One exported network (text_encoder, unet, ...) and its files per target backend.
 struct ComponentInfo {
   std::string name;
   std::vector<TensorSpec> inputs, outputs;
   std::map<std::string, std::string> files;  // backend -> path relative to the bundle
+  std::map<std::string, BinaryKernelInfo> binary_kernel;  // backend -> binary-kernel program
   json::Value static_shapes = json::Value::object();  // e.g. {"executorch": {"batch": 2, "methods": {...}}}
   json::Value dynamic_dims = json::Value::object();    // e.g. {"batch": {"min": 1, "max": 8}}
 };

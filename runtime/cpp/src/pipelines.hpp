@@ -158,6 +158,7 @@ class ImageClassifier {
   // Converts channels and centre-crops to the network's size where needed (noted), then top-k softmax.
   std::vector<Prediction> classify(const std::vector<Pixels>& images, int top_k = 3);
   const std::vector<std::string>& classes() const { return classes_; }
+  const std::string& kernel() const { return session_->kernel(); }
 
  private:
   Bundle bundle_;

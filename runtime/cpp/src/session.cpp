@@ -13,6 +13,7 @@
 #include <mutex>
 #include <set>
 
+#include "binary_kernel.hpp"
 #include "errors.hpp"
 #include "onebit.hpp"
 #include "pte.hpp"
@@ -136,6 +137,10 @@ struct Session::Impl {
   bool pad = true;    // false for a bounded dynamic batch: chunks may be short
   std::vector<bool> batched;  // per input: its first dim is "batch" (split into chunks), else passed whole
   bool in_pool = false;
+  // the binary-kernel program (binary_kernel.executorch) is loaded: its binary layers run edgesdk::binary_conv2d
+  bool binary = false;
+  std::string kernel = "float";  // which kernel path runs, for notes ("binary avx512 ..." or "float")
+  binary_kernel::WeightCache weight_cache;  // the binary layers' weights in the kernel's layout, packed once
 
   ~Impl() {
     module.reset();  // methods (and the XNNPACK runtimes holding the thread pool) go before the pool count drops
@@ -244,6 +249,13 @@ struct Session::Impl {
       check_shape(name, "output", info.outputs[i], tensor->sizes());
     }
     et::Error error = module->load_method(name);
+    if (error == et::Error::OperatorMissing) {
+      // a program naming an operator neither ExecuTorch's kernels nor ours provide: refused, as any bundle this
+      // runtime cannot run (ExecuTorch's log, shown with --verbose, names the operator)
+      fail(Status::kBundleUnsupported, py_repr(path) + " method '" + name + "' calls an operator this runtime does "
+                                           "not have (ExecuTorch: OperatorMissing; besides ExecuTorch's kernels it "
+                                           "adds only " + binary_kernel::kOpName + "); re-export the bundle");
+    }
     if (error != et::Error::Ok) backend_error(error, "cannot load method '" + name + "'");
   }
 
@@ -265,7 +277,13 @@ struct Session::Impl {
       tensors.push_back(::executorch::extension::from_blob(buffers.back().data(), std::move(sizes)));
       values.emplace_back(*tensors.back());
     }
+    binary_kernel::Scope scope(binary ? &weight_cache : nullptr);
     auto result = module->execute(name, values);
+    if (!result.ok() && !scope.error().empty()) {
+      // the kernel refused what the program gave it (a packed weight of the wrong shape, ...): a corrupt program
+      fail(Status::kBundleCorrupt, py_repr(path) + " method '" + name + "': " + scope.error() +
+                                       "; re-export the bundle");
+    }
     if (!result.ok()) backend_error(result.error(), "method '" + name + "' failed to run");
 
     std::vector<Tensor> outputs;
@@ -420,6 +438,26 @@ std::unique_ptr<Session> Session::open(const Bundle& bundle, const std::string& 
   if (!any_batched) impl->batched.assign(info.inputs.size(), true);
 
   impl->path = bundle.path_of(file->second);
+  // A BNN bundle's binary-kernel program, when the bundle has one (its path was checked with every other file at
+  // Bundle::open): the same methods as the float program, binary layers as edgesdk::binary_conv2d.out.
+  if (options.binary_kernel && info.binary_kernel.count("executorch") != 0) {
+    const BinaryKernelInfo& binary = info.binary_kernel.at("executorch");
+    if (binary.op != binary_kernel::kOpName) {
+      fail(Status::kBundleUnsupported, "component " + py_repr(component) + " binary-kernel program " +
+                                           py_repr(binary.file) + " needs the operator " + py_repr(binary.op) +
+                                           "; this runtime has " + binary_kernel::kOpName);
+    }
+    const char* isa = nullptr;
+    try {
+      isa = binary::binary_isa_name();
+    } catch (const std::invalid_argument& e) {
+      fail(Status::kInvalidArgument, e.what());
+    }
+    binary_kernel::register_kernel_once();
+    impl->path = bundle.path_of(binary.file);
+    impl->binary = true;
+    impl->kernel = std::string("binary ") + isa + " (XNOR-popcount, 1 thread; float layers on XNNPACK)";
+  }
   enter_pool(options.threads);
   impl->in_pool = true;
   impl->load_program(options.lean_memory);
@@ -433,6 +471,9 @@ std::unique_ptr<Session> Session::open(const Bundle& bundle, const std::string& 
 const std::vector<std::string>& Session::input_names() const { return impl_->input_names; }
 const std::vector<std::string>& Session::output_names() const { return impl_->output_names; }
 std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs) { return impl_->run(inputs); }
+
+const std::string& Session::kernel() const { return impl_->kernel; }
+size_t Session::repacked_weight_bytes() const { return impl_->weight_cache.bytes(); }
 
 std::vector<int64_t> Session::exact_batches() const {
   std::vector<int64_t> batches;

@@ -27,11 +27,14 @@ struct SessionOptions {
   // while no session is open, so open every session of a process with the same count. 0: ExecuTorch's default
   // (one thread per performance core).
   int threads = 0;
+  // false: the float program even where the bundle offers a binary-kernel one (binary_kernel.executorch)
+  bool binary_kernel = true;
 };
 
 class Session {
  public:
-  // Loads the component's "executorch" file (a .pte, or a .1bit container unpacked in memory). Throws Failure:
+  // Loads the component's "executorch" file (a .pte, or a .1bit container unpacked in memory), or its
+  // binary-kernel program (binary_kernel.executorch.file) where the bundle has one. Throws Failure:
   // kBundleUnsupported (no executorch file for the component, a non-float32 input or output), kBundleCorrupt
   // (the program lacks a method the manifest names), kBackendError (ExecuTorch cannot load it),
   // kInvalidArgument (a thread count other open sessions prevent).
@@ -52,6 +55,10 @@ class Session {
 
   // Batches a method takes as they are (the manifest's static_shapes.executorch.methods keys).
   std::vector<int64_t> exact_batches() const;
+  // Which kernel path runs: "float", or "binary <isa> (...)" for a BNN bundle's binary-kernel program.
+  const std::string& kernel() const;
+  // Bytes of the binary layers' weights repacked for the kernel so far (0 for the float program).
+  size_t repacked_weight_bytes() const;
   // Methods loaded so far ("forward" at open unless lean_memory; others on first use).
   std::vector<std::string> loaded_methods() const;
 

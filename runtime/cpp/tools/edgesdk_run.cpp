@@ -46,7 +46,7 @@ const char* const kUsage =
     "         [--cosine-lr|--constant-lr] [--word-directions|--all-directions] [--caption \"a photo of a {}\" ...]\n"
     "         [--seed 0] [--no-sg] [--no-puts]\n"
     "         [--checkpoint-every 50] [--query-batch 0] [--time-budget S] [--resume] [--overwrite]\n"
-    "  classify BUNDLE IMAGE.png [IMAGE.png ...] [--top-k 3]\n"
+    "  classify BUNDLE IMAGE.png [IMAGE.png ...] [--top-k 3] [--float-kernel (not the binary-kernel program)]\n"
     "  verify BUNDLE\n"
     "common: [--threads N] [--backend executorch] [--json] [--no-verify] [--verbose (ExecuTorch's info log too)]\n"
     "Unknown options, malformed numbers and values above the limits (runtime/cpp/src/limits.hpp) are refused.\n";
@@ -101,7 +101,7 @@ namespace fs = std::filesystem;
 const std::vector<std::string> kFlags = {"--json",      "--no-verify",  "--no-sg",     "--no-puts",
                                          "--resume",    "--overwrite",  "--verbose",   "--two-sided",
                                          "--one-sided", "--cosine-lr",  "--constant-lr", "--word-directions",
-                                         "--all-directions", "--help"};
+                                         "--all-directions", "--help", "--float-kernel"};
 
 // The options each command takes; anything else (a typo such as --step) is refused, never ignored.
 const std::set<std::string> kCommon = {"--threads", "--backend", "--json", "--no-verify", "--verbose"};
@@ -111,7 +111,7 @@ const std::map<std::string, std::set<std::string>> kCommandOptions = {
                      "--lr", "--two-sided", "--one-sided", "--draws", "--cosine-lr", "--constant-lr",
                      "--word-directions", "--all-directions", "--caption", "--seed", "--no-sg", "--no-puts",
                      "--checkpoint-every", "--query-batch", "--time-budget", "--resume", "--overwrite"}},
-    {"classify", {"--top-k"}},
+    {"classify", {"--top-k", "--float-kernel"}},
     {"verify", {}},
 };
 // Options that may be given more than once (each adds one); every other one must appear at most once.
@@ -488,11 +488,14 @@ int classify(const Args& args, const edgesdk::Options& options) {
     if (!read.ok()) return report(read);
   }
   std::unique_ptr<edgesdk::Classifier> classifier;
-  Result result = edgesdk::Classifier::open(args.bundle, options, &classifier);
+  edgesdk::Options classify_options = options;
+  classify_options.binary_kernel = !args.flag("--float-kernel");
+  Result result = edgesdk::Classifier::open(args.bundle, classify_options, &classifier);
   if (!result.ok()) return report(result);
   std::vector<edgesdk::Classification> predictions;
   result = classifier->classify(images, top_k, &predictions);
   if (!result.ok()) return report(result);
+  std::fprintf(stderr, "note: kernel: %s\n", classifier->kernel().c_str());
   std::string out = "[";
   for (size_t i = 0; i < predictions.size(); ++i) {
     if (args.flag("--json")) {

@@ -46,6 +46,7 @@ struct Image {
 struct Options {
   int threads = 0;               // ExecuTorch/XNNPACK threads; 0: the runtime's default. One count per process.
   bool verify_checksums = true;  // SHA-256 of every bundle file at open (seconds for large bundles)
+  bool binary_kernel = true;     // BNN bundles: the binary-kernel program where offered; false: the float program
 };
 
 // Progress of a long call. on_step(done, total, loss) runs on the calling thread after every sampler or optimizer
@@ -140,6 +141,8 @@ class Classifier {
   ~Classifier();
   Result classify(const std::vector<Image>& images, int top_k, std::vector<Classification>* out);
   std::vector<std::string> classes() const;
+  // Which kernel path the classifier runs: "float", or "binary <isa> (...)" (XNOR-popcount binary layers).
+  std::string kernel() const;
 
   struct Impl;
 

@@ -1,0 +1,62 @@
+// The ExecuTorch kernel edgesdk::binary_conv2d.out: the bit-packed binary convolution of kernels/binary_conv.hpp
+// serving the binary layers of a BNN bundle's binary-kernel program (classifier.binary.pte, written by
+// export/pipeline.py's binary_program). The op's contract is quant/binary_op.py's:
+//
+//   edgesdk::binary_conv2d.out(Tensor x, Tensor packed_weights, int in_channels, int[] kernel_shape, int[] stride,
+//                              int[] padding, *, Tensor(a!) out) -> Tensor(a!)
+//
+// x float32 (N, C, H, W) contiguous; packed_weights uint8 (O, kh, kw, ceil(C / 8)) = numpy.packbits (big) of W < 0
+// along input channels; padding (top/bottom, left/right). out = conv2d(s(x), B), exact (docs/binary-kernel.md).
+// Single-threaded: each call runs on the thread that executes the method.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <tuple>
+
+#include "binary_conv.hpp"
+
+namespace edgesdk::binary_kernel {
+
+constexpr const char* kOpName = "edgesdk::binary_conv2d.out";
+
+// Registers the kernel with ExecuTorch's operator registry (once per process; later calls do nothing).
+void register_kernel_once();
+
+// The weights of one session's binary layers, repacked once into the kernel's layout. Keyed by the address of the
+// program's constant buffer, which stays put while the session (its program) is alive; the packed bytes are
+// checked again against a digest kept beside them on every call, so a reused address never runs stale weights.
+class WeightCache {
+ public:
+  const binary::PackedWeights& get(const binary::ConvGeometry& geometry, const uint8_t* packed, size_t bytes);
+  size_t bytes() const;    // what the repacked weights take (resident beside the program's packed constants)
+  size_t layers() const { return entries_.size(); }
+
+ private:
+  struct Entry {
+    uint64_t digest;
+    binary::PackedWeights weights;
+  };
+  using Key = std::tuple<const uint8_t*, size_t, int, int, int, int, int, int, int, int, int, int>;
+  std::map<Key, Entry> entries_;
+};
+
+// While alive, kernel calls on this thread use `cache` (nullptr: repack on every call) and record their errors.
+class Scope {
+ public:
+  explicit Scope(WeightCache* cache);
+  ~Scope();
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+  // The first failure of a kernel call in this scope, "" when none.
+  const std::string& error() const;
+
+ private:
+  WeightCache* previous_cache_;
+  std::string* previous_error_;
+  std::string error_;
+};
+
+}  // namespace edgesdk::binary_kernel
