@@ -9,6 +9,14 @@ Every variant's output is checked against the binary op's first (fp32, ExecuTorc
 exactly, their sums being of +-1 and 0; QLinearConv's int8 output is rounded, its largest error is reported).
 Latency: the median over calls within one repeat, then the median over repeats (the machine is shared). Writes
 benchmarks/results/bnn_kernel.json and prints which instruction path ran.
+
+    .venv/bin/python benchmarks/bnn_kernel.py --networks [--repeats 3]
+
+Whole networks instead (the shipped digits and shapes ResNet-20, batch 1 and 32, one thread): the BNN bundle's
+binary-kernel program on the C++ runtime (libedgesdk_c.so, `make cpp`) against the fp32 export of the same weights
+(--quant fp32) on the C++ runtime, on ExecuTorch's Python binding and on ONNX Runtime; latency p50 per batch, the
+binary program's logits against the fp32 program's, and its resident binary weights (packed constants in the program +
+the kernel's repacked copy) against the packed size. Writes benchmarks/results/bnn_networks.json.
 """
 
 from __future__ import annotations
@@ -218,13 +226,119 @@ def bench_shape(channels: int, side: int, library: Path, repeats: int, paths: li
     return row
 
 
+NETWORK_RESULTS = RESULTS.with_name("bnn_networks.json")
+
+
+def network_bundles(dataset: str, workdir: Path) -> tuple[Path, Path]:
+    """The binary bundle (recipe binary: float + binary-kernel programs) and the fp32 export of the same weights."""
+    from edgesdk.exporting import export_model
+    from edgesdk.zoo.bnn import default_bnn_path
+
+    paths = []
+    for recipe in ("binary", "fp32"):
+        out = workdir / f"bnn-{dataset}-{recipe}.edge"
+        if not out.exists():
+            print(f"exporting {out.name} ...", flush=True)
+            export_model("bnn", out, "executorch,onnx", weights=default_bnn_path(dataset), quant=recipe,
+                         log=lambda _: None)
+        paths.append(out)
+    return paths[0], paths[1]
+
+
+def bench_networks(args: argparse.Namespace) -> int:
+    """Whole networks: see the module docstring."""
+    from edgesdk.data.classification import load_classification, normalise
+    from edgesdk.runtime.backends import StaticBatchSession
+    from edgesdk.runtime.bundle import Bundle
+    from edgesdk.runtime.cpp_backend import CppExecuTorchSession, library_path
+    from edgesdk.runtime.executorch_backend import ExecuTorchSession
+
+    if library_path() is None:
+        print("error: libedgesdk_c.so is not built (make cpp)", file=sys.stderr)
+        return 2
+    rows = []
+    for dataset in ("digits", "shapes"):
+        binary_dir, fp32_dir = network_bundles(dataset, args.workdir)
+        binary, fp32 = Bundle.open(binary_dir), Bundle.open(fp32_dir)
+        info, fp32_info = binary.component("classifier"), fp32.component("classifier")
+        split = load_classification(dataset)
+        meta = binary.manifest["model"]
+        images = normalise(split.test_images, meta["mean"], meta["std"])
+
+        def static(session: Any, component: Any) -> StaticBatchSession:
+            return StaticBatchSession(session, int(component.static_shapes["executorch"]["batch"]), component.inputs)
+
+        cpp_binary = CppExecuTorchSession(binary, info, threads=1)
+        cpp_fp32 = CppExecuTorchSession(fp32, fp32_info, threads=1)
+        runners = {
+            "binary_cpp": static(cpp_binary, info),
+            "fp32_cpp_executorch": static(cpp_fp32, fp32_info),
+            "fp32_python_executorch": static(ExecuTorchSession(fp32.path_of(fp32_info.files["executorch"]), fp32_info,
+                                                               threads=1), fp32_info),
+        }
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        onnx = ort.InferenceSession(str(fp32.path_of(fp32_info.files["onnx"])), options,
+                                    providers=["CPUExecutionProvider"])
+        kernel = cpp_binary.kernel
+        logits = {name: run.run({"image": images})["logits"] for name, run in runners.items()}
+        logits["fp32_onnxruntime"] = onnx.run(None, {"image": images})[0]
+        record = info.binary_kernel["executorch"]
+        packed = int(record["packed_weight_bytes"])
+        repacked = cpp_binary.repacked_weight_bytes
+        row: dict[str, Any] = {
+            "dataset": dataset, "kernel": kernel, "binary_layers": record["binary_layers"],
+            "max_abs_logit_diff_binary_vs_fp32": float(np.abs(logits["binary_cpp"]
+                                                              - logits["fp32_cpp_executorch"]).max()),
+            "top1_agreement_binary_vs_fp32": float((logits["binary_cpp"].argmax(1)
+                                                    == logits["fp32_cpp_executorch"].argmax(1)).mean()),
+            "memory": {"packed_weight_bytes": packed, "kernel_repacked_bytes": repacked,
+                       "resident_binary_weight_bytes": packed + repacked,
+                       "resident_over_packed": round((packed + repacked) / packed, 2),
+                       "binary_program_file_bytes": binary.file_sizes()[record["file"]],
+                       "fp32_weight_bytes": info.fp32_weight_bytes},
+            "latency_ms": {}}
+        for batch in (1, 32):
+            x = np.ascontiguousarray(images[:batch])
+            row["latency_ms"][str(batch)] = {
+                name: median_latency_ms(lambda run=run, x=x: run.run({"image": x}), args.repeats)["median_ms"]
+                for name, run in runners.items()}
+            row["latency_ms"][str(batch)]["fp32_onnxruntime"] = median_latency_ms(
+                lambda onnx=onnx, x=x: onnx.run(None, {"image": x}), args.repeats)["median_ms"]
+            times = row["latency_ms"][str(batch)]
+            best_fp32 = min(v for k, v in times.items() if k.startswith("fp32"))
+            times["speedup_vs_fp32_cpp_executorch"] = round(times["fp32_cpp_executorch"] / times["binary_cpp"], 2)
+            times["speedup_vs_best_fp32"] = round(best_fp32 / times["binary_cpp"], 2)
+            print(f"{dataset:6s} batch {batch:2d}: binary C++ {times['binary_cpp']:.3f}  fp32 C++ ET "
+                  f"{times['fp32_cpp_executorch']:.3f}  fp32 Python ET {times['fp32_python_executorch']:.3f}  "
+                  f"fp32 ORT {times['fp32_onnxruntime']:.3f} ms  x{times['speedup_vs_fp32_cpp_executorch']} vs fp32 "
+                  f"ExecuTorch, x{times['speedup_vs_best_fp32']} vs best fp32", flush=True)
+        print(f"{dataset:6s} binary weights resident {packed + repacked} B = packed {packed} + repacked {repacked} "
+              f"(x{row['memory']['resident_over_packed']}); logits max |binary - fp32| "
+              f"{row['max_abs_logit_diff_binary_vs_fp32']:.2e}; kernel {kernel}", flush=True)
+        rows.append(row)
+    result = {"what": "whole BNN networks, 1 thread, latency p50 in ms (median over calls, median over repeats); "
+                      "ExecuTorch programs have static batch 1, so batch 32 is 32 calls of batch 1 on both",
+              "command": f"python benchmarks/bnn_kernel.py --networks --repeats {args.repeats}",
+              "machine": platform.processor() or platform.machine(), "onnxruntime": ort.__version__, "rows": rows}
+    args.network_output.parent.mkdir(parents=True, exist_ok=True)
+    args.network_output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.network_output}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--all-shapes", action="store_true", help="every channel count at every size, not only "
                                                                   "ResNet's stage pairs")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--networks", action="store_true", help="whole networks (digits, shapes ResNet-20) instead")
+    parser.add_argument("--network-output", type=Path, default=NETWORK_RESULTS)
+    parser.add_argument("--workdir", type=Path, default=Path("build/bench-bnn-kernel"), help="exported bundles")
     args = parser.parse_args()
+    if args.networks:
+        return bench_networks(args)
     library = ort_ops_library()
     if library is None:
         print("error: libedgesdk_ort_ops.so is not built (make cpp; see runtime/cpp/CMakeLists.txt)", file=sys.stderr)
