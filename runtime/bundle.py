@@ -54,6 +54,9 @@ class ComponentInfo:
     delegation: dict[str, Any] = field(default_factory=dict)
     dynamic_dims: dict[str, Any] = field(default_factory=dict)
     fp32_weight_bytes: int | None = None  # what the weights take in fp32 (recorded at export), for memory checks
+    # runtime -> the file whose binary convolutions run on edgesdk's bit-packed kernel, and what it needs
+    # ("onnx": {"file", "op", "binary_layers", "packed_weight_bytes"}; checked at open)
+    binary_kernel: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
@@ -281,4 +284,5 @@ def _component(name: str, entry: dict[str, Any]) -> ComponentInfo:
         delegation=dict(entry.get("delegation", {})),
         dynamic_dims=dict(entry.get("dynamic_dims", {})),
         fp32_weight_bytes=entry.get("fp32_weight_bytes"),
+        binary_kernel=dict(entry.get("binary_kernel", {})),
     )
