@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.runtime.backends import Session, open_session
+from edgesdk.runtime.backends import Session, open_session, session_kernel
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.image import center_crop
@@ -87,6 +87,9 @@ class ImageClassifier:
         self.mean, self.std = list(model["mean"]), list(model["std"])
         self.backend = backend
         self.session: Session = open_session(self.bundle, COMPONENT, backend, threads)
+        # which convolution kernel runs ("binary avx2", "float"; None where the bundle offers no binary graph) and,
+        # where a binary graph is offered but not run, the one-line reason
+        self.kernel, self.kernel_note = session_kernel(self.session)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits (N, classes) for (N, H, W, C) uint8 images already at the network's size and channels."""
