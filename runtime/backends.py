@@ -268,6 +268,8 @@ class OnnxSession:
 
         options = onnx_session_options(threads, lean_memory=lean_memory, reference_kernels=reference_kernels)
         if custom_ops_library is not None:
+            # a malformed op node is our one-line EdgeSDKError below; ONNX Runtime would also log it on stderr
+            options.log_severity_level = 4
             try:
                 options.register_custom_ops_library(str(custom_ops_library))
             except _ort_load_errors(ort) as e:

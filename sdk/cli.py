@@ -591,11 +591,12 @@ def classify_cmd(
     limits.check_count("images", len(images), limits.MAX_IMAGES)
     limits.check_count("--top-k", top_k, 100_000)
     classifier = ImageClassifier(bundle, backend=backend)
+    predictions = classifier.classify(list(images), top_k=top_k)
+    # after classifying: a refused image stays a one-line error
     if classifier.kernel_note:
         typer.echo(f"note: {classifier.kernel_note}", err=True)
     if classifier.kernel:
         typer.echo(f"note: convolution kernel: {classifier.kernel}", err=True)
-    predictions = classifier.classify(list(images), top_k=top_k)
     for p in predictions:
         for note in p.notes:
             typer.echo(f"note: {p.source}: {note}", err=True)
