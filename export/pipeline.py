@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,10 @@ from edgesdk.export.tensorrt import build_engine, build_script, tensorrt_status
 from edgesdk.quant.configs import FP32Config, QuantConfig
 from edgesdk.quant.onnx_files import LargeOnnx, OnnxModel
 from edgesdk.runtime.errors import EdgeSDKError
+
+if TYPE_CHECKING:
+    from edgesdk.runtime.backends import Session
+    from edgesdk.runtime.bundle import Bundle
 
 TARGETS = ("executorch", "onnx", "tensorrt")
 Log = Callable[[str], None]
@@ -77,7 +82,7 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
                 str(spec.static_batch if m == "forward" else int(m.removeprefix("forward_b"))): m
                 for m in program.methods}
         entry["delegation"]["executorch"] = program.delegation.to_dict()
-        if spec.binary_module is not None and recipe.name == "binary":
+        if spec.binary_module is not None and recipe.binary_kernel:
             log(f"  {spec.name}: lowering the binary-kernel program to ExecuTorch (edgesdk::binary_conv2d + XNNPACK)")
             entry.setdefault("binary_kernel", {})["executorch"] = binary_program(writer, spec, program.methods)
     if "onnx" in targets:
@@ -92,6 +97,8 @@ def lower_component(captured: CapturedComponent, targets: list[str], writer: Bun
         data = recipe.quantize_onnx(data, feeds, "onnx")
         entry["delegation"]["onnx"] = {"onnx_ops": onnx_op_counts(data), **integer_share(data)}
         entry["files"]["onnx"] = add_model_file(writer, entry, "onnx", f"onnx/{spec.name}.onnx", data, recipe)
+        if recipe.binary_kernel:
+            add_binary_onnx(writer, entry, spec.name, data, log)
     if "tensorrt" in targets:
         log(f"  {spec.name}: exporting TensorRT-ready ONNX (static shapes){tag}")
         program = recipe.prepare_graph(captured.static, "tensorrt")
@@ -143,6 +150,23 @@ def binary_program(writer: BundleWriter, spec: ComponentSpec, methods: list[str]
     path = writer.add_bytes(f"executorch/{spec.name}.binary.pte", program.buffer)
     return {"file": path, "op": OUT_OVERLOAD, "binary_layers": layers,
             "packed_weight_bytes": packed_weight_bytes(module), "delegation": program.delegation.to_dict()}
+
+
+def add_binary_onnx(writer: BundleWriter, entry: dict, component: str, data: OnnxModel, log: Log) -> None:
+    """The second ONNX file of a binary network: its binary convolutions as ai.edgesdk::BinaryConv2d on 1-bit
+    packed weights (export/binary_onnx.py), recorded under the entry's ``binary_kernel.onnx``. Runtimes with the op
+    library open it; the others open the float graph beside it."""
+    from edgesdk.export.binary_onnx import OP_NAME, rewrite_binary_convolutions
+
+    if isinstance(data, LargeOnnx):  # a binary network past 2 GB of float weights is not a case that exists yet
+        raise EdgeSDKError(f"component '{component}': the binary-kernel ONNX graph is written for models under 2 GB")
+    binary = rewrite_binary_convolutions(data)
+    relpath = writer.add_bytes(f"onnx/{component}.binary.onnx", binary.data)
+    entry.setdefault("binary_kernel", {})["onnx"] = {"file": relpath, "op": OP_NAME,
+                                                     "binary_layers": binary.binary_layers,
+                                                     "packed_weight_bytes": binary.packed_weight_bytes}
+    log(f"  {component}: ONNX with {binary.binary_layers} binary convolution(s) as {OP_NAME} "
+        f"({binary.packed_weight_bytes} bytes of packed weights)")
 
 
 def executorch_programs(captured: CapturedComponent, recipe: QuantConfig,
@@ -209,6 +233,7 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
 
     bundle = Bundle.open(bundle_dir)
     results: dict[str, dict] = {}
+    checked = [*targets, *(["onnx-binary"] if "onnx" in targets and _binary_graph_runs(bundle) else [])]
     for spec in specs:
         batches = spec.evaluation_inputs or (spec.example_inputs,)
         feeds = [{n: t.numpy() for n, t in zip(spec.input_names, inputs, strict=True)} for inputs in batches]
@@ -217,8 +242,10 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
         results[spec.name] = {}
         where = f"{len(batches)} held-out batch{'es' if len(batches) > 1 else ''}" if spec.evaluation_inputs \
             else "the example input"
-        for target in targets:
-            if target == "tensorrt":
+        for target in checked:
+            if target in ("onnx", "onnx-binary") and bundle.component(spec.name).binary_kernel.get("onnx"):
+                session = _bnn_onnx_session(bundle, spec, binary=target == "onnx-binary")
+            elif target == "tensorrt":
                 info = bundle.component(spec.name)
                 session = StaticBatchSession(OnnxSession(bundle.path_of(info.files["tensorrt"]), info,
                                                              reference_kernels=True),
@@ -253,6 +280,30 @@ def run_parity(bundle_dir: Path, specs: list[ComponentSpec], targets: list[str],
                            f"{', '.join(b.what for b in below)}; nothing was written (try more calibration samples, "
                            "--fallback auto, or a milder recipe)")
     return results
+
+
+def _binary_graph_runs(bundle: Bundle) -> bool:
+    """Whether this machine runs the binary-kernel ONNX graphs the bundle offers (the op library is built): then
+    parity checks them too, as target "onnx-binary"; elsewhere only the float graph can be checked."""
+    from edgesdk.runtime.binary_ops import onnx_kernel_choice
+
+    return any(info.binary_kernel.get("onnx") and onnx_kernel_choice(bundle, info).library is not None
+               for info in bundle.components.values())
+
+
+def _bnn_onnx_session(bundle: Bundle, spec: ComponentSpec, binary: bool) -> Session:
+    """A session on one ONNX graph of a component that offers two (float, binary kernel), chosen here rather than
+    by the runtime, so that the manifest's "onnx" parity is always the float graph's."""
+    from edgesdk.runtime.backends import OnnxSession, StaticBatchSession
+    from edgesdk.runtime.binary_ops import onnx_kernel_choice
+
+    info = bundle.component(spec.name)
+    choice = onnx_kernel_choice(bundle, info)
+    if binary:
+        session = OnnxSession(choice.path, info, custom_ops_library=choice.library)
+    else:
+        session = OnnxSession(bundle.path_of(info.files["onnx"]), info)
+    return StaticBatchSession(session, spec.max_batch, info.inputs, pad=False)
 
 
 def _stacked(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

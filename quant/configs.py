@@ -64,6 +64,9 @@ class QuantConfig:
     # usable perturbation sizes and 4-bit weights move the loss surface too coarsely; bundles of the schemes that
     # keep it carry the personalization method by default
     keeps_zeroth_order_signal: ClassVar[bool] = False
+    # the network's binary convolutions can run on edgesdk's bit-packed kernel: the ONNX target also writes the
+    # graph with them as ai.edgesdk::BinaryConv2d (export/binary_onnx.py), beside the float graph
+    binary_kernel: ClassVar[bool] = False
 
     sqnr_floor_db: float = 80.0  # a quantized export whose parity SQNR falls below this is refused
     # and, for classifier outputs (N, classes), one whose top-1 agreement with fp32 falls below this (None: not judged)
@@ -295,6 +298,7 @@ class BinaryConfig(QuantConfig):
         "tensorrt": "bnn bundles are for ExecuTorch and ONNX Runtime; export TensorRT-ready ONNX with --quant fp32"}
     weight_bits: ClassVar[int] = 1
     lossless: ClassVar[bool] = True
+    binary_kernel: ClassVar[bool] = True
 
     def stored(self, data: bytes) -> tuple[bytes, str, dict | None]:
         from edgesdk.runtime.onebit import SUFFIX, pack

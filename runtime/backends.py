@@ -254,13 +254,28 @@ def onnx_session_options(threads: int | None = None, config: dict[str, str] | No
 
 
 class OnnxSession:
-    """ONNX Runtime on the CPU execution provider."""
+    """ONNX Runtime on the CPU execution provider. ``custom_ops_library``: edgesdk's op library
+    (libedgesdk_ort_ops.so), registered for a graph that uses its ops (a BNN bundle's binary graph); such a graph
+    is run once at open on zeros, so that a malformed op node is refused here and not in the middle of a job.
+    ``kernel`` / ``kernel_note``: which convolution kernel runs and why (``edgesdk.runtime.binary_ops``)."""
+
+    kernel: str | None = None
+    kernel_note: str | None = None
 
     def __init__(self, path: Path, info: ComponentInfo, threads: int | None = None, lean_memory: bool = False,
-                 reference_kernels: bool = False) -> None:
+                 reference_kernels: bool = False, custom_ops_library: Path | None = None) -> None:
         ort = import_onnxruntime()
 
         options = onnx_session_options(threads, lean_memory=lean_memory, reference_kernels=reference_kernels)
+        if custom_ops_library is not None:
+            # a malformed op node is our one-line EdgeSDKError below; ONNX Runtime would also log it on stderr
+            options.log_severity_level = 4
+            try:
+                options.register_custom_ops_library(str(custom_ops_library))
+            except _ort_load_errors(ort) as e:
+                first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise EdgeSDKError(f"ONNX Runtime cannot load the op library {str(custom_ops_library)!r} "
+                                   f"({first_line})") from None
         source = model_source(path)  # a .1bit container is unpacked to the model's bytes here, at load
         try:
             self._session = ort.InferenceSession(str(source) if isinstance(source, Path) else source,
@@ -276,6 +291,24 @@ class OnnxSession:
         self._specs = [specs.get(i.name, TensorSpec(i.name, _ort_dtype(i.type), ()))
                        for i in self._session.get_inputs()]
         self._outputs = [o.name for o in self._session.get_outputs()]
+        if custom_ops_library is not None:
+            self._probe(path, ort)
+
+    def _probe(self, path: Path, ort: Any) -> None:
+        """One run on zeros at batch 1 (a custom op checks its weights' shape against its input when it runs):
+        a graph whose op nodes do not fit is refused at open, in one line."""
+        feeds = {}
+        for spec in self._specs:
+            dims = [1 if isinstance(d, str) else int(d) for d in spec.shape]
+            if not spec.shape or spec.shape == _UNKNOWN_RANK or any(d < 1 for d in dims):
+                return  # no shape to probe with; the first run says what is wrong
+            feeds[spec.name] = np.zeros(dims, dtype=np.dtype(spec.dtype))
+        try:
+            self._session.run(self._outputs, feeds)
+        except _ort_load_errors(ort) as e:
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise EdgeSDKError(f"{str(path)!r} does not run on ONNX Runtime ({first_line}); re-export the "
+                               "bundle") from None
 
     @property
     def input_names(self) -> list[str]:
@@ -428,8 +461,22 @@ def _cuda(cudart: Any, result: Any) -> Any:
 
 
 def _onnx_factory(bundle: Bundle, component: str, threads: int | None, lean_memory: bool) -> Session:
+    from edgesdk.runtime.binary_ops import onnx_kernel_choice
+
     info = bundle.component(component)
-    return OnnxSession(bundle.path_of(info.files["onnx"]), info, threads, lean_memory)
+    choice = onnx_kernel_choice(bundle, info)  # a BNN bundle's binary graph where the op library is here
+    if choice.library is not None:
+        verify_model_file(choice.path, "onnx")  # open_session checked the float file; this one is checked here
+    session = OnnxSession(choice.path, info, threads, lean_memory, custom_ops_library=choice.library)
+    session.kernel, session.kernel_note = choice.kernel, choice.note
+    return session
+
+
+def session_kernel(session: Session) -> tuple[str | None, str | None]:
+    """(kernel, note) of a session (see OnnxSession), looking through a StaticBatchSession; (None, None) where the
+    backend does not say."""
+    inner = getattr(session, "inner", session)
+    return getattr(inner, "kernel", None), getattr(inner, "kernel_note", None)
 
 
 # Which ExecuTorch runtime runs .pte files: "python" (the executorch binding, which needs torch), "cpp" (the C++

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.runtime.backends import executorch_runtime, open_session
+from edgesdk.runtime.backends import executorch_runtime, open_session, session_kernel
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.onebit import model_source
@@ -182,7 +182,8 @@ def bench_backend(bundle_path: Path, backend: str, steps: int = 25, runs: int = 
             start = time.perf_counter()
             session.run(feeds)
             times.append(time.perf_counter() - start)
-        components[name] = {"batch": batch, **percentiles(times)}
+        kernel, kernel_note = session_kernel(session)
+        components[name] = {"batch": batch, **percentiles(times), "kernel": kernel, "kernel_note": kernel_note}
 
     rss_warm = peak_rss_mb()
 

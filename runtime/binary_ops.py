@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import ctypes
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgesdk.runtime.cpp_backend import built_library
 from edgesdk.runtime.errors import EdgeSDKError
+
+if TYPE_CHECKING:
+    from edgesdk.runtime.bundle import Bundle, ComponentInfo
 
 DOMAIN = "ai.edgesdk"
 BINARY_CONV = "BinaryConv2d"
@@ -53,3 +58,56 @@ def pack_binary_weights(weights: np.ndarray) -> np.ndarray:
         raise ValueError(f"binary conv weights must be (out, in, kh, kw), got shape {weights.shape}")
     negative = np.ascontiguousarray(np.transpose(weights < 0, (0, 2, 3, 1)))
     return np.packbits(negative, axis=-1, bitorder="big")
+
+
+# ---- which graph an ONNX Runtime session of a BNN bundle opens ----
+
+KERNEL_ENV = "EDGESDK_BINARY_KERNEL"  # "auto" (default: the binary graph where the op library is found) or "float"
+OP_NAME = f"{DOMAIN}::{BINARY_CONV}"
+
+
+@dataclass(frozen=True)
+class OnnxKernelChoice:
+    """The graph to open: ``path``, with ``library`` to register for it (None: a float graph), ``kernel`` to show
+    ("binary avx512", "float"; None for a bundle that offers no binary graph) and ``note``, one line saying why a
+    bundle that offers the binary graph runs the float one."""
+
+    path: Path
+    library: Path | None
+    kernel: str | None
+    note: str | None = None
+
+
+def onnx_kernel_choice(bundle: Bundle, info: ComponentInfo) -> OnnxKernelChoice:
+    """The binary graph of ``info`` where the bundle offers one and this runtime can run it, else the float graph
+    (with a note saying why). A bundle without a binary graph gets its float graph and no kernel name."""
+    float_path = bundle.path_of(info.files["onnx"])
+    offered = info.binary_kernel.get("onnx")
+    if offered is None:
+        return OnnxKernelChoice(float_path, None, None)
+
+    def fallback(why: str) -> OnnxKernelChoice:
+        return OnnxKernelChoice(float_path, None, "float",
+                                f"component {info.name!r} runs its float ONNX graph, not the binary one: {why}")
+
+    choice = os.environ.get(KERNEL_ENV, "auto")
+    if choice not in ("auto", "float"):
+        raise EdgeSDKError(f"{KERNEL_ENV}={choice!r}: choose auto or float")
+    if choice == "float":
+        return fallback(f"{KERNEL_ENV}=float")
+    if offered["op"] != OP_NAME:
+        return fallback(f"it needs op {offered['op']}, which this runtime does not know (it has {OP_NAME})")
+    try:
+        library = ort_ops_library()
+    except EdgeSDKError as e:
+        return fallback(str(e))
+    if library is None:
+        return fallback(f"{DEFAULT_LIBRARY.name} is not built (`make cpp` builds it where ONNX Runtime's "
+                        f"onnxruntime_c_api.h is found; {LIBRARY_ENV} names a build)")
+    try:
+        isa = binary_isa_name(library)
+    except OSError as e:  # not a loadable library
+        return fallback(f"{str(library)!r} cannot be loaded ({e})")
+    except (EdgeSDKError, AttributeError) as e:  # a forced path this CPU cannot run; a library without the symbol
+        return fallback(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return OnnxKernelChoice(bundle.path_of(offered["file"]), library, f"binary {isa}")

@@ -54,7 +54,8 @@ class ComponentInfo:
     delegation: dict[str, Any] = field(default_factory=dict)
     dynamic_dims: dict[str, Any] = field(default_factory=dict)
     fp32_weight_bytes: int | None = None  # what the weights take in fp32 (recorded at export), for memory checks
-    # backend -> program that computes the binary layers in binary ({"file", "op", ...}; docs/binary-kernel.md)
+    # backend -> the file whose binary convolutions run on edgesdk's bit-packed kernel, and what it needs ({"file",
+    # "op", "binary_layers", "packed_weight_bytes", ...}; checked at open; docs/binary-kernel.md)
     binary_kernel: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.runtime.backends import Session, executorch_runtime, open_session
+from edgesdk.runtime.backends import Session, executorch_runtime, open_session, session_kernel
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.image import center_crop
@@ -87,17 +87,17 @@ class ImageClassifier:
         self.mean, self.std = list(model["mean"]), list(model["std"])
         self.backend = backend
         self.session: Session = open_session(self.bundle, COMPONENT, backend, threads)
-        self.notes: list[str] = []  # about the session as a whole (which program runs), one line each
+        # which convolution kernel runs ("binary avx2 ...", "float"; None where the bundle offers no binary program)
+        # and, where a binary program is offered but not run, the one-line reason
+        self.kernel, self.kernel_note = session_kernel(self.session)
         binary = self.bundle.component(COMPONENT).binary_kernel.get("executorch")
-        if backend == "executorch" and binary is not None and executorch_runtime() == "cpp":
-            inner = getattr(self.session, "inner", self.session)  # inside StaticBatchSession
-            self.notes.append(f"kernel: {inner.kernel}")
-        elif backend == "executorch" and binary is not None:
+        if backend == "executorch" and binary is not None and executorch_runtime() != "cpp":
             # checked: the binding's kernel registry is linked into its own library and exports no way to add to
             # it, so loading the binary program fails with OperatorMissing for edgesdk::binary_conv2d.out
-            self.notes.append(f"ExecuTorch's Python binding cannot load the {binary['op']} kernel of "
-                              f"{binary['file']}; running the float program (edgesdk-run, the C++ runtime, runs the "
-                              "binary one)")
+            self.kernel = "float"
+            self.kernel_note = (f"ExecuTorch's Python binding cannot load the {binary['op']} kernel of "
+                                f"{binary['file']}; running the float program (edgesdk-run, the C++ runtime, runs "
+                                "the binary one)")
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits (N, classes) for (N, H, W, C) uint8 images already at the network's size and channels."""

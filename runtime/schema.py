@@ -318,6 +318,7 @@ def check_consistency(manifest: dict[str, Any]) -> None:
         engine = entry.get("tensorrt_engine")
         if isinstance(engine, str) and engine not in files:
             raise refuse(f"{where}.tensorrt_engine", f"{engine!r} is not listed in files")
+        _check_binary_kernel(entry, where, files)
         for side in ("inputs", "outputs"):
             seen: set[str] = set()
             for i, spec in enumerate(entry[side]):
@@ -344,6 +345,38 @@ def check_consistency(manifest: dict[str, Any]) -> None:
         for key in ("mean", "std"):
             if key in model and len(model[key]) != model["channels"]:
                 raise refuse(f"model.{key}", f"has {len(model[key])} values for {model['channels']} channels")
+
+
+# components.<name>.binary_kernel.onnx: the graph whose binary convolutions run on edgesdk's op (export/binary_onnx.py).
+# The schema file only says binary_kernel is an object (its per-runtime keys are each reader's own); this reader checks
+# the entry it uses.
+BINARY_KERNEL_ONNX = {
+    "type": "object",
+    "required": ["file", "op", "binary_layers", "packed_weight_bytes"],
+    "properties": {
+        "file": {"$ref": "#/$defs/path"},
+        "op": {"type": "string", "minLength": 1, "maxLength": 128},
+        "binary_layers": {"type": "integer", "minimum": 1, "maximum": 100000},
+        "packed_weight_bytes": {"type": "integer", "minimum": 1, "maximum": 1099511627776},
+    },
+}
+
+
+def _check_binary_kernel(entry: dict[str, Any], where: str, files: dict[str, Any]) -> None:
+    """The ONNX binary-kernel graph is a listed (checksummed) file, offered beside a float ONNX graph to fall back
+    to; its contents are checked when a session opens it (edgesdk.runtime.backends)."""
+    onnx_kernel = entry.get("binary_kernel", {}).get("onnx")
+    if onnx_kernel is None:
+        return
+    at = f"{where}.binary_kernel.onnx"
+    _check(onnx_kernel, BINARY_KERNEL_ONNX, at)
+    if onnx_kernel["file"] not in files:
+        raise refuse(f"{at}.file", f"{onnx_kernel['file']!r} is not listed in files")
+    if "onnx" not in entry["files"]:
+        raise refuse(at, f"a binary-kernel graph needs the float ONNX graph beside it ({where}.files.onnx), for "
+                         "runtimes without the op")
+    if onnx_kernel["file"] == entry["files"]["onnx"]:
+        raise refuse(f"{at}.file", "names the float ONNX graph itself")
 
 
 def _check_against_model(spec: dict[str, Any], model: dict[str, Any], where: str) -> None:

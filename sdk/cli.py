@@ -592,14 +592,17 @@ def classify_cmd(
     limits.check_count("--top-k", top_k, 100_000)
     classifier = ImageClassifier(bundle, backend=backend)
     predictions = classifier.classify(list(images), top_k=top_k)
-    for note in classifier.notes:
-        typer.echo(f"note: {note}", err=True)
+    # after classifying: a refused image stays a one-line error
+    if classifier.kernel_note:
+        typer.echo(f"note: {classifier.kernel_note}", err=True)
+    if classifier.kernel:
+        typer.echo(f"note: convolution kernel: {classifier.kernel}", err=True)
     for p in predictions:
         for note in p.notes:
             typer.echo(f"note: {p.source}: {note}", err=True)
     if json_out:
         typer.echo(json.dumps([{"image": p.source, "top": [{"class": c, "probability": round(q, 6)} for c, q in p.top],
-                                "notes": p.notes} for p in predictions], indent=2))
+                                "notes": p.notes, "kernel": classifier.kernel} for p in predictions], indent=2))
         return
     for p in predictions:
         typer.echo(f"{p.source}: " + ", ".join(f"{c} {q:.1%}" for c, q in p.top))

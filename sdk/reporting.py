@@ -40,6 +40,7 @@ def bundle_summary(bundle_path: Path) -> dict:
             "static_shapes": raw.get("static_shapes", {}), "parity": raw.get("parity", {}),
             "delegation": raw.get("delegation", {}),
             "sensitivity": raw.get("sensitivity"), "float_layers": raw.get("float_layers", []),
+            "binary_kernel": _binary_kernel_summary(bundle, name),
         }
     vocabulary = manifest["assets"].get("vocabulary")
     return {
@@ -49,6 +50,19 @@ def bundle_summary(bundle_path: Path) -> dict:
         "vocabulary": bundle.asset_json("vocabulary")["tokens"] if vocabulary else None,
         "quality": manifest.get("quality"),
     }
+
+
+def _binary_kernel_summary(bundle: Bundle, component: str) -> dict:
+    """What the bundle offers for edgesdk's binary convolution kernel, per runtime, and for ONNX Runtime which
+    kernel a session opened here would run ("binary avx2", or "float" and why)."""
+    from edgesdk.runtime.binary_ops import onnx_kernel_choice
+
+    info = bundle.component(component)
+    summary = {runtime: dict(entry) for runtime, entry in info.binary_kernel.items() if isinstance(entry, dict)}
+    if "onnx" in summary:
+        choice = onnx_kernel_choice(bundle, info)
+        summary["onnx"]["here"] = {"kernel": choice.kernel, "note": choice.note}
+    return summary
 
 
 def _mb(n: int) -> str:
@@ -77,6 +91,13 @@ def summary_tables(summary: dict) -> None:
             table.add_row(name, target, file["path"], _mb(file["bytes"]), "-" if rel is None else f"{rel:.2e}",
                           "-" if sqnr is None else f"{sqnr:.1f}", share)
     console.print(table)
+    for name, comp in summary["components"].items():
+        offered = (comp.get("binary_kernel") or {}).get("onnx")
+        if offered:
+            here = offered["here"]
+            console.print(f"{name}: binary-kernel ONNX graph {offered['file']} ({offered['binary_layers']} x "
+                          f"{offered['op']}, {offered['packed_weight_bytes']} bytes of packed weights); here: "
+                          f"{here['kernel']}" + (f" ({here['note']})" if here["note"] else ""))
     for name, comp in summary["components"].items():
         if comp.get("sensitivity"):
             sensitivity_table(console, name, comp["sensitivity"], comp.get("float_layers", []))
@@ -163,15 +184,20 @@ def bench_bundle(bundle_path: Path, backends: str = "", steps: int = 25, runs: i
 def bench_tables(results: dict) -> None:
     console = _console()
     table = Table(title=f"latency per component call ({results['bundle']})")
-    for col in ("backend", "threads", "component", "batch", "p50 ms", "p90 ms"):
+    for col in ("backend", "threads", "component", "batch", "p50 ms", "p90 ms", "kernel"):
         table.add_column(col)
     for backend, res in results["backends"].items():
         used = res.get("threads") or {}
         pool = used.get("executorch_pool")
         threads = str(used.get("requested") or "default") + (f" (pool {pool})" if pool else "")
         for name, comp in res["components"].items():
-            table.add_row(backend, threads, name, str(comp["batch"]), f"{comp['p50_ms']:.2f}", f"{comp['p90_ms']:.2f}")
+            table.add_row(backend, threads, name, str(comp["batch"]), f"{comp['p50_ms']:.2f}", f"{comp['p90_ms']:.2f}",
+                          comp.get("kernel") or "-")
     console.print(table)
+    for backend, res in results["backends"].items():
+        for comp in res["components"].values():
+            if comp.get("kernel_note"):
+                console.print(f"note: {backend}: {comp['kernel_note']}")
     title = "full sample (1 image, CFG) and memory" if results["family"] == "tiny-sd" else "memory (no sampler)"
     table = Table(title=title)
     for col in ("backend", "steps", "p50 ms", "p90 ms", "per step ms", "load s", "peak RSS MB",

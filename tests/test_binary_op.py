@@ -112,8 +112,7 @@ def test_python_binding_cannot_load_the_kernel_and_keeps_the_float_program(digit
         program.load_method("forward")
     monkeypatch.setenv("EDGESDK_EXECUTORCH_RUNTIME", "python")
     classifier = ImageClassifier(digits_bundle, backend="executorch")
-    assert len(classifier.notes) == 1 and "running the float program" in classifier.notes[0]
-    assert ImageClassifier(digits_bundle, backend="onnx").notes == []
+    assert classifier.kernel == "float" and "running the float program" in classifier.kernel_note
 
 
 def test_a_malformed_binary_kernel_entry_is_refused(digits_bundle: Path, tmp_path: Path):
@@ -149,7 +148,7 @@ def test_cpp_binary_program_equals_the_float_program_and_eager(dataset: str, dig
     float_logits = ImageClassifier(bundle, backend="executorch").logits(split.test_images)
     monkeypatch.setenv("EDGESDK_EXECUTORCH_RUNTIME", "cpp")
     classifier = ImageClassifier(bundle, backend="executorch")
-    assert classifier.notes[0].startswith("kernel: binary "), classifier.notes
+    assert classifier.kernel.startswith("binary ") and classifier.kernel_note is None, classifier.kernel
     binary_logits = classifier.logits(split.test_images)
     # binary layers are exact integers in both; the float parts (affines, residual adds, the head) round differently
     # only where XNNPACK splits or fuses them differently around the custom op

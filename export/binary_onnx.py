@@ -1,0 +1,136 @@
+"""The binary-kernel ONNX graph of a BNN component: every binary convolution of the float export, the pattern
+
+    Mul(x, 2^100) -> Clip(-1, 1) -> Conv(+-1 weights, no bias, group 1, dilation 1)
+
+(``delegable_sign`` then ``FoldedBinaryConv2d``, as torch.onnx writes them), replaced by one
+``ai.edgesdk::BinaryConv2d(x, W_packed)`` node whose W_packed is a uint8 initializer of one bit per weight
+(``edgesdk.runtime.binary_ops``; the op computes s(x) = clamp(x * 2^100, -1, 1) itself). Nothing else changes, so
+the graph computes what the float graph does (docs/binary-kernel.md: exactly, but for 0 < |x| < 2^-100).
+
+The float graph stays in the bundle as the fallback for runtimes without the op library; this graph is the second
+file a BNN bundle offers (manifest ``components.<name>.binary_kernel.onnx``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgesdk.quant.binary import SIGN_GAIN
+from edgesdk.runtime.binary_ops import BINARY_CONV, DOMAIN, OPSET_VERSION, pack_binary_weights
+from edgesdk.runtime.errors import EdgeSDKError
+
+OP_NAME = f"{DOMAIN}::{BINARY_CONV}"
+
+
+@dataclass(frozen=True)
+class BinaryGraph:
+    data: bytes  # the rewritten model
+    binary_layers: int  # BinaryConv2d nodes
+    packed_weight_bytes: int  # bytes of their W_packed initializers
+
+
+def _scalar(value: onnx.TensorProto | None) -> float | None:
+    """The value of a one-element initializer, or None (not a constant, or more than one value)."""
+    if value is None:
+        return None
+    array = numpy_helper.to_array(value)
+    return float(array.reshape(-1)[0]) if array.size == 1 else None
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: object) -> object:
+    """A node attribute as a plain value (ints as a list, a string as str), or ``default`` where it is absent."""
+    for attribute in node.attribute:
+        if attribute.name == name:
+            value = helper.get_attribute_value(attribute)
+            if isinstance(value, bytes):
+                return value.decode()
+            return list(value) if isinstance(value, (list, tuple)) else value
+    return default
+
+
+def rewrite_binary_convolutions(data: bytes) -> BinaryGraph:
+    """The graph with every binary convolution as BinaryConv2d (see the module doc). A Mul or Clip whose output
+    feeds anything else stays (the new node reads the Mul's input either way); a Conv whose weights are not all
+    +-1, or that has a bias, groups, dilation or auto_pad, is left in float. Raises EdgeSDKError when the graph has
+    no binary convolution at all: a binary recipe on a network the pattern does not find is an export bug."""
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    producers = {output: node for node in graph.node for output in node.output}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    graph_outputs = {value.name for value in graph.output}
+
+    def only_consumer(name: str) -> bool:  # the tensor feeds one node and is no graph output: its producer may go
+        return consumers.get(name, 0) == 1 and name not in graph_outputs
+
+    replaced: dict[int, onnx.NodeProto | None] = {}  # id(old node) -> its replacement (None: removed)
+    new_initializers: list[onnx.TensorProto] = []
+    packed_bytes = 0
+    for conv in graph.node:
+        if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or len(conv.input) != 2:
+            continue
+        clip = producers.get(conv.input[0])
+        weights = initializers.get(conv.input[1])
+        if clip is None or weights is None or clip.op_type != "Clip" or len(clip.input) != 3:
+            continue
+        if (_scalar(initializers.get(clip.input[1])), _scalar(initializers.get(clip.input[2]))) != (-1.0, 1.0):
+            continue
+        mul = producers.get(clip.input[0])
+        if mul is None or mul.op_type != "Mul":
+            continue
+        gains = [_scalar(initializers.get(name)) for name in mul.input]
+        if gains[1] == SIGN_GAIN:
+            x = mul.input[0]
+        elif gains[0] == SIGN_GAIN:
+            x = mul.input[1]
+        else:
+            continue
+        w = numpy_helper.to_array(weights)
+        if w.ndim != 4 or w.dtype != np.float32 or not np.all(np.abs(w) == 1.0):
+            continue
+        kernel = _attribute(conv, "kernel_shape", list(w.shape[2:]))
+        plain = (_attribute(conv, "group", 1) == 1 and _attribute(conv, "dilations", [1, 1]) == [1, 1]
+                 and _attribute(conv, "auto_pad", "NOTSET") == "NOTSET" and kernel == list(w.shape[2:]))
+        if not plain:
+            continue
+        packed = pack_binary_weights(w)
+        packed_name = f"{weights.name}.packed"
+        new_initializers.append(numpy_helper.from_array(packed, packed_name))
+        packed_bytes += packed.nbytes
+        replaced[id(conv)] = helper.make_node(
+            BINARY_CONV, [x, packed_name], list(conv.output), name=conv.name or None, domain=DOMAIN,
+            in_channels=int(w.shape[1]), kernel_shape=kernel, strides=_attribute(conv, "strides", [1, 1]),
+            pads=_attribute(conv, "pads", [0, 0, 0, 0]))
+        # the sign is inside the op now: its Mul and Clip go where nothing else reads them
+        if only_consumer(clip.output[0]):
+            replaced[id(clip)] = None
+            if only_consumer(mul.output[0]):
+                replaced[id(mul)] = None
+    layers = sum(1 for node in replaced.values() if node is not None)
+    if layers == 0:
+        raise EdgeSDKError("the binary recipe found no binary convolution (Mul 2^100 -> Clip -1..1 -> Conv with "
+                           "+-1 weights) in the exported ONNX graph; export with --quant fp32")
+
+    nodes = [replaced.get(id(node), node) for node in graph.node]
+    del graph.node[:]
+    graph.node.extend(node for node in nodes if node is not None)
+    # float weights and constants that no node reads any more (the +-1 weights, a removed Mul's gain) are dropped
+    used = {name for node in graph.node for name in node.input} | graph_outputs
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend([*kept, *new_initializers])
+    produced = {output for node in graph.node for output in node.output}
+    values = [value for value in graph.value_info if value.name in produced]
+    del graph.value_info[:]
+    graph.value_info.extend(values)
+    if not any(opset.domain == DOMAIN for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
+    onnx.checker.check_model(model)
+    return BinaryGraph(model.SerializeToString(), layers, packed_bytes)
