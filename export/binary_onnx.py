@@ -3,8 +3,9 @@
     Mul(x, 2^100) -> Clip(-1, 1) -> Conv(+-1 weights, no bias, group 1, dilation 1)
 
 (``delegable_sign`` then ``FoldedBinaryConv2d``, as torch.onnx writes them), replaced by one
-``ai.edgesdk::BinaryConv2d(x, W_packed)`` node whose W_packed is a uint8 initializer of one bit per weight
-(``edgesdk.runtime.binary_ops``; the op computes s(x) = clamp(x * 2^100, -1, 1) itself). Nothing else changes, so
+``ai.edgesdk::BinaryConv2d(x, W_packed)`` node whose W_packed is a uint8 initializer of one bit per weight in the
+kernel's own layout, which the op reads in place (``edgesdk.runtime.binary_ops``; the op computes
+s(x) = clamp(x * 2^100, -1, 1) itself). Nothing else changes, so
 the graph computes what the float graph does (docs/binary-kernel.md: exactly, but for 0 < |x| < 2^-100).
 
 The float graph stays in the bundle as the fallback for runtimes without the op library; this graph is the second
@@ -106,8 +107,8 @@ def rewrite_binary_convolutions(data: bytes) -> BinaryGraph:
         packed_bytes += packed.nbytes
         replaced[id(conv)] = helper.make_node(
             BINARY_CONV, [x, packed_name], list(conv.output), name=conv.name or None, domain=DOMAIN,
-            in_channels=int(w.shape[1]), kernel_shape=kernel, strides=_attribute(conv, "strides", [1, 1]),
-            pads=_attribute(conv, "pads", [0, 0, 0, 0]))
+            in_channels=int(w.shape[1]), out_channels=int(w.shape[0]), kernel_shape=kernel,
+            strides=_attribute(conv, "strides", [1, 1]), pads=_attribute(conv, "pads", [0, 0, 0, 0]))
         # the sign is inside the op now: its Mul and Clip go where nothing else reads them
         if only_consumer(clip.output[0]):
             replaced[id(clip)] = None

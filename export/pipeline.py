@@ -130,9 +130,10 @@ def add_model_file(writer: BundleWriter, entry: dict, target: str, relpath: str,
 
 def binary_program(writer: BundleWriter, spec: ComponentSpec, methods: list[str]) -> dict:
     """``<component>.binary.pte``: the component with its binary convolutions as ``edgesdk::binary_conv2d.out``
-    (1-bit packed weights as constants), everything else delegated to XNNPACK as in the float program, with the same
-    methods (batch -> method), so a runtime may open either. Only the C++ runtime registers the kernel; the float
-    program stays the fallback. Stored as it is: the packed weights are 1 bit each already."""
+    (1-bit weights as constants, in the kernel's layout: it reads them in place), everything else delegated to
+    XNNPACK as in the float program, with the same methods (batch -> method), so a runtime may open either. Only the
+    C++ runtime registers the kernel; the float program stays the fallback. Stored as it is: the packed weights are 1
+    bit each already."""
     from edgesdk.export.capture import inputs_at_batch
     from edgesdk.export.executorch import lower_to_executorch
     from edgesdk.quant.binary_op import OUT_OVERLOAD, BinaryConvOp, packed_weight_bytes

@@ -5,8 +5,9 @@ runtime).
 
 The op computes y = conv2d(s(x), B) with s(x) = clamp(x * 2^100, -1, 1) and B the +-1 weights (+1 where W >= 0),
 zero padding, exactly (binary_conv.hpp says how). Inputs: X float32 (N, C, H, W) and W_packed uint8
-(out_channels, kh, kw, ceil(C / 8)) from :func:`pack_binary_weights`; attributes ``in_channels``,
-``kernel_shape``, ``strides`` and ``pads`` (ONNX order: top, left, bottom, right).
+(ceil(O / 8), kh, kw, ceil(C / 64), 8, 8) from :func:`pack_binary_weights`: the kernel's own layout, which it reads
+in place; attributes ``in_channels``, ``out_channels``, ``kernel_shape``, ``strides`` and ``pads`` (ONNX order:
+top, left, bottom, right).
 """
 
 from __future__ import annotations
@@ -51,13 +52,50 @@ def binary_isa_name(library: Path) -> str:
     return name
 
 
+OUTPUT_BLOCK = 8  # output channels per block of the layout (the kernel's kOutputBlock)
+WORD_BITS = 64  # input channels per word
+
+
+def packed_weights_shape(out_channels: int, in_channels: int, kernel_h: int, kernel_w: int) -> tuple[int, ...]:
+    """Shape of the packed weights of a layer: (blocks, kh, kw, words, 8 lanes, 8 bytes) with blocks =
+    ceil(out_channels / 8) and words = ceil(in_channels / 64)."""
+    return (-(-out_channels // OUTPUT_BLOCK), kernel_h, kernel_w, -(-in_channels // WORD_BITS), OUTPUT_BLOCK, 8)
+
+
 def pack_binary_weights(weights: np.ndarray) -> np.ndarray:
-    """W_packed of BinaryConv2d from float weights (out_channels, in_channels, kh, kw): numpy.packbits, big bit
-    order, of (W < 0) along input channels, shape (out_channels, kh, kw, ceil(in_channels / 8)), one bit a weight."""
+    """W_packed from float weights (out_channels, in_channels, kh, kw): the binary convolution kernel's layout, so
+    that it runs on the array in place. Little-endian uint64 words stored as bytes, shape
+    :func:`packed_weights_shape`: word [block][ky][kx][word][lane] holds in bit c the sign bit (W < 0) of output
+    channel block * 8 + lane and input channel word * 64 + c; bits past in_channels and lanes past out_channels
+    are 0 (the kernel never reads them into a result: see :func:`unpack_binary_weights`)."""
     if weights.ndim != 4:
         raise ValueError(f"binary conv weights must be (out, in, kh, kw), got shape {weights.shape}")
-    negative = np.ascontiguousarray(np.transpose(weights < 0, (0, 2, 3, 1)))
-    return np.packbits(negative, axis=-1, bitorder="big")
+    out_channels, in_channels, kh, kw = weights.shape
+    blocks, _, _, words, lanes, _ = packed_weights_shape(out_channels, in_channels, kh, kw)
+    negative = np.zeros((blocks * lanes, kh, kw, words * WORD_BITS), dtype=bool)
+    negative[:out_channels, :, :, :in_channels] = np.transpose(weights < 0, (0, 2, 3, 1))
+    # little bit order: channel 8k + b of a word is bit b of byte k, which is bit 8k + b of the little-endian word
+    word_bytes = np.packbits(negative, axis=-1, bitorder="little").reshape(blocks, lanes, kh, kw, words, 8)
+    return np.ascontiguousarray(word_bytes.transpose(0, 2, 3, 4, 1, 5))
+
+
+def unpack_binary_weights(packed: np.ndarray, in_channels: int, out_channels: int) -> np.ndarray:
+    """The sign bits (W < 0), bool (out_channels, in_channels, kh, kw), of W_packed: :func:`pack_binary_weights`
+    inverted. Bits past in_channels and lanes past out_channels are dropped, as the kernel's result ignores them
+    (the activations' ``nonzero`` plane is 0 past in_channels, and lanes past out_channels are never stored).
+    Raises ValueError unless ``packed`` is uint8 of the layer's shape."""
+    if packed.dtype != np.uint8 or packed.ndim != 6:
+        raise ValueError(f"packed binary weights must be uint8 with 6 dimensions, got {packed.dtype} "
+                         f"{tuple(packed.shape)}")
+    kh, kw = int(packed.shape[1]), int(packed.shape[2])
+    want = packed_weights_shape(out_channels, in_channels, kh, kw)
+    if tuple(packed.shape) != want:
+        raise ValueError(f"packed binary weights must have shape {want} for {out_channels} output and "
+                         f"{in_channels} input channels, got {tuple(packed.shape)}")
+    blocks, _, _, words, lanes, _ = want
+    bits = np.unpackbits(packed, axis=-1, bitorder="little")  # (blocks, kh, kw, words, lanes, 64)
+    bits = bits.transpose(0, 4, 1, 2, 3, 5).reshape(blocks * lanes, kh, kw, words * WORD_BITS)
+    return np.ascontiguousarray(bits[:out_channels, :, :, :in_channels].transpose(0, 3, 1, 2)).astype(bool)
 
 
 # ---- which graph an ONNX Runtime session of a BNN bundle opens ----

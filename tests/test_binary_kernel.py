@@ -27,6 +27,7 @@ from edgesdk.runtime.binary_ops import (
     binary_isa_name,
     ort_ops_library,
     pack_binary_weights,
+    packed_weights_shape,
 )
 from edgesdk.runtime.errors import EdgeSDKError
 
@@ -68,18 +69,18 @@ def forced_isa() -> Iterator[None]:
         os.environ[ISA_ENV] = saved
 
 
-def binary_conv_model(weights_packed: np.ndarray, in_channels: int, kernel: tuple[int, int],
+def binary_conv_model(weights_packed: np.ndarray, in_channels: int, out_channels: int, kernel: tuple[int, int],
                       strides: tuple[int, int], pads: tuple[int, int, int, int], **extra: object) -> bytes:
     """A one-node model: Y = BinaryConv2d(X, W_packed) with W_packed an initializer."""
-    attributes: dict[str, object] = {"in_channels": in_channels, "kernel_shape": list(kernel),
-                                     "strides": list(strides), "pads": list(pads)}
+    attributes: dict[str, object] = {"in_channels": in_channels, "out_channels": out_channels,
+                                     "kernel_shape": list(kernel), "strides": list(strides), "pads": list(pads)}
     attributes.update(extra)
     attributes = {k: v for k, v in attributes.items() if v is not None}
     node = helper.make_node(BINARY_CONV, ["X", "W_packed"], ["Y"], domain=DOMAIN, **attributes)
     graph = helper.make_graph(
         [node], "binary_conv",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", in_channels, "H", "W"])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", int(weights_packed.shape[0]), "OH", "OW"])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", out_channels, "OH", "OW"])],
         initializer=[numpy_helper.from_array(weights_packed, "W_packed")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid(DOMAIN, OPSET_VERSION)])
@@ -131,7 +132,8 @@ def test_the_op_equals_conv2d_of_delegable_sign_exactly_on_every_path(forced_isa
         weights.flat[0] = 0.0  # sign(0) is +1 for weights
         x = activations((batch, in_channels, height, width), generator)
         expected = reference(x, weights, stride, pads)
-        model = binary_conv_model(pack_binary_weights(weights), in_channels, (kernel, kernel), (stride, stride), pads)
+        model = binary_conv_model(pack_binary_weights(weights), in_channels, out_channels, (kernel, kernel),
+                                  (stride, stride), pads)
         run = session(model)
         for isa in paths:
             os.environ[ISA_ENV] = isa
@@ -145,7 +147,7 @@ def test_values_below_two_to_minus_100_count_as_zero() -> None:
     difference, smaller than 1 per such value."""
     weights = np.ones((1, 4, 1, 1), dtype=np.float32)
     x = np.array([1e-35, 3.0, -5.0, 2.0 ** -100], dtype=np.float32).reshape(1, 4, 1, 1)
-    (y,) = session(binary_conv_model(pack_binary_weights(weights), 4, (1, 1), (1, 1), (0, 0, 0, 0))).run(
+    (y,) = session(binary_conv_model(pack_binary_weights(weights), 4, 1, (1, 1), (1, 1), (0, 0, 0, 0))).run(
         None, {"X": x})
     assert float(y.reshape(-1)[0]) == 1.0  # 0 + 1 - 1 + 1
     float_graph = float(reference(x, weights, 1, (0, 0, 0, 0)).reshape(-1)[0])
@@ -155,25 +157,65 @@ def test_values_below_two_to_minus_100_count_as_zero() -> None:
 def test_the_packed_weights_are_one_bit_each_and_the_model_is_valid() -> None:
     weights = np.random.default_rng(0).standard_normal((64, 128, 3, 3)).astype(np.float32)
     packed = pack_binary_weights(weights)
-    assert packed.dtype == np.uint8 and packed.shape == (64, 3, 3, 16) and packed.nbytes * 8 == weights.size
-    model = onnx.load_from_string(binary_conv_model(packed, 128, (3, 3), (1, 1), (1, 1, 1, 1)))
+    # the kernel's layout: (blocks of 8 outputs, kh, kw, words of 64 inputs, 8 lanes, 8 bytes), no padding here
+    assert packed.dtype == np.uint8 and packed.shape == (8, 3, 3, 2, 8, 8) and packed.nbytes * 8 == weights.size
+    model = onnx.load_from_string(binary_conv_model(packed, 128, 64, (3, 3), (1, 1), (1, 1, 1, 1)))
     onnx.checker.check_model(model)
 
 
+def copied_weight_bytes() -> int:
+    """What the library's kernels hold in weight copies beside their initializers (edgesdk_ort_copied_weight_bytes)."""
+    import ctypes
+
+    lib = ctypes.CDLL(str(LIBRARY))
+    lib.edgesdk_ort_copied_weight_bytes.restype = ctypes.c_int64
+    lib.edgesdk_ort_copied_weight_bytes.argtypes = []
+    return int(lib.edgesdk_ort_copied_weight_bytes())
+
+
+def test_the_op_runs_on_its_initializer_in_place_and_ignores_padding_bits() -> None:
+    """No copy of W_packed: the kernel views the initializer's bytes (ONNX Runtime aligns them). Bits past
+    in_channels and lanes past out_channels are accepted and change nothing: the activations' nonzero plane is 0
+    past in_channels, and lanes past out_channels are never stored."""
+    generator = np.random.default_rng(7)
+    in_channels, out_channels = 70, 13  # 2 words (58 unused bits in the second), 2 blocks (3 unused lanes)
+    weights = generator.standard_normal((out_channels, in_channels, 3, 3)).astype(np.float32)
+    x = activations((2, in_channels, 6, 5), generator)
+    clean = pack_binary_weights(weights)
+    assert clean.shape == packed_weights_shape(out_channels, in_channels, 3, 3) == (2, 3, 3, 2, 8, 8)
+    dirty = clean.copy()
+    words = dirty.view("<u8")[..., 0]  # (blocks, kh, kw, words, lanes)
+    words[:, :, :, 1, :] |= np.uint64(~((1 << (in_channels - 64)) - 1) & (2**64 - 1))
+    words[1, :, :, :, out_channels - 8:] = np.uint64(2**64 - 1)
+    expected = reference(x, weights, 1, (1, 1, 1, 1))
+    runs = [session(binary_conv_model(packed, in_channels, out_channels, (3, 3), (1, 1), (1, 1, 1, 1)))
+            for packed in (clean, dirty)]
+    for run in runs:
+        (y,) = run.run(None, {"X": x})
+        np.testing.assert_array_equal(y, expected)
+    assert copied_weight_bytes() == 0
+
+
+GOOD = (1, 3, 3, 1, 8, 8)  # W_packed of in_channels 16, out_channels 8, 3x3
 MALFORMED = [  # what is wrong, W_packed shape, node attributes, X shape
-    ("W_packed has the wrong input-channel bytes", (8, 3, 3, 3), {}, (1, 16, 5, 5)),
-    ("W_packed has the wrong kernel size", (8, 2, 3, 2), {}, (1, 16, 5, 5)),
-    ("X has other channels than in_channels", (8, 3, 3, 2), {}, (1, 24, 5, 5)),
-    ("in_channels is missing", (8, 3, 3, 2), {"in_channels": None}, (1, 16, 5, 5)),
-    ("kernel_shape is missing", (8, 3, 3, 2), {"kernel_shape": None}, (1, 16, 5, 5)),
-    ("pads are negative", (8, 3, 3, 2), {"pads": [-1, 1, 1, 1]}, (1, 16, 5, 5)),
-    ("pads are as large as the kernel", (8, 3, 3, 2), {"pads": [3, 3, 3, 3]}, (1, 16, 5, 5)),
-    ("pads have 2 values", (8, 3, 3, 2), {"pads": [1, 1]}, (1, 16, 5, 5)),
-    ("strides are zero", (8, 3, 3, 2), {"strides": [0, 1]}, (1, 16, 5, 5)),
-    ("kernel_shape has 1 value", (8, 3, 3, 2), {"kernel_shape": [3]}, (1, 16, 5, 5)),
-    ("in_channels is zero", (8, 3, 3, 1), {"in_channels": 0}, (1, 0, 5, 5)),
-    ("X is smaller than the kernel", (8, 3, 3, 2), {"pads": [0, 0, 0, 0]}, (1, 16, 2, 2)),
-    ("X has rank 3", (8, 3, 3, 2), {}, (16, 5, 5)),
+    ("W_packed has the wrong input-channel words", (1, 3, 3, 2, 8, 8), {}, (1, 16, 5, 5)),
+    ("W_packed has the wrong kernel size", (1, 2, 3, 1, 8, 8), {}, (1, 16, 5, 5)),
+    ("W_packed has too few output blocks", GOOD, {"out_channels": 9}, (1, 16, 5, 5)),
+    ("W_packed has half the bytes of a word", (1, 3, 3, 1, 8, 4), {}, (1, 16, 5, 5)),
+    ("W_packed is the old packbits format", (8, 3, 3, 2), {}, (1, 16, 5, 5)),
+    ("X has other channels than in_channels", GOOD, {}, (1, 24, 5, 5)),
+    ("in_channels is missing", GOOD, {"in_channels": None}, (1, 16, 5, 5)),
+    ("out_channels is missing", GOOD, {"out_channels": None}, (1, 16, 5, 5)),
+    ("out_channels is zero", GOOD, {"out_channels": 0}, (1, 16, 5, 5)),
+    ("kernel_shape is missing", GOOD, {"kernel_shape": None}, (1, 16, 5, 5)),
+    ("pads are negative", GOOD, {"pads": [-1, 1, 1, 1]}, (1, 16, 5, 5)),
+    ("pads are as large as the kernel", GOOD, {"pads": [3, 3, 3, 3]}, (1, 16, 5, 5)),
+    ("pads have 2 values", GOOD, {"pads": [1, 1]}, (1, 16, 5, 5)),
+    ("strides are zero", GOOD, {"strides": [0, 1]}, (1, 16, 5, 5)),
+    ("kernel_shape has 1 value", GOOD, {"kernel_shape": [3]}, (1, 16, 5, 5)),
+    ("in_channels is zero", GOOD, {"in_channels": 0}, (1, 0, 5, 5)),
+    ("X is smaller than the kernel", GOOD, {"pads": [0, 0, 0, 0]}, (1, 16, 2, 2)),
+    ("X has rank 3", GOOD, {}, (16, 5, 5)),
 ]
 
 
@@ -181,7 +223,8 @@ MALFORMED = [  # what is wrong, W_packed shape, node attributes, X shape
 def test_a_malformed_node_is_an_onnxruntime_error(what: str, w_shape: tuple[int, ...], attributes: dict[str, object],
                                                  x_shape: tuple[int, ...]) -> None:
     packed = np.zeros(w_shape, dtype=np.uint8)
-    base: dict[str, object] = {"in_channels": 16, "kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
+    base: dict[str, object] = {"in_channels": 16, "out_channels": 8, "kernel_shape": [3, 3], "strides": [1, 1],
+                               "pads": [1, 1, 1, 1]}
     base.update(attributes)
     node_attributes = {k: v for k, v in base.items() if v is not None}
     node = helper.make_node(BINARY_CONV, ["X", "W_packed"], ["Y"], domain=DOMAIN, **node_attributes)
@@ -202,6 +245,6 @@ def test_an_unrunnable_path_is_refused(forced_isa: None) -> None:
     with pytest.raises(EdgeSDKError, match="EDGESDK_BINARY_ISA"):
         binary_isa_name(LIBRARY)
     x = np.ones((1, 8, 3, 3), dtype=np.float32)
-    run = session(binary_conv_model(np.zeros((8, 3, 3, 1), np.uint8), 8, (3, 3), (1, 1), (1, 1, 1, 1)))
+    run = session(binary_conv_model(np.zeros((1, 3, 3, 1, 8, 8), np.uint8), 8, 8, (3, 3), (1, 1), (1, 1, 1, 1)))
     with pytest.raises(Exception, match="EDGESDK_BINARY_ISA"):  # noqa: PT011
         run.run(None, {"X": x})

@@ -24,7 +24,8 @@ from edgesdk.data.classification import load_classification, normalise
 from edgesdk.quant.binary import BinaryConv2d, FoldedBinaryConv2d, delegable_sign
 from edgesdk.quant.binary_op import OUT_OVERLOAD, BinaryConvOp, binary_conv2d, unpack_binary_weights
 from edgesdk.runtime import EdgeSDKError, ImageClassifier
-from edgesdk.runtime.binary_ops import pack_binary_weights
+from edgesdk.runtime.binary_ops import pack_binary_weights, packed_weights_shape
+from edgesdk.runtime.binary_ops import unpack_binary_weights as unpack_sign_bits
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.zoo.bnn import default_bnn_path, load_bnn
 
@@ -48,30 +49,58 @@ def test_op_reference_equals_the_folded_layer(cin: int, stride: int, padding: in
         want = layer(x)
         got = op(x)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
-    assert torch.equal(unpack_binary_weights(op.packed, cin), layer.bits)
+    assert torch.equal(unpack_binary_weights(op.packed, cin, 24), layer.bits)
     # the out overload writes the same into a given tensor, and the fake kernel gives the shape export sees
     out = torch.empty(0)
-    torch.ops.edgesdk.binary_conv2d.out(x, op.packed, cin, [3, 3], [stride] * 2, [padding] * 2, out=out)
+    torch.ops.edgesdk.binary_conv2d.out(x, op.packed, cin, 24, [3, 3], [stride] * 2, [padding] * 2, out=out)
     torch.testing.assert_close(out, want, rtol=0, atol=0)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode() as mode:
-        fake = binary_conv2d(mode.from_tensor(x), mode.from_tensor(op.packed), cin, [3, 3], [stride] * 2, [padding] * 2)
+        fake = binary_conv2d(mode.from_tensor(x), mode.from_tensor(op.packed), cin, 24, [3, 3], [stride] * 2,
+                             [padding] * 2)
     assert tuple(fake.shape) == tuple(want.shape)
-    # the packed format is the ONNX op's (pack_binary_weights), one bit per weight
+    # the packed format is the ONNX op's (pack_binary_weights): the kernel's layout, 24 outputs = 3 blocks of 8
     assert np.array_equal(op.packed.numpy(), pack_binary_weights(layer.bits.numpy()))
-    assert op.packed.numel() == 24 * 9 * ((cin + 7) // 8)
+    assert op.packed.numel() == 3 * 9 * ((cin + 63) // 64) * 64
+
+
+@pytest.mark.parametrize(("cout", "cin", "kh", "kw"), [(8, 64, 3, 3), (13, 70, 3, 2), (1, 1, 1, 1), (24, 129, 1, 3)])
+def test_the_packed_layout_round_trips_and_is_the_kernels_word_layout(cout: int, cin: int, kh: int, kw: int):
+    weights = np.random.default_rng(cout * cin).standard_normal((cout, cin, kh, kw)).astype(np.float32)
+    weights.flat[0] = 0.0  # sign(0) is +1: bit 0
+    packed = pack_binary_weights(weights)
+    blocks, words = -(-cout // 8), -(-cin // 64)
+    assert packed.dtype == np.uint8 and packed.shape == packed_weights_shape(cout, cin, kh, kw)
+    assert packed.shape == (blocks, kh, kw, words, 8, 8)
+    np.testing.assert_array_equal(unpack_sign_bits(packed, cin, cout), weights < 0)
+    # word [block][ky][kx][word][lane], little-endian, bit c = input channel word * 64 + c of output block * 8 + lane
+    as_words = packed.view("<u8")[..., 0]
+    for o, i, y, x in [(0, 0, 0, 0), (cout - 1, cin - 1, kh - 1, kw - 1), (cout // 2, cin // 2, kh // 2, kw // 2)]:
+        bit = (int(as_words[o // 8, y, x, i // 64, o % 8]) >> (i % 64)) & 1
+        assert bit == int(weights[o, i, y, x] < 0)
+    # padding (channels past cin, lanes past cout) is 0
+    used = np.zeros((blocks * 8, kh, kw, words * 64), bool)
+    used[:cout, :, :, :cin] = True
+    bits = np.unpackbits(packed, axis=-1, bitorder="little").transpose(0, 4, 1, 2, 3, 5).reshape(used.shape)
+    assert not bits[~used].any()
+    with pytest.raises(ValueError, match="must have shape"):
+        unpack_sign_bits(packed, cin + 64, cout)
+    with pytest.raises(ValueError, match="uint8 with 6 dimensions"):
+        unpack_sign_bits(packed.reshape(packed.shape[0], -1), cin, cout)
 
 
 def test_op_refuses_a_packed_weight_of_the_wrong_shape_in_one_line():
     layer = folded_layer(16, 8, 1, 1, seed=0)
     op = BinaryConvOp(layer)
     x = torch.randn(1, 16, 6, 6)
-    with pytest.raises(EdgeSDKError, match=r"packed_weights must be uint8 \(8, 3, 3, 2\)") as caught:
-        binary_conv2d(x, op.packed[..., :1], 16, [3, 3], [1, 1], [1, 1])
+    with pytest.raises(EdgeSDKError, match=r"packed_weights must be uint8 \(1, 3, 3, 1, 8, 8\)") as caught:
+        binary_conv2d(x, op.packed[..., :4], 16, 8, [3, 3], [1, 1], [1, 1])
     assert "\n" not in str(caught.value)
+    with pytest.raises(EdgeSDKError, match=r"packed_weights must be uint8 \(2, 3, 3, 1, 8, 8\)"):
+        binary_conv2d(x, op.packed, 16, 9, [3, 3], [1, 1], [1, 1])  # 9 outputs need 2 blocks
     with pytest.raises(EdgeSDKError, match="x must be"):
-        binary_conv2d(x[:, :8], op.packed, 16, [3, 3], [1, 1], [1, 1])
+        binary_conv2d(x[:, :8], op.packed, 16, 8, [3, 3], [1, 1], [1, 1])
     assert torch.equal(F.conv2d(delegable_sign(x), layer.bits, None, 1, 1), op(x))
 
 
@@ -95,7 +124,8 @@ def test_bundle_records_its_binary_kernel_program(digits_bundle: Path):
     model = load_bnn(default_bnn_path("digits"))
     layers = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
     assert kernel["op"] == OUT_OVERLOAD and kernel["binary_layers"] == len(layers)
-    assert kernel["packed_weight_bytes"] == sum(m.weight.shape[0] * 9 * ((m.weight.shape[1] + 7) // 8) for m in layers)
+    assert kernel["packed_weight_bytes"] == sum(-(-m.weight.shape[0] // 8) * 9 * -(-m.weight.shape[1] // 64) * 64
+                                                for m in layers)
     assert kernel["file"] == "executorch/classifier.binary.pte" and kernel["file"] in bundle.manifest["files"]
     assert bundle.component("classifier").binary_kernel["executorch"]["file"] == kernel["file"]
     # the float program stays the fallback, 1-bit on disk as before
@@ -155,7 +185,8 @@ def test_cpp_binary_program_equals_the_float_program_and_eager(dataset: str, dig
     scale = float(np.abs(float_logits).max())
     assert float(np.abs(binary_logits - float_logits).max()) <= 1e-5 * scale
     assert float((binary_logits.argmax(1) == eager.argmax(1)).mean()) == 1.0
-    assert classifier.session.inner.repacked_weight_bytes > 0
+    # the kernel runs on the program's constants in place: no repacked copy
+    assert classifier.session.inner.repacked_weight_bytes == 0
 
 
 def tampered_copy(source: Path, target: Path, program: bytes | None = None, kernel: dict | None = None) -> Path:
@@ -175,7 +206,7 @@ def tampered_copy(source: Path, target: Path, program: bytes | None = None, kern
 
 
 def wrong_shape_program() -> bytes:
-    """One binary convolution whose packed weight has half the bytes a row needs: what only a hostile exporter
+    """One binary convolution whose packed weight has half the bytes a word needs: what only a hostile exporter
     writes (the op's own checks refuse it, so they are bypassed while lowering)."""
     from edgesdk.export.executorch import lower_to_executorch
     from edgesdk.quant import binary_op
@@ -183,10 +214,10 @@ def wrong_shape_program() -> bytes:
     class Bad(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.register_buffer("packed", torch.zeros(8, 3, 3, 1, dtype=torch.uint8))
+            self.register_buffer("packed", torch.zeros(1, 3, 3, 1, 8, 4, dtype=torch.uint8))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return binary_conv2d(x, self.packed, 16, [3, 3], [1, 1], [1, 1])
+            return binary_conv2d(x, self.packed, 16, 8, [3, 3], [1, 1], [1, 1])
 
     original = binary_op._check
     binary_op._check = lambda *args: None
@@ -215,7 +246,7 @@ def test_cpp_hostile_binary_programs_are_one_line_errors(digits_bundle: Path, tm
                                      program.replace(name, b"edgesdk::binary_conv3d")),
                        "calls an operator this runtime does not have"),
         "wrong packed shape": (tampered_copy(digits_bundle, tmp_path / "w.edge", wrong_shape_program()),
-                               "packed_weights has shape (8, 3, 3, 1), not (8, 3, 3, 2)"),
+                               "packed_weights has shape (1, 3, 3, 1, 8, 4), not (1, 3, 3, 1, 8, 8)"),
         "manifest op": (tampered_copy(digits_bundle, tmp_path / "m.edge",
                                       kernel={**kernel["executorch"], "op": "edgesdk::binary_conv9d.out"}),
                         "needs the operator 'edgesdk::binary_conv9d.out'"),

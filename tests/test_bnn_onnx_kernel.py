@@ -24,7 +24,15 @@ from edgesdk.export.binary_onnx import rewrite_binary_convolutions
 from edgesdk.quant.binary import SIGN_GAIN, binary_layers
 from edgesdk.runtime import binary_ops
 from edgesdk.runtime.backends import OnnxSession, session_kernel
-from edgesdk.runtime.binary_ops import BINARY_CONV, DOMAIN, KERNEL_ENV, OP_NAME, ort_ops_library
+from edgesdk.runtime.binary_ops import (
+    BINARY_CONV,
+    DOMAIN,
+    KERNEL_ENV,
+    OP_NAME,
+    ort_ops_library,
+    packed_weights_shape,
+    unpack_binary_weights,
+)
 from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.classify import ImageClassifier
 from edgesdk.runtime.errors import EdgeSDKError
@@ -83,13 +91,13 @@ def test_the_binary_graph_has_one_op_per_binary_layer_on_one_bit_weights(bundles
         out_channels, in_channels, kh, kw = layer.weight.shape
         packed = initializers[node.input[1]]
         assert node.domain == DOMAIN and packed.data_type == TensorProto.UINT8
-        assert tuple(packed.dims) == (out_channels, kh, kw, (in_channels + 7) // 8)
+        assert tuple(packed.dims) == packed_weights_shape(out_channels, in_channels, kh, kw)
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        assert attributes == {"in_channels": in_channels, "kernel_shape": [kh, kw], "strides": list(layer.stride),
-                              "pads": [layer.padding[0], layer.padding[1]] * 2}
-        # the bits are the trained signs: bit set where W < 0 (numpy.packbits, big bit order, along channels)
-        bits = np.unpackbits(numpy_helper.to_array(packed), axis=-1, count=in_channels)
-        np.testing.assert_array_equal(bits, (layer.weight.detach().numpy() < 0).transpose(0, 2, 3, 1))
+        assert attributes == {"in_channels": in_channels, "out_channels": out_channels, "kernel_shape": [kh, kw],
+                              "strides": list(layer.stride), "pads": [layer.padding[0], layer.padding[1]] * 2}
+        # the bits are the trained signs: bit set where W < 0 (the kernel's layout, pack_binary_weights)
+        bits = unpack_binary_weights(numpy_helper.to_array(packed), in_channels, out_channels)
+        np.testing.assert_array_equal(bits, layer.weight.detach().numpy() < 0)
         packed_total += int(np.prod(packed.dims))
     assert offered["packed_weight_bytes"] == packed_total
     # no float copy of a binary weight is left: only 1-byte packed tensors and the float layers' weights
@@ -223,6 +231,12 @@ def test_the_binary_graph_equals_the_float_graph_and_agrees_with_eager(bundles: 
     scale = float(np.abs(reference).max())
     np.testing.assert_allclose(got, reference, rtol=0, atol=1e-5 * scale)
     assert float((got.argmax(1) == eager.argmax(1).numpy()).mean()) == 1.0
+    # every BinaryConv2d ran on its W_packed initializer in place: the library's kernels hold no weight copy
+    import ctypes
+
+    lib = ctypes.CDLL(str(LIBRARY))
+    lib.edgesdk_ort_copied_weight_bytes.restype = ctypes.c_int64
+    assert lib.edgesdk_ort_copied_weight_bytes() == 0
     print(f"{dataset}: kernel {binary.kernel}, max |binary - float| {float(np.abs(got - reference).max()):.3g} "
           f"of logits up to {scale:.3g}")
 

@@ -148,7 +148,28 @@ PackedWeights::PackedWeights(const ConvGeometry& geometry) : geometry_(geometry)
   if (!problem.empty()) throw std::invalid_argument("binary convolution: " + problem);
   words_ = (geometry.in_channels + 63) / 64;
   blocks_ = (geometry.out_channels + kOutputBlock - 1) / kOutputBlock;
-  bits_.assign(size_t(blocks_) * geometry.kernel_h * geometry.kernel_w * words_ * kOutputBlock, 0);
+  words_total_ = size_t(blocks_) * geometry.kernel_h * geometry.kernel_w * words_ * kOutputBlock;
+}
+
+size_t PackedWeights::layout_bytes(const ConvGeometry& geometry) { return PackedWeights(geometry).bytes(); }
+
+PackedWeights PackedWeights::view(const ConvGeometry& geometry, const void* data, size_t bytes) {
+  PackedWeights packed(geometry);
+  if (bytes != packed.bytes())
+    throw std::invalid_argument("binary convolution: packed weights have " + std::to_string(bytes) +
+                                " bytes, the layout of this layer takes " + std::to_string(packed.bytes()));
+  if (data == nullptr) throw std::invalid_argument("binary convolution: packed weights have no data");
+  constexpr bool kLittleEndian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+  if (kLittleEndian && reinterpret_cast<uintptr_t>(data) % alignof(uint64_t) == 0) {
+    packed.owned_ = false;
+    packed.external_ = static_cast<const uint64_t*>(data);
+    return packed;
+  }
+  packed.bits_.resize(packed.words_total_);
+  std::memcpy(packed.bits_.data(), data, bytes);
+  if (!kLittleEndian)
+    for (uint64_t& word : packed.bits_) word = __builtin_bswap64(word);
+  return packed;
 }
 
 void PackedWeights::set_negative(int out_channel, int ky, int kx, int in_channel) {
@@ -161,25 +182,13 @@ void PackedWeights::set_negative(int out_channel, int ky, int kx, int in_channel
 
 PackedWeights PackedWeights::from_float(const ConvGeometry& g, const float* weights_oihw) {
   PackedWeights packed(g);
+  packed.bits_.assign(packed.words_total_, 0);
   size_t index = 0;
   for (int oc = 0; oc < g.out_channels; ++oc)
     for (int ic = 0; ic < g.in_channels; ++ic)
       for (int ky = 0; ky < g.kernel_h; ++ky)
         for (int kx = 0; kx < g.kernel_w; ++kx)
           if (weights_oihw[index++] < 0.0f) packed.set_negative(oc, ky, kx, ic);
-  return packed;
-}
-
-PackedWeights PackedWeights::from_packbits(const ConvGeometry& g, const uint8_t* packed_bytes) {
-  PackedWeights packed(g);
-  const int row_bytes = (g.in_channels + 7) / 8;
-  for (int oc = 0; oc < g.out_channels; ++oc)
-    for (int ky = 0; ky < g.kernel_h; ++ky)
-      for (int kx = 0; kx < g.kernel_w; ++kx) {
-        const uint8_t* row = packed_bytes + ((size_t(oc) * g.kernel_h + ky) * g.kernel_w + kx) * row_bytes;
-        for (int ic = 0; ic < g.in_channels; ++ic)
-          if ((row[ic / 8] >> (7 - ic % 8)) & 1) packed.set_negative(oc, ky, kx, ic);  // big bit order
-      }
   return packed;
 }
 

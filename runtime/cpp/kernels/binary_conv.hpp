@@ -68,22 +68,31 @@ void output_size(const ConvGeometry& geometry, int height, int width, int* out_h
 // Output channels per weight block: one block is one 512-bit vector of 64-bit words, one per output channel.
 constexpr int kOutputBlock = 8;
 
-// The weights of one layer, packed once: word [block][ky][kx][word][lane] holds bit c of (W < 0) for output
-// channel block * 8 + lane and input channel word * 64 + c; channels past the layer's counts are 0. One vector
-// load gives the words of eight output channels for one tap.
+// The weights of one layer: word [block][ky][kx][word][lane] holds bit c of (W < 0) for output channel
+// block * 8 + lane and input channel word * 64 + c. One vector load gives the words of eight output channels for one
+// tap. This is also the exported format (edgesdk.runtime.binary_ops.pack_binary_weights: the words little-endian,
+// as uint8 (blocks, kh, kw, words, 8, 8)), so a kernel can run on the exported bytes in place (view()). Bits past
+// in_channels and lanes past out_channels never reach a result, whatever they hold: the activations' `nonzero`
+// plane is 0 past in_channels, and only lanes below out_channels are stored.
 class PackedWeights {
  public:
-  // From float weights in PyTorch's OIHW layout (sign(0) counts as +1, like FoldedBinaryConv2d's bits).
+  // From float weights in PyTorch's OIHW layout (sign(0) counts as +1, like FoldedBinaryConv2d's bits); owns them.
   static PackedWeights from_float(const ConvGeometry& geometry, const float* weights_oihw);
-  // From numpy.packbits (big bit order) of (W < 0) along input channels, shape (out_channels, kh, kw,
-  // ceil(in_channels / 8)): the ONNX custom op's initializer. Bits past in_channels are ignored.
-  static PackedWeights from_packbits(const ConvGeometry& geometry, const uint8_t* packed);
+  // A view of `bytes` bytes at `data` already in this layout (little-endian words): no copy, so `data` must outlive
+  // the view and every copy of it. Throws std::invalid_argument when the geometry is invalid or `bytes` is not
+  // layout_bytes(geometry). Where `data` is not 8-byte aligned (or the CPU is big-endian) the words are copied
+  // instead, and owned_bytes() says how many bytes that copy takes.
+  static PackedWeights view(const ConvGeometry& geometry, const void* data, size_t bytes);
+  // Bytes of the layout for a geometry (blocks * kh * kw * words * 8 lanes * 8 bytes); throws like view().
+  static size_t layout_bytes(const ConvGeometry& geometry);
 
   const ConvGeometry& geometry() const { return geometry_; }
   int words() const { return words_; }          // 64-bit words per tap and output channel
   int blocks() const { return blocks_; }        // blocks of 8 output channels
-  const uint64_t* data() const { return bits_.data(); }
-  size_t bytes() const { return bits_.size() * sizeof(uint64_t); }
+  const uint64_t* data() const { return owned_ ? bits_.data() : external_; }
+  size_t bytes() const { return words_total_ * sizeof(uint64_t); }  // the layout's size
+  // Bytes this object holds itself: the layout's size when it owns its words, 0 for an in-place view.
+  size_t owned_bytes() const { return owned_ ? bytes() : 0; }
 
  private:
   explicit PackedWeights(const ConvGeometry& geometry);
@@ -91,6 +100,9 @@ class PackedWeights {
   ConvGeometry geometry_;
   int words_ = 0;
   int blocks_ = 0;
+  size_t words_total_ = 0;
+  bool owned_ = true;
+  const uint64_t* external_ = nullptr;
   std::vector<uint64_t> bits_;
 };
 

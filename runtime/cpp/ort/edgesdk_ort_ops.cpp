@@ -3,19 +3,21 @@
 //
 // ai.edgesdk::BinaryConv2d, since version 1: the binary convolution of kernels/binary_conv.hpp.
 //   inputs   X         float32 (N, C, H, W)
-//            W_packed  uint8 (out_channels, kh, kw, ceil(C / 8)): numpy.packbits (big bit order) of (W < 0) along
-//                      input channels; an initializer, so the weights stay one bit each in memory
+//            W_packed  uint8 (ceil(out_channels / 8), kh, kw, ceil(C / 64), 8, 8): the kernel's own layout of (W < 0),
+//                      little-endian 64-bit words (binary_conv.hpp, PackedWeights; pack_binary_weights in
+//                      edgesdk.runtime.binary_ops); an initializer, read in place: one bit a weight, no copy
 //   output   Y         float32 (N, out_channels, H', W') = conv2d(s(X), B), s(x) = clamp(x * 2^100, -1, 1),
 //                      B = +1 where W >= 0 and -1 where W < 0, zero padding
-//   attributes  in_channels (int, required), kernel_shape (ints [kh, kw], required), strides (ints, default
-//               [1, 1]), pads (ints [top, left, bottom, right], default zeros)
-// The kernel packs W_packed into the layout of PackedWeights on its first run and keeps that (re-packing only when
-// the tensor's address or shape changes, as it would for a W fed as a graph input rather than an initializer).
+//   attributes  in_channels (int, required), out_channels (int, required), kernel_shape (ints [kh, kw], required),
+//               strides (ints, default [1, 1]), pads (ints [top, left, bottom, right], default zeros)
+// The kernel runs on W_packed's own bytes (a PackedWeights view). Only where they are not 8-byte aligned does it
+// copy them, once per address, and edgesdk_ort_copied_weight_bytes() counts such copies.
 // A malformed node or input is an ONNX Runtime error status: the C API of this header version has no status
 // return from a kernel, so the kernel throws and ONNX Runtime turns the exception into the failing call's status.
 //
 // Built against onnxruntime_c_api.h only (no C++ wrapper), API version 13 (ONNX Runtime 1.13) or newer: the
 // tables of the C API only grow, so a library built this way loads into any newer runtime.
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -42,6 +44,8 @@ constexpr uint32_t kApiVersion = 13;
 constexpr uint32_t kCustomOpVersion = 12;
 
 const OrtApi* g_api = nullptr;
+// Bytes of W_packed copies the live kernels of this process hold (unaligned initializers only; 0 when in place).
+std::atomic<int64_t> g_copied_bytes{0};
 
 // A failed C API call as an exception carrying its message (freed here).
 void check_status(OrtStatus* status, const std::string& what) {
@@ -63,6 +67,16 @@ std::vector<int64_t> ints_attribute(const OrtKernelInfo* info, const char* name,
   std::vector<int64_t> values(size);
   if (size > 0) check_status(g_api->KernelInfoGetAttributeArray_int64(info, name, values.data(), &size), name);
   return values;
+}
+
+int64_t int_attribute(const OrtKernelInfo* info, const char* name) {
+  int64_t value = 0;
+  OrtStatus* status = g_api->KernelInfoGetAttribute_int64(info, name, &value);
+  if (status != nullptr) {
+    g_api->ReleaseStatus(status);
+    throw std::runtime_error(std::string("BinaryConv2d: attribute '") + name + "' (int) is required");
+  }
+  return value;
 }
 
 int checked_int(int64_t value, const char* what) {
@@ -101,12 +115,8 @@ std::string dims_text(const std::vector<int64_t>& dims) {
 class BinaryConvKernel {
  public:
   explicit BinaryConvKernel(const OrtKernelInfo* info) {
-    int64_t in_channels = 0;
-    OrtStatus* status = g_api->KernelInfoGetAttribute_int64(info, "in_channels", &in_channels);
-    if (status != nullptr) {
-      g_api->ReleaseStatus(status);
-      throw std::runtime_error("BinaryConv2d: attribute 'in_channels' (int) is required");
-    }
+    const int64_t in_channels = int_attribute(info, "in_channels");
+    const int64_t out_channels = int_attribute(info, "out_channels");
     const std::vector<int64_t> kernel = ints_attribute(info, "kernel_shape", true, {});
     const std::vector<int64_t> strides = ints_attribute(info, "strides", false, {1, 1});
     const std::vector<int64_t> pads = ints_attribute(info, "pads", false, {0, 0, 0, 0});
@@ -114,7 +124,7 @@ class BinaryConvKernel {
     if (strides.size() != 2) throw std::runtime_error("BinaryConv2d: strides must have 2 values");
     if (pads.size() != 4) throw std::runtime_error("BinaryConv2d: pads must have 4 values [top, left, bottom, right]");
     geometry_.in_channels = checked_int(in_channels, "in_channels");
-    geometry_.out_channels = 1;  // from W_packed at run time
+    geometry_.out_channels = checked_int(out_channels, "out_channels");
     geometry_.kernel_h = checked_int(kernel[0], "kernel_shape");
     geometry_.kernel_w = checked_int(kernel[1], "kernel_shape");
     geometry_.stride_h = checked_int(strides[0], "strides");
@@ -126,6 +136,12 @@ class BinaryConvKernel {
     const std::string problem = bc::validate(geometry_);
     if (!problem.empty()) throw std::runtime_error("BinaryConv2d: " + problem);
   }
+
+  ~BinaryConvKernel() {
+    if (packed_) g_copied_bytes -= packed_->owned_bytes();
+  }
+  BinaryConvKernel(const BinaryConvKernel&) = delete;
+  BinaryConvKernel& operator=(const BinaryConvKernel&) = delete;
 
   void compute(OrtKernelContext* context) {
     const OrtValue* x_value = nullptr;
@@ -140,32 +156,34 @@ class BinaryConvKernel {
     if (x_shape.dims[1] != geometry_.in_channels)
       throw std::runtime_error("BinaryConv2d: X has " + std::to_string(x_shape.dims[1]) + " channels, in_channels is " +
                                std::to_string(geometry_.in_channels));
-    const int64_t row_bytes = (geometry_.in_channels + 7) / 8;
-    if (w_shape.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || w_shape.dims.size() != 4 || w_shape.dims[0] < 1 ||
-        w_shape.dims[1] != geometry_.kernel_h || w_shape.dims[2] != geometry_.kernel_w || w_shape.dims[3] != row_bytes)
-      throw std::runtime_error("BinaryConv2d: W_packed must be uint8 (out_channels, " +
-                               std::to_string(geometry_.kernel_h) + ", " + std::to_string(geometry_.kernel_w) + ", " +
-                               std::to_string(row_bytes) + "), got " + dims_text(w_shape.dims));
+    const std::vector<int64_t> want{(geometry_.out_channels + bc::kOutputBlock - 1) / bc::kOutputBlock,
+                                    geometry_.kernel_h, geometry_.kernel_w, (geometry_.in_channels + 63) / 64,
+                                    bc::kOutputBlock, 8};
+    if (w_shape.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || w_shape.dims != want)
+      throw std::runtime_error("BinaryConv2d: W_packed must be uint8 " + dims_text(want) + " for in_channels " +
+                               std::to_string(geometry_.in_channels) + " and out_channels " +
+                               std::to_string(geometry_.out_channels) + ", got " + dims_text(w_shape.dims));
     for (int64_t d : x_shape.dims)
       if (d < 0 || d > (int64_t(1) << 20)) throw std::runtime_error("BinaryConv2d: X shape out of range");
     const int batch = int(x_shape.dims[0]), height = int(x_shape.dims[2]), width = int(x_shape.dims[3]);
-    const int out_channels = checked_int(w_shape.dims[0], "out_channels");
+    const int out_channels = geometry_.out_channels;
 
     const void* w_data = nullptr;
     check_status(g_api->GetTensorMutableData(const_cast<OrtValue*>(w_value), const_cast<void**>(&w_data)),
                  "BinaryConv2d: W_packed data");
-    std::shared_ptr<const bc::PackedWeights> weights;
-    {
-      // sessions may run concurrently: the packed copy is made once, under the lock, and shared
+    size_t w_bytes = 1;
+    for (int64_t d : w_shape.dims) w_bytes *= size_t(d);
+    // in place: a view of the initializer's bytes (geometry and size checked), nothing kept between runs
+    std::shared_ptr<const bc::PackedWeights> weights =
+        std::make_shared<const bc::PackedWeights>(bc::PackedWeights::view(geometry_, w_data, w_bytes));
+    if (weights->owned_bytes() != 0) {
+      // unaligned bytes were copied: keep that copy (sessions may run concurrently: made once, under the lock)
       std::lock_guard<std::mutex> lock(mutex_);
-      if (!packed_ || packed_source_ != w_data || packed_->geometry().out_channels != out_channels) {
-        bc::ConvGeometry geometry = geometry_;
-        geometry.out_channels = out_channels;
-        const std::string problem = bc::validate(geometry);
-        if (!problem.empty()) throw std::runtime_error("BinaryConv2d: " + problem);
-        packed_ = std::make_shared<const bc::PackedWeights>(
-            bc::PackedWeights::from_packbits(geometry, static_cast<const uint8_t*>(w_data)));
+      if (!packed_ || packed_source_ != w_data) {
+        if (packed_) g_copied_bytes -= packed_->owned_bytes();
+        packed_ = weights;
         packed_source_ = w_data;
+        g_copied_bytes += packed_->owned_bytes();
       }
       weights = packed_;
     }
@@ -273,5 +291,9 @@ __attribute__((visibility("default"))) const char* edgesdk_binary_isa_name(void)
     return "error: EDGESDK_BINARY_ISA names a path this build or CPU cannot run";
   }
 }
+
+// Bytes of weight copies the BinaryConv2d kernels alive in this process hold beside their W_packed initializers: 0
+// when every kernel runs on its initializer in place (the initializers 8-byte aligned, as ONNX Runtime allocates them).
+__attribute__((visibility("default"))) int64_t edgesdk_ort_copied_weight_bytes(void) { return g_copied_bytes.load(); }
 
 }  // extern "C"

@@ -10,6 +10,7 @@
 #include <limits>
 #include <mutex>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 namespace edgesdk::binary_kernel {
@@ -60,16 +61,17 @@ std::array<int, 2> pair(const et::EValue& value, const char* what) {
 
 // The whole call; throws std::invalid_argument (a bad program or input) or std::exception (no memory).
 void run(Tensor& out, const et::EValue& x_value, const et::EValue& w_value, const et::EValue& channels_value,
-         const et::EValue& kernel_value, const et::EValue& stride_value, const et::EValue& padding_value) {
-  if (!x_value.isTensor() || !w_value.isTensor() || !channels_value.isInt())
-    throw std::invalid_argument("arguments are not (Tensor x, Tensor packed_weights, int in_channels, ...)");
+         const et::EValue& out_channels_value, const et::EValue& kernel_value, const et::EValue& stride_value,
+         const et::EValue& padding_value) {
+  if (!x_value.isTensor() || !w_value.isTensor() || !channels_value.isInt() || !out_channels_value.isInt())
+    throw std::invalid_argument(
+        "arguments are not (Tensor x, Tensor packed_weights, int in_channels, int out_channels, ...)");
   const Tensor& x = x_value.toTensor();
   const Tensor& w = w_value.toTensor();
   if (x.scalar_type() != ScalarType::Float || out.scalar_type() != ScalarType::Float)
     throw std::invalid_argument("x and out must be float32");
   if (w.scalar_type() != ScalarType::Byte) throw std::invalid_argument("packed_weights must be uint8");
-  if (x.dim() != 4 || out.dim() != 4 || w.dim() != 4)
-    throw std::invalid_argument("x, packed_weights and out must have 4 dimensions");
+  if (x.dim() != 4 || out.dim() != 4) throw std::invalid_argument("x and out must have 4 dimensions");
   if (!contiguous(x) || !contiguous(out) || !contiguous(w))
     throw std::invalid_argument("x, packed_weights and out must be contiguous (NCHW)");
 
@@ -78,18 +80,25 @@ void run(Tensor& out, const et::EValue& x_value, const et::EValue& w_value, cons
   auto kernel = pair(kernel_value, "kernel_shape");
   auto stride = pair(stride_value, "stride");
   auto padding = pair(padding_value, "padding");
-  g.out_channels = small_int(w.size(0), "out_channels");
+  g.out_channels = small_int(out_channels_value.toInt(), "out_channels");
   g.kernel_h = kernel[0], g.kernel_w = kernel[1];
   g.stride_h = stride[0], g.stride_w = stride[1];
   g.pad_top = g.pad_bottom = padding[0];
   g.pad_left = g.pad_right = padding[1];
   const std::string problem = binary::validate(g);
   if (!problem.empty()) throw std::invalid_argument(problem);
-  if (w.size(1) != g.kernel_h || w.size(2) != g.kernel_w || w.size(3) != (g.in_channels + 7) / 8)
-    throw std::invalid_argument("packed_weights has shape " + shape_text(w) + ", not (" +
-                                std::to_string(g.out_channels) + ", " + std::to_string(g.kernel_h) + ", " +
-                                std::to_string(g.kernel_w) + ", " + std::to_string((g.in_channels + 7) / 8) +
-                                ") for in_channels " + std::to_string(g.in_channels));
+  // the kernel's layout (pack_binary_weights): (ceil(O / 8), kh, kw, ceil(C / 64), 8 lanes, 8 bytes)
+  const std::array<int64_t, 6> want{(g.out_channels + binary::kOutputBlock - 1) / binary::kOutputBlock, g.kernel_h,
+                                    g.kernel_w, (g.in_channels + 63) / 64, binary::kOutputBlock, 8};
+  bool same = w.dim() == 6;
+  for (size_t d = 0; same && d < want.size(); ++d) same = w.size(ssize_t(d)) == want[d];
+  if (!same) {
+    std::string text = "(";
+    for (size_t d = 0; d < want.size(); ++d) text += (d ? ", " : "") + std::to_string(want[d]);
+    throw std::invalid_argument("packed_weights has shape " + shape_text(w) + ", not " + text +
+                                ") for in_channels " + std::to_string(g.in_channels) + " and out_channels " +
+                                std::to_string(g.out_channels));
+  }
   if (x.size(1) != g.in_channels)
     throw std::invalid_argument("x has shape " + shape_text(x) + ", not " + std::to_string(g.in_channels) +
                                 " channels");
@@ -109,20 +118,20 @@ void run(Tensor& out, const et::EValue& x_value, const et::EValue& w_value, cons
     binary::binary_conv2d(t_cache->get(g, packed, packed_bytes), x.const_data_ptr<float>(), batch, height, width,
                           out.mutable_data_ptr<float>());
   } else {
-    binary::binary_conv2d(binary::PackedWeights::from_packbits(g, packed), x.const_data_ptr<float>(), batch, height,
-                          width, out.mutable_data_ptr<float>());
+    binary::binary_conv2d(binary::PackedWeights::view(g, packed, packed_bytes), x.const_data_ptr<float>(), batch,
+                          height, width, out.mutable_data_ptr<float>());
   }
 }
 
-// The boxed kernel: the stack holds the schema's 7 arguments (out last), then the returned value (out again).
+// The boxed kernel: the stack holds the schema's 8 arguments (out last), then the returned value (out again).
 void binary_conv2d_out(et::KernelRuntimeContext& context, et::Span<et::EValue*> stack) {
   std::string problem;
   try {
-    if (stack.size() < 7 || !stack[6]->isTensor())
+    if (stack.size() < 8 || !stack[7]->isTensor())
       throw std::invalid_argument("called with " + std::to_string(stack.size()) + " values, not the op's 7 + out");
-    Tensor& out = stack[6]->toTensor();
-    run(out, *stack[0], *stack[1], *stack[2], *stack[3], *stack[4], *stack[5]);
-    if (stack.size() > 7) *stack[7] = et::EValue(out);
+    Tensor& out = stack[7]->toTensor();
+    run(out, *stack[0], *stack[1], *stack[2], *stack[3], *stack[4], *stack[5], *stack[6]);
+    if (stack.size() > 8) *stack[8] = et::EValue(out);
     return;
   } catch (const std::exception& e) {
     problem = e.what();
@@ -147,17 +156,22 @@ void register_kernel_once() {
 const binary::PackedWeights& WeightCache::get(const binary::ConvGeometry& g, const uint8_t* packed, size_t bytes) {
   const Key key{packed, bytes, g.in_channels, g.out_channels, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
                 g.pad_top, g.pad_left, g.pad_bottom, g.pad_right};
-  const uint64_t sum = digest(packed, bytes);
   auto found = entries_.find(key);
-  if (found != entries_.end() && found->second.digest == sum) return found->second.weights;
-  if (found != entries_.end()) entries_.erase(found);
-  auto inserted = entries_.emplace(key, Entry{sum, binary::PackedWeights::from_packbits(g, packed)});
+  if (found != entries_.end()) {
+    // a view reads the constants themselves, so it cannot go stale; a copy is checked against its digest
+    if (found->second.weights.owned_bytes() == 0 || found->second.digest == digest(packed, bytes))
+      return found->second.weights;
+    entries_.erase(found);
+  }
+  binary::PackedWeights weights = binary::PackedWeights::view(g, packed, bytes);
+  const uint64_t sum = weights.owned_bytes() == 0 ? 0 : digest(packed, bytes);
+  auto inserted = entries_.emplace(key, Entry{sum, std::move(weights)});
   return inserted.first->second.weights;
 }
 
 size_t WeightCache::bytes() const {
   size_t total = 0;
-  for (const auto& [key, entry] : entries_) total += entry.weights.bytes();
+  for (const auto& [key, entry] : entries_) total += entry.weights.owned_bytes();
   return total;
 }
 

@@ -2,11 +2,12 @@
 // serving the binary layers of a BNN bundle's binary-kernel program (classifier.binary.pte, written by
 // export/pipeline.py's binary_program). The op's contract is quant/binary_op.py's:
 //
-//   edgesdk::binary_conv2d.out(Tensor x, Tensor packed_weights, int in_channels, int[] kernel_shape, int[] stride,
-//                              int[] padding, *, Tensor(a!) out) -> Tensor(a!)
+//   edgesdk::binary_conv2d.out(Tensor x, Tensor packed_weights, int in_channels, int out_channels,
+//                              int[] kernel_shape, int[] stride, int[] padding, *, Tensor(a!) out) -> Tensor(a!)
 //
-// x float32 (N, C, H, W) contiguous; packed_weights uint8 (O, kh, kw, ceil(C / 8)) = numpy.packbits (big) of W < 0
-// along input channels; padding (top/bottom, left/right). out = conv2d(s(x), B), exact (docs/binary-kernel.md).
+// x float32 (N, C, H, W) contiguous; packed_weights uint8 (ceil(O / 8), kh, kw, ceil(C / 64), 8, 8): the kernel's
+// own layout of W < 0 (binary_conv.hpp, PackedWeights), read in place; padding (top/bottom, left/right).
+// out = conv2d(s(x), B), exact (docs/binary-kernel.md).
 // Single-threaded: each call runs on the thread that executes the method.
 #pragma once
 
@@ -25,13 +26,14 @@ constexpr const char* kOpName = "edgesdk::binary_conv2d.out";
 // Registers the kernel with ExecuTorch's operator registry (once per process; later calls do nothing).
 void register_kernel_once();
 
-// The weights of one session's binary layers, repacked once into the kernel's layout. Keyed by the address of the
-// program's constant buffer, which stays put while the session (its program) is alive; the packed bytes are
-// checked again against a digest kept beside them on every call, so a reused address never runs stale weights.
+// The weights of one session's binary layers: views of the program's constants, which are in the kernel's layout
+// already, so nothing is copied. Keyed by the address of the constant buffer, which stays put while the session
+// (its program) is alive. Only a constant that is not 8-byte aligned is copied; such a copy is checked again against
+// a digest kept beside it on every call, so a reused address never runs stale weights.
 class WeightCache {
  public:
   const binary::PackedWeights& get(const binary::ConvGeometry& geometry, const uint8_t* packed, size_t bytes);
-  size_t bytes() const;    // what the repacked weights take (resident beside the program's packed constants)
+  size_t bytes() const;    // what copies take beside the program's constants: 0 when every layer runs in place
   size_t layers() const { return entries_.size(); }
 
  private:

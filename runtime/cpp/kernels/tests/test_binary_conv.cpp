@@ -1,7 +1,9 @@
 // The binary convolution against a direct float convolution of s(x) = clamp(x * 2^100, -1, 1) with the +-1
 // weights, compared exactly, on every instruction path this machine runs. Needs no fixture.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -68,16 +70,19 @@ std::vector<bc::Isa> runnable_paths() {
   return paths;
 }
 
-// numpy.packbits(W < 0, axis=-1) of the weights in (O, kh, kw, I) order
-std::vector<uint8_t> packbits(const bc::ConvGeometry& g, const std::vector<float>& w) {
-  const int row_bytes = (g.in_channels + 7) / 8;
-  std::vector<uint8_t> packed(size_t(g.out_channels) * g.kernel_h * g.kernel_w * row_bytes, 0);
+// pack_binary_weights's bytes, written independently of the kernel: uint8 (blocks, kh, kw, words, 8 lanes, 8 bytes),
+// bit c % 8 of byte (c % 64) / 8 set where W < 0 for output channel block * 8 + lane, input channel word * 64 + c
+std::vector<uint8_t> layout_bytes(const bc::ConvGeometry& g, const std::vector<float>& w) {
+  const int blocks = (g.out_channels + 7) / 8, words = (g.in_channels + 63) / 64;
+  std::vector<uint8_t> packed(size_t(blocks) * g.kernel_h * g.kernel_w * words * 64, 0);
   for (int oc = 0; oc < g.out_channels; ++oc)
     for (int ic = 0; ic < g.in_channels; ++ic)
       for (int ky = 0; ky < g.kernel_h; ++ky)
         for (int kx = 0; kx < g.kernel_w; ++kx)
-          if (w[((size_t(oc) * g.in_channels + ic) * g.kernel_h + ky) * g.kernel_w + kx] < 0.0f)
-            packed[((size_t(oc) * g.kernel_h + ky) * g.kernel_w + kx) * row_bytes + ic / 8] |= uint8_t(0x80 >> (ic % 8));
+          if (w[((size_t(oc) * g.in_channels + ic) * g.kernel_h + ky) * g.kernel_w + kx] < 0.0f) {
+            const size_t word = (((size_t(oc / 8) * g.kernel_h + ky) * g.kernel_w + kx) * words + ic / 64) * 8 + oc % 8;
+            packed[word * 8 + (ic % 64) / 8] |= uint8_t(1u << (ic % 8));
+          }
   return packed;
 }
 
@@ -105,9 +110,16 @@ void check_case(const Case& c, std::mt19937& random) {
   const std::vector<float> expected = reference(g, x, w, c.batch, c.height, c.width, out_h, out_w);
 
   const bc::PackedWeights from_float = bc::PackedWeights::from_float(g, w.data());
-  const std::vector<uint8_t> bytes = packbits(g, w);
-  const bc::PackedWeights from_bytes = bc::PackedWeights::from_packbits(g, bytes.data());
-  CHECK_EQ(from_float.bytes(), from_bytes.bytes());
+  // the exported bytes, 8-byte aligned (a vector of words), viewed in place: no copy
+  const std::vector<uint8_t> bytes = layout_bytes(g, w);
+  std::vector<uint64_t> aligned((bytes.size() + 7) / 8);
+  std::memcpy(aligned.data(), bytes.data(), bytes.size());
+  const bc::PackedWeights from_bytes = bc::PackedWeights::view(g, aligned.data(), bytes.size());
+  CHECK_EQ(from_float.bytes(), bytes.size());
+  CHECK_EQ(from_bytes.bytes(), bytes.size());
+  CHECK(from_bytes.data() == aligned.data());
+  CHECK_EQ(from_bytes.owned_bytes(), size_t(0));
+  CHECK_EQ(from_float.owned_bytes(), from_float.bytes());
   CHECK(std::equal(from_float.data(), from_float.data() + from_float.bytes() / 8, from_bytes.data()));
 
   for (bc::Isa isa : runnable_paths()) {
@@ -136,6 +148,54 @@ TEST_CASE("every runnable path equals the float convolution of s(x), exactly") {
       {1000, 8, 3, 1, 1, 1, 1, 1, 1, 3, 3},  // > 31 words per output: the AVX2 and NEON byte counters flush
   };
   for (const Case& c : cases) check_case(c, random);
+}
+
+TEST_CASE("a view copies only unaligned bytes, refuses a wrong size, and ignores bits past the channels") {
+  bc::ConvGeometry g;
+  g.in_channels = 70;  // two words: bits 6..63 of the second word are past the channels
+  g.out_channels = 13;  // two blocks: lanes 5..7 of the second block are past the channels
+  std::mt19937 random(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> w(size_t(g.out_channels) * g.in_channels * 9);
+  for (float& v : w) v = normal(random);
+  const std::vector<uint8_t> bytes = layout_bytes(g, w);
+  CHECK_EQ(bytes.size(), bc::PackedWeights::layout_bytes(g));
+  CHECK_EQ(bytes.size(), size_t(2 * 9 * 2 * 8 * 8));
+  std::vector<uint64_t> storage(bytes.size() / 8 + 1);
+  uint8_t* unaligned = reinterpret_cast<uint8_t*>(storage.data()) + 1;
+  std::memcpy(unaligned, bytes.data(), bytes.size());
+  const bc::PackedWeights copied = bc::PackedWeights::view(g, unaligned, bytes.size());
+  CHECK_EQ(copied.owned_bytes(), bytes.size());
+  CHECK(static_cast<const void*>(copied.data()) != static_cast<const void*>(unaligned));
+  const bc::PackedWeights from_float = bc::PackedWeights::from_float(g, w.data());
+  CHECK(std::equal(from_float.data(), from_float.data() + from_float.bytes() / 8, copied.data()));
+  for (size_t wrong : {bytes.size() - 1, bytes.size() + 8, size_t(0)}) {
+    bool refused = false;
+    try {
+      bc::PackedWeights::view(g, storage.data(), wrong);
+    } catch (const std::invalid_argument&) {
+      refused = true;
+    }
+    CHECK(refused);
+  }
+  // every padding bit set: unused input channels of every word and the words of unused lanes
+  std::vector<uint64_t> padded(bytes.size() / 8);
+  std::memcpy(padded.data(), bytes.data(), bytes.size());
+  for (size_t i = 0; i < padded.size(); ++i) {
+    const size_t lane = i % 8, word = (i / 8) % 2, block = i / (8 * 2 * 9);
+    if (word == 1) padded[i] |= ~uint64_t(0) << (70 - 64);
+    if (block == 1 && lane >= 13 - 8) padded[i] = ~uint64_t(0);
+  }
+  const bc::PackedWeights dirty = bc::PackedWeights::view(g, padded.data(), bytes.size());
+  CHECK_EQ(dirty.owned_bytes(), size_t(0));
+  const int height = 5, width = 4;
+  std::vector<float> x = activations(size_t(2) * g.in_channels * height * width, random);
+  for (bc::Isa isa : runnable_paths()) {
+    std::vector<float> want(size_t(2) * g.out_channels * height * width), got(want.size());
+    bc::binary_conv2d(from_float, x.data(), 2, height, width, want.data(), isa);
+    bc::binary_conv2d(dirty, x.data(), 2, height, width, got.data(), isa);
+    CHECK(want == got);
+  }
 }
 
 TEST_CASE("a value below 2^-100 or NaN counts as 0, every other value as its sign") {
