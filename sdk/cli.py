@@ -222,7 +222,8 @@ def train_standard_cmd(
                                                 "deit_tiny, or all."),
     steps: int | None = typer.Option(None, min=1, help="Default per architecture (300; 900 for "
                                                                "mobilenet_v2 and mobilenet_v3_small, 600 for "
-                                                               "efficientnet_b0, 400 for deit_tiny)."),
+                                                               "efficientnet_b0, 2650 for deit_tiny: the last "
+                                                               "400 at 224 px, the others at 112)."),
     retrain: bool = typer.Option(False, help="Train even when the cache holds weights made with these settings."),
     threads: int = typer.Option(1, min=1, help="Compute threads (results are reproducible at a given count)."),
 ) -> None:

@@ -3,6 +3,8 @@ and its cache (micro configurations: a few steps at 32-48 px), and the one-line 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -13,7 +15,15 @@ import torch
 import edgesdk.data.photos as photos
 from edgesdk.data.photos import CLASSES, PhotoShapes, make_image, write_image_folder, write_npz
 from edgesdk.runtime.errors import EdgeSDKError
-from edgesdk.train.standard import TRAINING_OPTIONS, config_for, ensure_trained, train_standard, training_record
+from edgesdk.train.standard import (
+    TRAINING_OPTIONS,
+    StandardTrainConfig,
+    config_for,
+    ensure_trained,
+    learning_rate,
+    train_standard,
+    training_record,
+)
 from edgesdk.user_model import ImagePreprocess, load_image_folder
 from edgesdk.zoo import standard
 from edgesdk.zoo.standard import build_architecture, load_standard, vision_libraries
@@ -138,10 +148,30 @@ def test_training_is_cached_resumable_and_what_the_factory_loads(tmp_path: Path,
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
+def test_the_full_size_phase_can_restart_the_schedule():
+    """With full_size_lr the last phase gets its own warm-up and cosine; without it one cosine spans all steps, and
+    the cache key of weights trained before the option existed is unchanged."""
+    single = StandardTrainConfig(steps=100, lr=1e-3, warmup_steps=10, full_size_steps=20)
+    restart = dataclasses.replace(single, full_size_lr=4e-4, full_size_warmup_steps=5)
+    assert not single.restarts and restart.restarts
+    rates = [learning_rate(restart, step) for step in range(100)]
+    assert rates[9] == pytest.approx(1e-3) and rates[79] < 1e-6  # the first cosine ends at the switch
+    assert rates[80] == pytest.approx(4e-4 / 5) and rates[84] == pytest.approx(4e-4) and rates[99] < 1e-5
+    assert learning_rate(single, 80) == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 70 / 90)))
+    assert "full_size_lr" not in training_record("resnet18", single)
+    assert training_record("resnet18", restart)["full_size_lr"] == 4e-4
+    with pytest.raises(EdgeSDKError, match="full_size_warmup_steps"):
+        dataclasses.replace(restart, full_size_warmup_steps=21)
+
+
 def test_vit_trains_across_resolutions(tmp_path: Path):
-    """deit_tiny moves from a 2x2 to a 3x3 patch grid mid-training and is saved with the 14x14 table of 224 px."""
-    cfg = config_for("deit_tiny", **{**MICRO, "steps": 4, "batch": 2, "eval_images": 2})
-    metadata = train_standard("deit_tiny", tmp_path / "deit.safetensors", cfg, log=lambda _m: None)
+    """deit_tiny moves from a 2x2 to a 3x3 patch grid mid-training, restarting its schedule there with fresh
+    optimizer moments, and is saved with the 14x14 table of 224 px."""
+    cfg = config_for("deit_tiny", **{**MICRO, "steps": 4, "batch": 2, "eval_images": 2, "full_size_warmup_steps": 1})
+    assert cfg.restarts
+    messages: list[str] = []
+    metadata = train_standard("deit_tiny", tmp_path / "deit.safetensors", cfg, log=messages.append)
+    assert any("step 3: the schedule restarts at 48 px" in m and "moments reset" in m for m in messages)
     assert metadata["measured_at_px"] == 48 and metadata["input_size"] == 224
     model, _ = load_standard("deit_tiny", tmp_path / "deit.safetensors")
     assert model.pos_embed.shape == (1, 1 + 14 * 14, 192)
