@@ -198,7 +198,9 @@ def export_user_model(source: str, output: Path, targets: str | list[str] = "", 
     recipe = config_from_name(quant, fallback=fallback)
     if isinstance(recipe, W8A8Config):  # measured on standard architectures: see W8A8Config.onnx_activation_ranges
         # and, on ExecuTorch, int8 activations / adds / squeeze-excitation between the int8 layers (issue 24)
-        recipe = dataclasses.replace(recipe, onnx_activation_ranges="percentile", int8_elementwise=True)
+        # (issue 24), and attention's products of two activations in fp32 on ONNX Runtime
+        recipe = dataclasses.replace(recipe, onnx_activation_ranges="percentile", int8_elementwise=True,
+                                     onnx_float_activation_matmuls=True)
     if min_top1 is not None:
         if not 0.0 < min_top1 <= 1.0:
             raise EdgeSDKError(f"--min-top1 is a fraction in (0, 1], e.g. 0.98; got {min_top1}")

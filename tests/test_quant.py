@@ -267,3 +267,37 @@ def test_a_quantized_program_has_one_set_of_scales_for_every_batch_method(tmp_pa
     assert three.shape[0] == 3 and two.shape[0] == 2
     np.testing.assert_allclose(three[:2], two, atol=1e-6)
     assert np.abs(three).max() > 0
+
+
+def test_onnx_static_int8_leaves_matmuls_of_two_activations_in_float():
+    """Attention's products of two activations keep fp32 (no per-channel weight to quantize; softmax probabilities
+    on a uint8 grid ruin a ViT), while the MatMul with a weight is quantized."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgesdk.quant.onnx import quantize_onnx_int8
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "weight")
+    nodes = [helper.make_node("MatMul", ["x", "weight"], ["projected"], name="projection"),
+             helper.make_node("Transpose", ["x"], ["x_t"], perm=[0, 2, 1], name="transpose"),
+             helper.make_node("MatMul", ["projected", "x_t"], ["scores"], name="scores")]
+    graph = helper.make_graph(nodes, "attention_like",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4, 4])],
+                              initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [{"x": rng.standard_normal((1, 4, 8)).astype(np.float32)} for _ in range(4)]
+    quantized = onnx.load_from_string(quantize_onnx_int8(model.SerializeToString(), True, feeds, "onnx",
+                                                      float_activation_matmuls=True))
+    produced_by = {output: node.op_type for node in quantized.graph.node for output in node.output}
+    matmuls = {node.name: [produced_by.get(name) for name in node.input]
+               for node in quantized.graph.node if node.op_type == "MatMul"}
+    assert matmuls["projection"] == ["DequantizeLinear", "DequantizeLinear"], matmuls
+    # the transposed activation reaches the product in fp32 (quantized, it would come through a DequantizeLinear);
+    # the projection's own output may stay quantized, as that of an int8 layer, and the product's is not
+    assert matmuls["scores"][1] == "Transpose", matmuls
+    assert not any(node.op_type == "QuantizeLinear" and "scores" in node.input for node in quantized.graph.node)
+    session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.run(None, feeds[0])[0].shape == (1, 4, 4)
