@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed-0.1.0
 BUILD   := build
 CPP     := runtime/cpp/build
 
-.PHONY: demo test bench lint setup clean cpp cpp-test
+.PHONY: demo test bench lint setup clean cpp cpp-configure cpp-test ort-ops
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,7 @@ TEST_BUNDLES := $(abspath $(BUILD))/test-bundles
 test: $(STAMP)
 	rm -rf $(TEST_BUNDLES)
 	mkdir -p $(BUILD)
+	$(MAKE) ort-ops
 	$(MAKE) cpp > $(BUILD)/cpp-build.log 2>&1 & build=$$!; \
 	EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(PY) -m pytest -q -rs -n 2 --dist loadfile --no-loadscope-reorder --durations=30; tests=$$?; \
 	wait $$build || { cat $(BUILD)/cpp-build.log; exit 1; }; exit $$tests
@@ -38,10 +39,18 @@ test: $(STAMP)
 
 # The C++ runtime (runtime/cpp): library, edgesdk-run and its tests, built against the executorch wheel's C++
 # package with the venv's CMake (>= 3.28, from PyPI) and Ninja.
-cpp: $(STAMP)
+cpp: cpp-configure
+	$(VENV)/bin/cmake --build $(CPP) -j2
+
+cpp-configure: $(STAMP)
 	$(VENV)/bin/cmake -S runtime/cpp -B $(CPP) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \
 		-DPython_EXECUTABLE=$(abspath $(PY))
-	$(VENV)/bin/cmake --build $(CPP) -j2
+
+# The ONNX Runtime op library alone (seconds; nothing where its headers cannot be had, see runtime/cpp/CMakeLists.txt):
+# `make test` builds it before pytest starts, because the Python tests of BNN bundles on ONNX Runtime look for it when
+# they are collected.
+ort-ops: cpp-configure
+	$(VENV)/bin/cmake --build $(CPP) --target ort_ops -j2
 
 # ctest: unit tests, then the equivalence tests against the Python runtime (their fixture step writes the Python
 # references into $(CPP)/fixtures once, over the shared test bundles of tests/bundles.py: those of
