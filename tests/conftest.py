@@ -3,9 +3,12 @@ and shared by every module and xdist worker (and by ctest under `make test`)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,6 +73,29 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "edgesdk.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, check=False)
+
+
+def run_cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """The CLI's entry point (edgesdk.cli.main: the same parsing, one-line errors and exit codes as run_cli) in this
+    process. A new interpreter pays ~8 s of CPU importing torch, ExecuTorch and ONNX before an export or training
+    command does anything, which over the suite's few dozen such calls was minutes. What needs a process of its own
+    (torch blocked, a umask, a signal, a kill, environment variables) stays with run_cli. An internal error still
+    fails the test: main() turns it into exit code 1 and a line that says so."""
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, code = sys.argv, 0
+    sys.argv = ["edgesdk", *args]
+    try:
+        from edgesdk.cli import main
+
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+    return subprocess.CompletedProcess(["edgesdk", *args], code, out.getvalue(), err.getvalue())
 
 
 BLOCK_TORCH = """

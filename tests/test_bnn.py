@@ -35,7 +35,7 @@ from edgesdk.runtime.onebit import pack, sign_runs, unpack
 from edgesdk.train.bnn import BNNTrainConfig, train_bnn
 from edgesdk.zoo.bnn import BNN, PRESETS, binary_share, default_bnn_path, folded_for_inference, load_bnn
 from edgesdk.zoo.weights import load_weights
-from tests.conftest import run_cli, run_without_torch
+from tests.conftest import run_cli, run_cli_in_process, run_without_torch
 
 # spec §2: the multiplier at |z| = 0.05 (inside m), 0.3, 0.5, 1.0, 1.5 and 1.6 (clipped)
 TABLE = {1: [1, 1, 1, 1, 1, 0], 2: [3.162, 0.913, 0.707, 0.5, 0.408, 0], 3: [4.642, 0.744, 0.529, 0.333, 0.254, 0]}
@@ -218,7 +218,7 @@ def test_cli_bad_training_options_are_one_line(tmp_path: Path):
     for args, message in ((["--estimator", "xnor"], "unknown estimator 'xnor'"),
                           (["--dataset", "cifar"], "unknown dataset 'cifar'"),
                           (["--dataset", "digits", "--preset", "resnet20"], "takes 32x32x3 images")):
-        done = run_cli("train", "bnn", *args, "-o", str(tmp_path / "x.safetensors"), "--quiet")
+        done = run_cli_in_process("train", "bnn", *args, "-o", str(tmp_path / "x.safetensors"), "--quiet")
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import run_cli, run_without_torch
+from tests.conftest import run_cli, run_cli_in_process, run_without_torch
 
 
 def _assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -83,8 +83,9 @@ def test_negative_steps(shipped_bundle: Path):
 
 
 def test_unknown_family_and_existing_output(shipped_bundle: Path, tmp_path: Path):
-    _assert_clean_error(run_cli("export", "tiny-xl", "-o", str(tmp_path / "x.edge")), "tiny-xl")
-    _assert_clean_error(run_cli("export", "tiny-sd", "-o", str(shipped_bundle)), "already exists", "--overwrite")
+    _assert_clean_error(run_cli_in_process("export", "tiny-xl", "-o", str(tmp_path / "x.edge")), "tiny-xl")
+    _assert_clean_error(run_cli_in_process("export", "tiny-sd", "-o", str(shipped_bundle)), "already exists",
+                        "--overwrite")
 
 
 def test_sample_writes_a_grid(shipped_bundle: Path, tmp_path: Path):

@@ -21,7 +21,7 @@ from edgesdk.runtime.personalize import load_tokens, personalize  # noqa: E402
 from edgesdk.runtime.pipeline import TextToImage  # noqa: E402
 from edgesdk.runtime.zo import ZOConfig  # noqa: E402
 from edgesdk.zoo.diffusers_sd import load_diffusers_sd, schedule_from_config, write_random_pipeline  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
+from tests.conftest import run_cli, run_cli_in_process  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -284,9 +284,10 @@ def test_cli_export_sample_and_bad_folders(sd_folder: Path, sd_bundle: Path, tmp
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "s.png").exists()
     for folder, message in [(tmp_path / "nowhere", "is not a folder"), (tmp_path, "missing unet/")]:
-        done = run_cli("export", "--from-diffusers", str(folder), "-o", str(tmp_path / "x.edge"))
+        done = run_cli_in_process("export", "--from-diffusers", str(folder), "-o", str(tmp_path / "x.edge"))
         assert done.returncode != 0 and message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
-    done = run_cli("export", "--from-diffusers", str(sd_folder), "-o", str(tmp_path / "x.edge"), "--quant", "w4")
+    done = run_cli_in_process("export", "--from-diffusers", str(sd_folder), "-o", str(tmp_path / "x.edge"),
+                              "--quant", "w4")
     assert done.returncode != 0 and "takes --quant fp32 | w8" in done.stderr
     assert not (tmp_path / "x.edge").exists()

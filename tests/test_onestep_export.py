@@ -22,7 +22,7 @@ from edgesdk.runtime.testing import write_synthetic_bundle
 from edgesdk.train.common import save_weights
 from edgesdk.zoo.onestep import OneStep, default_onestep_path, load_onestep, student_from_teacher
 from edgesdk.zoo.tiny_sd import load_tiny_sd
-from tests.conftest import run_cli, run_without_torch
+from tests.conftest import run_cli, run_cli_in_process, run_without_torch
 
 COMPONENTS = ("text_encoder", "generator", "vae_decoder")
 PROMPTS = ["a large red star on a blue background", "a small green circle", "a yellow square on the left"]
@@ -139,7 +139,7 @@ def test_cli_sample_inspect_and_refused_sampler_options(bundle_dir: Path, tmp_pa
 
 
 def test_unknown_family_and_personalization_batch_are_one_line(tmp_path: Path, student_file: Path):
-    result = run_cli("export", "nosuchfamily", "-o", str(tmp_path / "x.edge"))
+    result = run_cli_in_process("export", "nosuchfamily", "-o", str(tmp_path / "x.edge"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown model family 'nosuchfamily'" in lines[0] and "onestep" in lines[0]

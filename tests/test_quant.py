@@ -13,7 +13,7 @@ from edgesdk.export.pipeline import export_bundle
 from edgesdk.quant.configs import Calibration, QuantConfig, W4Config, W8A8Config, W8Config, config_from_name
 from edgesdk.runtime import EdgeSDKError
 from edgesdk.runtime.bundle import Bundle
-from tests.conftest import run_cli
+from tests.conftest import run_cli_in_process
 
 
 def test_unknown_and_planned_recipes_are_refused():
@@ -38,11 +38,12 @@ def test_empty_calibration_is_refused():
 
 
 def test_cli_refusals(tmp_path: Path):
-    result = run_cli("export", "tiny-sd", "-o", str(tmp_path / "a.edge"), "--quant", "int3")
+    result = run_cli_in_process("export", "tiny-sd", "-o", str(tmp_path / "a.edge"), "--quant", "int3")
     assert result.returncode == 2 and "unknown quantization recipe" in result.stderr
-    result = run_cli("export", "tiny-sd", "-o", str(tmp_path / "b.edge"), "--quant", "w8", "--target", "tensorrt")
+    result = run_cli_in_process("export", "tiny-sd", "-o", str(tmp_path / "b.edge"), "--quant", "w8",
+                                "--target", "tensorrt")
     assert result.returncode == 2 and "cannot be expressed" in result.stderr
-    result = run_cli("export", "tiny-sd", "-o", str(tmp_path / "c.edge"), "--quant", "w8a8",
+    result = run_cli_in_process("export", "tiny-sd", "-o", str(tmp_path / "c.edge"), "--quant", "w8a8",
                      "--calibration-samples", "0")
     assert result.returncode == 2 and "at least 1 sample" in result.stderr
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli_in_process as run_cli
 from tests.fixtures.user_models import small_classifier
 
 

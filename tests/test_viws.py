@@ -38,7 +38,7 @@ from edgesdk.zoo.viws import (
     shift_matrix,
 )
 from edgesdk.zoo.weights import load_weights
-from tests.conftest import run_cli
+from tests.conftest import run_cli_in_process
 
 TINY = PRESETS["tiny"]
 
@@ -189,7 +189,7 @@ def test_training_device_choice():
         assert training_device("auto") == torch.device("cpu")
         with pytest.raises(EdgeSDKError, match="torch sees no GPU"):
             training_device("cuda")
-    done = run_cli("train", "viws", "--device", "tpu", "--steps", "1", "--quiet")
+    done = run_cli_in_process("train", "viws", "--device", "tpu", "--steps", "1", "--quiet")
     assert done.returncode == 2 and done.stderr.strip() == "error: unknown device 'tpu'; choose auto, cpu or cuda"
 
 
@@ -243,7 +243,7 @@ def test_cli_bad_options_are_one_line(tmp_path: Path):
                           (["export", "viws", "--quant", "w4"], "takes --quant fp32 | w8 | w8a8"),
                           (["export", "viws", "--weights", str(tmp_path / "none.safetensors")], "not found")):
         extra = ["-o", str(tmp_path / "x.safetensors")] if args[0] == "train" else ["-o", str(tmp_path / "x.edge")]
-        done = run_cli(*args, *extra)
+        done = run_cli_in_process(*args, *extra)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert not (tmp_path / "x.edge").exists()
 
