@@ -24,7 +24,6 @@ from edgesdk.quant.int4 import (
     scales_and_codes,
 )
 from edgesdk.runtime import EdgeSDKError
-from edgesdk.runtime.bundle import Bundle
 from edgesdk.train.quant_aware import QuantAwareConfig, train_quant_aware
 from edgesdk.zoo.onestep import default_onestep_path, default_onestep_w4_path, load_onestep
 
@@ -142,17 +141,19 @@ def test_w4_onestep_export_needs_a_quant_aware_student(tmp_path: Path):
     assert not (tmp_path / "x.edge").exists()
 
 
-def test_shipped_w4_student_exports_above_the_floor_with_its_accuracy(tmp_path: Path):
+def test_shipped_w4_student_lies_on_the_grid_and_draws_what_the_fp32_student_draws():
+    """The shipped quantization-aware student: its weights are already on the 4-bit grid (so the export loses
+    nothing in them) and its eager x0 agrees with the fp32 student's. Its full export (parity per target, MatMulNBits,
+    prompt accuracy) is measured by benchmarks/onestep_w4.py: a full-size export is suite time (README, Tests)."""
     shipped = load_onestep(default_onestep_w4_path())
     assert shipped.info["quant_aware"]["x0_sqnr_db_vs_fp32_student"]["after"] >= 15.0
-    path = export_model("onestep", tmp_path / "w4.edge", "onnx", quant="w4", log=lambda _m: None)
-    bundle = Bundle.open(path)
-    parity = bundle.component("generator").parity["onnx"]
-    assert min(v["sqnr_db"] for v in parity.values()) >= 15.0  # only the int8 activations differ from eager
-    assert bundle.component("generator").delegation["onnx"]["onnx_ops"].get("MatMulNBits", 0) >= 20
-    accuracy = bundle.manifest["quality"]["prompt_accuracy"]
-    assert accuracy["onnx"]["kind"] >= accuracy["fp32_eager"]["kind"] - 0.15, accuracy
-    # the fp32 student it came from and the w4 bundle agree on what they draw
+    layers = quantizable_layers(shipped.generator, shipped.info["quant_aware"]["group"])
+    assert len(layers) >= 20  # what ONNX Runtime runs as MatMulNBits
+    for name, (layer, group) in layers.items():
+        matrix = as_matrix(layer.weight.detach()).float().numpy()
+        scales, _ = scales_and_codes(matrix, group)
+        off_grid = np.abs(dequantized(matrix, group) - matrix).reshape(*scales.shape, group) / scales[..., None]
+        assert off_grid.max() < 0.01, (name, off_grid.max())  # the weights file's 16-bit rounding; a step is 1
     fp32 = load_onestep()
     with torch.no_grad():
         noise, text = torch.randn(32, 4, 8, 8), fp32.encode_text(["a large red star"] * 32)
@@ -161,12 +162,13 @@ def test_shipped_w4_student_exports_above_the_floor_with_its_accuracy(tmp_path: 
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path):
-    from tests.conftest import run_cli
+    from tests.conftest import run_cli_in_process
 
-    result = run_cli("train", "onestep-w4", "--group", "48", "-o", str(tmp_path / "x.safetensors"), "--quiet")
+    result = run_cli_in_process("train", "onestep-w4", "--group", "48", "-o", str(tmp_path / "x.safetensors"),
+                                "--quiet")
     assert result.returncode != 0 and "group must be a power of two" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    result = run_cli("export", "onestep", "--weights", str(default_onestep_path()), "--quant", "w4",
+    result = run_cli_in_process("export", "onestep", "--weights", str(default_onestep_path()), "--quant", "w4",
                      "-o", str(tmp_path / "y.edge"))
     assert result.returncode != 0 and "not quantization-aware" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.edge").exists()
