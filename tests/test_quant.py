@@ -86,39 +86,57 @@ def test_w8_exports_to_executorch_and_onnx(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def w8a8_bundle(shared: Callable[[str], Path]) -> Path:
-    return shared("tiny-sd-w8a8")  # executorch + onnx, 8 calibration trajectories (tests/bundles.py)
+    return shared("tiny-sd-w8a8")  # ExecuTorch, 8 calibration trajectories (tests/bundles.py)
 
 
 def test_w8a8_tiny_sd_is_small_delegated_and_above_its_floor(w8a8_bundle: Path, shipped_bundle: Path):
+    """The shipped tiny-sd at w8a8 on ExecuTorch: every component wholly delegated to XNNPACK, above the recipe's SQNR
+    floor, the UNet >= 3x smaller. Prompt accuracy of the int8 bundles (ExecuTorch and ONNX Runtime) and their speed
+    are measured by benchmarks/quantization.py."""
     quant, fp32 = Bundle.open(w8a8_bundle), Bundle.open(shipped_bundle)
     assert quant.manifest["quantization"]["recipe"] == "w8a8"
     assert quant.manifest["quantization"]["calibration"]["trajectory"] == "sampling"
+    assert set(quant.components) == set(fp32.components)
     for name, info in quant.components.items():
         assert info.delegation["executorch"]["delegated_share"] == 1.0
         for target, figures in info.parity.items():
             assert min(v["sqnr_db"] for v in figures.values()) >= W8A8Config().sqnr_floor_db, (name, target)
-    # ONNX Runtime runs every conv / matmul of the quantized graphs in integer kernels, none in the fp32 bundle
-    assert quant.component("unet").delegation["onnx"]["integer_kernel_share"] == 1.0
+    # the fp32 bundle's ONNX graphs run no integer kernel (a quantized graph's share is tested on micro nets below)
     assert fp32.component("unet").delegation["onnx"]["integer_kernel_share"] == 0.0
-    # end-to-end: samples from the quantized files follow prompts about as well as the fp32 model's
-    accuracy = quant.manifest["quality"]["prompt_accuracy"]
-    for backend in ("executorch", "onnx"):
-        for attribute in ("kind", "colour"):
-            assert accuracy[backend][attribute] >= accuracy["fp32_eager"][attribute] - 0.15, accuracy
     sizes, fp32_sizes = quant.file_sizes(), fp32.file_sizes()
     assert fp32_sizes["executorch/unet.pte"] / sizes["executorch/unet.pte"] >= 3.0
 
 
-def test_memory_truth_detects_and_prevents_dequantize_folding(w8a8_bundle: Path):
+class WideNet(nn.Module):
+    """2.4 MB of weights in three matrix products: enough int8 bytes for a residency verdict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(64, 256, 3, padding=1)
+        self.fc1 = nn.Linear(256, 2048)
+        self.fc2 = nn.Linear(2048, 1024)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(torch.relu(self.conv(x)).mean(dim=(2, 3)))))
+
+
+def test_memory_truth_detects_and_prevents_dequantize_folding(tmp_path: Path):
     from edgesdk.runtime.memory import onnx_weight_residency
 
-    bundle = Bundle.open(w8a8_bundle)
-    path = bundle.path_of(bundle.component("unet").files["onnx"])
-    kept = onnx_weight_residency(path)  # the session options the runtime uses
+    torch.manual_seed(0)
+    spec = ComponentSpec("net", WideNet().eval(), (torch.randn(1, 64, 8, 8),), ["x"], ["y"])
+    calibration = [(torch.randn(1, 64, 8, 8),) for _ in range(4)]
+    path = export_bundle([spec], family="test", model_meta={}, assets={}, targets=["onnx"],
+                         output=tmp_path / "w8a8.edge", recipe=W8A8Config(), calibration={"net": calibration},
+                         log=lambda _m: None)
+    bundle = Bundle.open(path)
+    assert bundle.component("net").delegation["onnx"]["integer_kernel_share"] == 1.0
+    onnx_file = bundle.path_of(bundle.component("net").files["onnx"])
+    kept = onnx_weight_residency(onnx_file)  # the session options the runtime uses
     assert kept["int_weight_bytes_file"] > 2_000_000 and kept["int_weights_kept"]
     assert kept["integer_kernel_share"] == 1.0
     # ONNX Runtime with its QDQ handling off really does fold DequantizeLinear(int8 weight) into fp32
-    folded = onnx_weight_residency(path, config={"session.disable_quant_qdq": "1"})
+    folded = onnx_weight_residency(onnx_file, config={"session.disable_quant_qdq": "1"})
     assert not folded["int_weights_kept"]
     assert folded["session_bytes"]["float32"] > 3 * kept["int_weight_bytes_file"]
 
