@@ -29,18 +29,6 @@ def _tiny_sd(out: Path) -> Path:
     return export_model("tiny-sd", out, "executorch,onnx,tensorrt", **QUIET)
 
 
-def _tiny_sd_w8a8(out: Path) -> Path:
-    from edgesdk.exporting import export_model
-    from edgesdk.quant.configs import Calibration
-
-    # sampling-only (zo_batch 0): a quantized extra batch method is test_quant's, on a micro model. ExecuTorch only
-    # and without the export's prompt-accuracy check: ONNX Runtime's w8a8 and the int8 bundles' prompt accuracy are
-    # measured by benchmarks/quantization.py (both were ~90 s of suite time); ONNX static int8 is tested on micro
-    # graphs (tests/test_quant.py)
-    return export_model("tiny-sd", out, "executorch", quant="w8a8", calibration=Calibration(samples=8),
-                        zo_batch=0, check_quality=False, **QUIET)
-
-
 def _bnn(dataset: str) -> Callable[[Path], Path]:
     def build(out: Path) -> Path:
         from edgesdk.exporting import export_model
@@ -79,7 +67,6 @@ def _stable_diffusion(out: Path) -> Path:
 # name -> how it is made. Bundles exported from the shipped weights (the defaults of `edgesdk export FAMILY`).
 BUNDLES: dict[str, Callable[[Path], Path]] = {
     "tiny-sd": _tiny_sd,  # fp32, every target: the shipped model as users export it
-    "tiny-sd-w8a8": _tiny_sd_w8a8,  # ExecuTorch only
     "bnn-digits": _bnn("digits"),
     "bnn-shapes": _bnn("shapes"),
     "onestep": _onestep,
