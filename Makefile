@@ -24,7 +24,8 @@ demo: $(STAMP)
 
 # The suite runs in two pytest-xdist workers (a test file stays on one worker, with its module fixtures; files in the
 # order tests/conftest.py gives them, the slowest first) while the
-# C++ runtime builds beside them; then ctest. The full-size bundles of tests/bundles.py are exported once per run,
+# C++ runtime builds beside them (niced: it is needed only by ctest, after pytest, so it takes the cycles the workers
+# leave); then ctest. The full-size bundles of tests/bundles.py are exported once per run,
 # into TEST_BUNDLES (emptied first), for both workers and for ctest's fixtures.
 TEST_BUNDLES := $(abspath $(BUILD))/test-bundles
 
@@ -32,7 +33,7 @@ test: $(STAMP)
 	rm -rf $(TEST_BUNDLES)
 	mkdir -p $(BUILD)
 	$(MAKE) ort-ops
-	$(MAKE) cpp > $(BUILD)/cpp-build.log 2>&1 & build=$$!; \
+	nice -n 10 $(MAKE) cpp > $(BUILD)/cpp-build.log 2>&1 & build=$$!; \
 	EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(PY) -m pytest -q -rs -n 2 --dist loadfile --no-loadscope-reorder --durations=30; tests=$$?; \
 	wait $$build || { cat $(BUILD)/cpp-build.log; exit 1; }; exit $$tests
 	cd $(CPP) && EDGESDK_TEST_BUNDLES=$(TEST_BUNDLES) $(abspath $(VENV))/bin/ctest --output-on-failure -j2
