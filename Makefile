@@ -23,10 +23,9 @@ demo: $(STAMP)
 	$(PY) examples/demo.py --workdir $(BUILD)
 
 # The suite runs in two pytest-xdist workers (a test file stays on one worker, with its module fixtures; files in the
-# order tests/conftest.py gives them, the slowest first) while the
-# C++ runtime builds beside them (niced: it is needed only by ctest, after pytest, so it takes the cycles the workers
-# leave); then ctest. The full-size bundles of tests/bundles.py are exported once per run,
-# into TEST_BUNDLES (emptied first), for both workers and for ctest's fixtures.
+# order tests/conftest.py gives them, the slowest first) while the C++ runtime builds beside them (niced: only ctest,
+# after pytest, needs it, so it takes the cycles the workers leave); then ctest. The full-size bundles of
+# tests/bundles.py are exported once per run, into TEST_BUNDLES (emptied first), for both workers and ctest's fixtures.
 TEST_BUNDLES := $(abspath $(BUILD))/test-bundles
 
 test: $(STAMP)
