@@ -248,3 +248,94 @@ def test_an_unrunnable_path_is_refused(forced_isa: None) -> None:
     run = session(binary_conv_model(np.zeros((1, 3, 3, 1, 8, 8), np.uint8), 8, 8, (3, 3), (1, 1), (1, 1, 1, 1)))
     with pytest.raises(Exception, match="EDGESDK_BINARY_ISA"):  # noqa: PT011
         run.run(None, {"X": x})
+
+
+def epilogue_model(packed: np.ndarray, channels: int, out_channels: int, scale: np.ndarray | None,
+                   shift: np.ndarray | None, relu: bool, residual: bool, fused: bool) -> bytes:
+    """Y from X (and R, the residual, where asked): the binary convolution followed by ReLU, Mul(scale), Add(shift),
+    Add(R), either as those separate ONNX nodes or fused into the BinaryConv2d node (its optional inputs)."""
+    attributes = {"in_channels": channels, "out_channels": out_channels, "kernel_shape": [3, 3], "strides": [1, 1],
+                  "pads": [1, 1, 1, 1]}
+    initializers = [numpy_helper.from_array(packed, "W_packed")]
+    for name, value in (("scale", scale), ("shift", shift)):
+        if value is not None:
+            initializers.append(numpy_helper.from_array(value, name))
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", channels, "H", "W"])]
+    if residual:
+        inputs.append(helper.make_tensor_value_info("R", TensorProto.FLOAT, ["N", out_channels, "H", "W"]))
+    if fused:
+        names = ["X", "W_packed", "scale" if scale is not None else "", "shift" if shift is not None else "",
+                 "R" if residual else ""]
+        while names[-1] == "":
+            names.pop()
+        nodes = [helper.make_node(BINARY_CONV, names, ["Y"], domain=DOMAIN, **attributes,
+                                  **({"activation": "relu"} if relu else {}))]
+    else:
+        nodes, value = [helper.make_node(BINARY_CONV, ["X", "W_packed"], ["conv"], domain=DOMAIN, **attributes)], "conv"
+        for op, operand, wanted in (("Relu", None, relu), ("Mul", "scale", scale is not None),
+                                    ("Add", "shift", shift is not None), ("Add", "R", residual)):
+            if wanted:
+                nodes.append(helper.make_node(op, [value] + ([operand] if operand else []), [f"{value}_{op}"]))
+                value = f"{value}_{op}"
+        nodes.append(helper.make_node("Identity", [value], ["Y"]))
+    output = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", out_channels, "H", "W"])
+    graph = helper.make_graph(nodes, "epilogue", inputs, [output], initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+EPILOGUES = [  # relu, scale, shift, residual
+    (True, True, True, True),   # a basic block's second convolution: ReLU, batch norm, residual
+    (True, True, True, False),  # its first
+    (False, True, False, False),
+    (False, False, False, True),
+    (True, False, False, False),
+]
+
+
+@pytest.mark.parametrize(("relu", "scaled", "shifted", "residual"), EPILOGUES)
+def test_the_fused_epilogue_equals_the_separate_float_nodes_bit_for_bit(forced_isa: None, relu: bool, scaled: bool,
+                                                                        shifted: bool, residual: bool) -> None:
+    """ReLU, per-channel scale and shift and a residual add fused into the op (export/binary_onnx.py fuses them out of
+    a BNN's graph) give what ONNX Runtime's own Relu, Mul and Add nodes give, on every path: each step is rounded on
+    its own, in the nodes' order."""
+    generator = np.random.default_rng(27)
+    channels, out_channels = 24, 13
+    weights = generator.standard_normal((out_channels, channels, 3, 3)).astype(np.float32)
+    scale = generator.standard_normal((out_channels, 1, 1)).astype(np.float32) if scaled else None
+    shift = (generator.standard_normal((1, out_channels, 1, 1)).astype(np.float32) * 3) if shifted else None
+    feeds = {"X": activations((2, channels, 7, 9), generator)}
+    if residual:
+        feeds["R"] = generator.standard_normal((2, out_channels, 7, 9)).astype(np.float32)
+    packed = pack_binary_weights(weights)
+    fused, separate = (session(epilogue_model(packed, channels, out_channels, scale, shift, relu, residual, f))
+                       for f in (True, False))
+    for isa in runnable_paths():
+        os.environ[ISA_ENV] = isa
+        (want,) = separate.run(None, feeds)
+        (got,) = fused.run(None, feeds)
+        assert got.shape == want.shape
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), isa  # bit for bit, signed zeros too
+        if relu and not (scaled or shifted or residual):
+            assert (got >= 0).all() and (got == 0).any()
+
+
+@pytest.mark.parametrize("what", ["activation is not relu or none", "scale has another count than out_channels",
+                                  "residual has another shape than Y"])
+def test_a_malformed_epilogue_is_an_onnxruntime_error(what: str) -> None:
+    generator = np.random.default_rng(28)
+    packed = pack_binary_weights(generator.standard_normal((8, 16, 3, 3)).astype(np.float32))
+    scale = np.ones((7 if "scale" in what else 8, 1, 1), np.float32)
+    model = onnx.load_from_string(epilogue_model(packed, 16, 8, scale, None, True, True, fused=True))
+    if "activation" in what:
+        for attribute in model.graph.node[0].attribute:
+            if attribute.name == "activation":
+                attribute.s = b"gelu"
+    feeds = {"X": np.ones((1, 16, 5, 5), np.float32),
+             "R": np.ones((1, 8, 5, 4) if "residual" in what else (1, 8, 5, 5), np.float32)}
+    with pytest.raises(Exception, match="BinaryConv2d") as raised:  # noqa: PT011 - ORT's own exception classes
+        session(model.SerializeToString()).run(None, feeds)
+    assert raised.type.__module__.startswith("onnxruntime"), raised.type
+    assert what.split()[0] in str(raised.value), raised.value

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -79,22 +80,29 @@ def test_the_binary_graph_has_one_op_per_binary_layer_on_one_bit_weights(bundles
     ops = [node.op_type for node in binary_graph.graph.node]
     float_ops = [node.op_type for node in float_graph.graph.node]
     assert ops.count(BINARY_CONV) == len(layers)
-    # each binary layer was Mul(2^100) -> Clip -> Conv in float: three nodes became one, nothing else changed
+    # each binary layer was Mul(2^100) -> Clip -> Conv -> Relu -> Mul(scale) -> Add(shift) in float, and the second of
+    # each basic block also -> Add(residual): all one node now (the epilogue fused, export/binary_onnx.py)
     assert float_ops.count("Clip") == len(layers) and "Clip" not in ops
-    assert len(ops) == len(float_ops) - 2 * len(layers)
+    blocks = len(layers) // 2
+    assert len(ops) == len(float_ops) - 5 * len(layers) - blocks
     assert ops.count("Conv") == float_ops.count("Conv") - len(layers) == 1  # the float stem stays float
+    assert ops.count("Relu") == 1 and float_ops.count("Relu") == len(layers) + 1  # the stem's
     assert {(o.domain, o.version) for o in binary_graph.opset_import} >= {(DOMAIN, 1)}
     initializers = {t.name: t for t in binary_graph.graph.initializer}
     nodes = [node for node in binary_graph.graph.node if node.op_type == BINARY_CONV]
     packed_total = 0
-    for node, layer in zip(nodes, layers, strict=True):  # graph order is the network's order
+    for index, (node, layer) in enumerate(zip(nodes, layers, strict=True)):  # graph order is the network's order
         out_channels, in_channels, kh, kw = layer.weight.shape
         packed = initializers[node.input[1]]
         assert node.domain == DOMAIN and packed.data_type == TensorProto.UINT8
         assert tuple(packed.dims) == packed_weights_shape(out_channels, in_channels, kh, kw)
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         assert attributes == {"in_channels": in_channels, "out_channels": out_channels, "kernel_shape": [kh, kw],
-                              "strides": list(layer.stride), "pads": [layer.padding[0], layer.padding[1]] * 2}
+                              "strides": list(layer.stride), "pads": [layer.padding[0], layer.padding[1]] * 2,
+                              "activation": b"relu"}
+        # batch norm's scale and shift (per-channel initializers), and the residual on each block's second conv
+        assert len(node.input) == (5 if index % 2 else 4)
+        assert all(tuple(initializers[name].dims)[-3:] == (out_channels, 1, 1) for name in node.input[2:4])
         # the bits are the trained signs: bit set where W < 0 (the kernel's layout, pack_binary_weights)
         bits = unpack_binary_weights(numpy_helper.to_array(packed), in_channels, out_channels)
         np.testing.assert_array_equal(bits, layer.weight.detach().numpy() < 0)
@@ -213,6 +221,57 @@ def test_a_bad_binary_kernel_entry_is_refused_at_open(bundles: dict[str, Path], 
 
 
 @needs_library
+def _epilogue_graph(relu_is_output: bool = False, scale_shape: tuple[int, ...] = (4, 1, 1),
+                    residual_shape: tuple[int, ...] = (1, 4, 3, 3)) -> bytes:
+    """_conv_graph's binary convolution, then Relu -> Mul(scale) -> Add(shift) -> Add(r), r a graph input."""
+    model = onnx.load_from_string(_conv_graph())
+    graph = model.graph
+    graph.node.extend([helper.make_node("Relu", ["y"], ["relu"]), helper.make_node("Mul", ["scale", "relu"], ["bn"]),
+                       helper.make_node("Add", ["bn", "shift"], ["shifted"]),
+                       helper.make_node("Add", ["shifted", "r"], ["out"])])
+    generator = np.random.default_rng(1)
+    graph.initializer.extend([
+        numpy_helper.from_array(generator.standard_normal(scale_shape).astype(np.float32), "scale"),
+        numpy_helper.from_array(generator.standard_normal((1, 4, 1, 1)).astype(np.float32), "shift")])
+    graph.input.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, list(residual_shape)))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 3, 3]))
+    if relu_is_output:
+        graph.output.append(helper.make_tensor_value_info("relu", TensorProto.FLOAT, [1, 4, 3, 3]))
+    return model.SerializeToString()
+
+
+EPILOGUE_CASES = [  # what, graph, the ops left, the fused node's inputs past W_packed
+    ("the whole chain", {}, [BINARY_CONV], ["scale", "shift", "r"]),
+    ("a Relu output that is also a graph output", {"relu_is_output": True}, [BINARY_CONV, "Mul", "Add", "Add"], []),
+    ("a scale that is not per channel", {"scale_shape": (1, 1, 3)}, [BINARY_CONV, "Mul", "Add", "Add"], []),
+    ("a residual that broadcasts", {"residual_shape": (1, 4, 1, 1)}, [BINARY_CONV, "Add"], ["scale", "shift"]),
+]
+
+
+@pytest.mark.parametrize(("what", "options", "ops", "inputs"), EPILOGUE_CASES, ids=[c[0] for c in EPILOGUE_CASES])
+def test_the_epilogue_is_fused_only_where_the_kernel_computes_the_same(what: str, options: dict, ops: list[str],
+                                                                       inputs: list[str]):
+    source = _epilogue_graph(**options)
+    rewritten = onnx.load_from_string(rewrite_binary_convolutions(source).data)
+    assert [n.op_type for n in rewritten.graph.node] == ops, what
+    fused = rewritten.graph.node[0]
+    assert list(fused.input[2:]) == inputs
+    activation = {a.name: helper.get_attribute_value(a) for a in fused.attribute}.get("activation")
+    assert activation == b"relu"  # the Relu is fused in every case
+    if LIBRARY is None:
+        return
+    options_ = ort.SessionOptions()
+    options_.register_custom_ops_library(str(LIBRARY))
+    generator = np.random.default_rng(2)
+    feeds = {"x": generator.standard_normal((1, 3, 6, 6)).astype(np.float32),
+             "r": generator.standard_normal(options.get("residual_shape", (1, 4, 3, 3))).astype(np.float32)}
+    want = ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(["out"], feeds)[0]
+    got = ort.InferenceSession(rewritten.SerializeToString(), options_, providers=["CPUExecutionProvider"]).run(
+        ["out"], feeds)[0]
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), what  # bit for bit
+
+
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_the_binary_graph_equals_the_float_graph_and_agrees_with_eager(bundles: dict[str, Path], dataset: str,
                                                                        monkeypatch: pytest.MonkeyPatch):

@@ -144,7 +144,7 @@ def test_w4_onestep_export_needs_a_quant_aware_student(tmp_path: Path):
 def test_shipped_w4_student_lies_on_the_grid_and_draws_what_the_fp32_student_draws():
     """The shipped quantization-aware student: its weights are already on the 4-bit grid (so the export loses
     nothing in them) and its eager x0 agrees with the fp32 student's. Its full export (parity per target, MatMulNBits,
-    prompt accuracy) is measured by benchmarks/onestep_w4.py: a full-size export is suite time (README, Tests)."""
+    prompt accuracy) is measured by benchmarks/onestep_quant.py: a full-size export is suite time (README, Tests)."""
     shipped = load_onestep(default_onestep_w4_path())
     assert shipped.info["quant_aware"]["x0_sqnr_db_vs_fp32_student"]["after"] >= 15.0
     layers = quantizable_layers(shipped.generator, shipped.info["quant_aware"]["group"])

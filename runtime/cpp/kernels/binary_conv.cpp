@@ -299,12 +299,13 @@ void pack_avx512(const PackArgs&) { throw std::invalid_argument("the AVX-512 pat
 
 // ---- the convolution ----
 
-void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int height, int width, float* y) {
-  binary_conv2d(weights, x, batch, height, width, y, selected_isa());
+void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int height, int width, float* y,
+                   const Epilogue& epilogue) {
+  binary_conv2d(weights, x, batch, height, width, y, selected_isa(), epilogue);
 }
 
 void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int height, int width, float* y,
-                   Isa isa) {
+                   Isa isa, const Epilogue& epilogue) {
   const ConvGeometry& g = weights.geometry();
   check_sizes(g, batch, height, width);
   if (!isa_available(isa))
@@ -326,7 +327,8 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
                         padded_w,  words,          kSignThreshold,  negative.data(), nonzero.data(), count.data()};
   detail::MismatchArgs args{negative.data(), nonzero.data(), padded_w,   words,      weights.data(),
                             weights.blocks(), g.kernel_h,     g.kernel_w, g.stride_h, g.stride_w,
-                            out_h,            out_w,          g.out_channels, count_sum.data(), nullptr};
+                            out_h,            out_w,          g.out_channels, count_sum.data(), nullptr,
+                            !epilogue.empty(), epilogue.relu, epilogue.scale, epilogue.shift, nullptr};
   for (int n = 0; n < batch; ++n) {
     pack.image = x + size_t(n) * g.in_channels * plane;
     switch (isa) {
@@ -343,6 +345,7 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
         count_sum[size_t(oy) * out_w + ox] = sum;
       }
     args.y = y + size_t(n) * g.out_channels * out_pixels;
+    args.residual = epilogue.residual == nullptr ? nullptr : epilogue.residual + size_t(n) * g.out_channels * out_pixels;
     switch (isa) {
       case Isa::scalar: detail::convolve_scalar(args); break;
       case Isa::avx2: detail::convolve_avx2(args); break;

@@ -106,11 +106,27 @@ class PackedWeights {
   std::vector<uint64_t> bits_;
 };
 
+// What the float layers right after a binary convolution compute, applied to each output as it is stored, so that a
+// network's conv -> ReLU -> batch norm (as a per-channel scale and shift) -> residual add is one pass over memory
+// and, in a graph runtime, one node instead of five. For output channel c at output index i:
+//     v = y;  v = max(v, 0) if relu;  v = v * scale[c];  v = v + shift[c];  v = v + residual[i]
+// each step present only where asked (a null pointer skips it) and rounded to fp32 on its own, in this order: the
+// kernels are compiled with -ffp-contract=off, so no product and sum are fused into one multiply-add, and the result
+// equals the separate float operations bit for bit.
+struct Epilogue {
+  bool relu = false;
+  const float* scale = nullptr;     // [out_channels]
+  const float* shift = nullptr;     // [out_channels]
+  const float* residual = nullptr;  // like y: (N, out_channels, H', W'), contiguous
+  bool empty() const { return !relu && scale == nullptr && shift == nullptr && residual == nullptr; }
+};
+
 // y (N, out_channels, H', W') = conv2d(s(x), B) for x (N, in_channels, height, width), both float32 NCHW and
-// contiguous. Throws std::invalid_argument on bad sizes.
-void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int height, int width, float* y);
+// contiguous, then `epilogue`. Throws std::invalid_argument on bad sizes.
+void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int height, int width, float* y,
+                   const Epilogue& epilogue = Epilogue());
 // The same on a given path (throws std::invalid_argument if this CPU cannot run it).
 void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int height, int width, float* y,
-                   Isa isa);
+                   Isa isa, const Epilogue& epilogue = Epilogue());
 
 }  // namespace edgesdk::binary

@@ -30,7 +30,6 @@ void convolve_blocks(const MismatchArgs& a, int first_block) {
   const int taps = a.kernel_h * a.kernel_w;
   const int run = a.kernel_w * a.words;  // a kernel row's pixels are adjacent in the padded planes
   const long block_stride = static_cast<long>(taps) * a.words * 8;
-  const long plane = static_cast<long>(a.out_h) * a.out_w;
   const uint64_t* block_weights = a.weights + first_block * block_stride;
   const int first_channel = first_block * 8;
   const int channels = a.out_channels - first_channel < kBlocks * 8 ? a.out_channels - first_channel : kBlocks * 8;
@@ -75,10 +74,7 @@ void convolve_blocks(const MismatchArgs& a, int first_block) {
           _mm_store_ps(&tile[j][r * 4], _mm_cvtepi32_ps(y));
         }
       }
-      for (int c = 0; c < channels; ++c) {
-        float* out = a.y + (first_channel + c) * plane + static_cast<long>(oy) * a.out_w + ox0;
-        for (int j = 0; j < pixels; ++j) out[j] = tile[j][c];
-      }
+      store_tile(a, &tile[0][0], kBlocks * 8, first_channel, channels, oy, ox0, pixels);
     }
 }
 

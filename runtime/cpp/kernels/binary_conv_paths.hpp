@@ -19,7 +19,13 @@ struct MismatchArgs {
   int out_channels;
   const int32_t* count_sum;  // [out_h * out_w]: nonzero channels under the kernel window of each output pixel
   float* y;                  // out: [out_channels][out_h * out_w] =
-                             //      count_sum - 2 * popcount((neg ^ wneg) & nonzero) summed over taps and words
+                             //      count_sum - 2 * popcount((neg ^ wneg) & nonzero) summed over taps and words,
+                             //      then the epilogue below (binary_conv.hpp, Epilogue)
+  bool epilogue;             // any of the four steps below
+  bool relu;
+  const float* scale;        // [out_channels] or null
+  const float* shift;        // [out_channels] or null
+  const float* residual;     // this image's [out_channels][out_h * out_w], or null
 };
 
 // y of one image
@@ -44,14 +50,43 @@ void pack_scalar(const PackArgs& args);
 void pack_avx2(const PackArgs& args);
 void pack_avx512(const PackArgs& args);
 
-// The results of 8 output channels (one block) at one output pixel: y[oc][pixel] = count_sum - 2 * mismatches.
+// The epilogue of one output value (binary_conv.hpp, Epilogue): each step rounded on its own, in the float graph's
+// order (the kernels are compiled with -ffp-contract=off, so no step is fused into a multiply-add).
 // static: each translation unit keeps its own copy, compiled with its own instruction set.
+static inline float finish(const MismatchArgs& a, int channel, long index, float value) {
+  if (a.relu && value < 0.0f) value = 0.0f;
+  if (a.scale != nullptr) value = value * a.scale[channel];
+  if (a.shift != nullptr) value = value + a.shift[channel];
+  if (a.residual != nullptr) value = value + a.residual[index];
+  return value;
+}
+
+// The results of 8 output channels (one block) at one output pixel: y[oc][pixel] = count_sum - 2 * mismatches.
 static inline void store_block(const MismatchArgs& a, int block, long pixel, const int32_t* mismatches) {
   const long plane = static_cast<long>(a.out_h) * a.out_w;
   const int first = block * 8;
   const int lanes = a.out_channels - first < 8 ? a.out_channels - first : 8;
-  float* out = a.y + first * plane + pixel;
-  for (int lane = 0; lane < lanes; ++lane) out[lane * plane] = static_cast<float>(a.count_sum[pixel] - 2 * mismatches[lane]);
+  for (int lane = 0; lane < lanes; ++lane) {
+    const long index = (first + lane) * plane + pixel;
+    const float value = static_cast<float>(a.count_sum[pixel] - 2 * mismatches[lane]);
+    a.y[index] = a.epilogue ? finish(a, first + lane, index, value) : value;
+  }
+}
+
+// A tile of results, tile[pixel * tile_stride + c] for `pixels` output pixels from (oy, ox0) and `channels` output
+// channels from first_channel, written to y channel by channel (each output plane's row is contiguous).
+static inline void store_tile(const MismatchArgs& a, const float* tile, int tile_stride, int first_channel,
+                              int channels, int oy, int ox0, int pixels) {
+  const long plane = static_cast<long>(a.out_h) * a.out_w;
+  for (int c = 0; c < channels; ++c) {
+    const long first = (first_channel + c) * plane + static_cast<long>(oy) * a.out_w + ox0;
+    float* out = a.y + first;
+    if (!a.epilogue) {
+      for (int j = 0; j < pixels; ++j) out[j] = tile[j * tile_stride + c];
+    } else {
+      for (int j = 0; j < pixels; ++j) out[j] = finish(a, first_channel + c, first + j, tile[j * tile_stride + c]);
+    }
+  }
 }
 
 }  // namespace edgesdk::binary::detail

@@ -1,15 +1,23 @@
 // libedgesdk_ort_ops: ONNX Runtime custom operators of edgesdk, registered with
 // onnxruntime.SessionOptions.register_custom_ops_library(path) (which calls RegisterCustomOps below).
 //
-// ai.edgesdk::BinaryConv2d, since version 1: the binary convolution of kernels/binary_conv.hpp.
+// ai.edgesdk::BinaryConv2d, since version 1: the binary convolution of kernels/binary_conv.hpp, with an optional
+// fused epilogue (the float layers that follow a binary convolution in a BNN, binary_conv.hpp, Epilogue).
 //   inputs   X         float32 (N, C, H, W)
 //            W_packed  uint8 (ceil(out_channels / 8), kh, kw, ceil(C / 64), 8, 8): the kernel's own layout of (W < 0),
 //                      little-endian 64-bit words (binary_conv.hpp, PackedWeights; pack_binary_weights in
 //                      edgesdk.runtime.binary_ops); an initializer, read in place: one bit a weight, no copy
-//   output   Y         float32 (N, out_channels, H', W') = conv2d(s(X), B), s(x) = clamp(x * 2^100, -1, 1),
-//                      B = +1 where W >= 0 and -1 where W < 0, zero padding
+//            scale     optional float32, out_channels values (any shape of that many elements, e.g. (O, 1, 1))
+//            shift     optional float32, out_channels values
+//            residual  optional float32, Y's shape
+//   output   Y         float32 (N, out_channels, H', W'): v = conv2d(s(X), B), s(x) = clamp(x * 2^100, -1, 1),
+//                      B = +1 where W >= 0 and -1 where W < 0, zero padding; then v = max(v, 0) if activation is
+//                      "relu", v = v * scale[c], v = v + shift[c], v = v + residual, each where present, in this order
+//                      and each rounded on its own (what Relu, Mul, Add, Add nodes compute)
 //   attributes  in_channels (int, required), out_channels (int, required), kernel_shape (ints [kh, kw], required),
-//               strides (ints, default [1, 1]), pads (ints [top, left, bottom, right], default zeros)
+//               strides (ints, default [1, 1]), pads (ints [top, left, bottom, right], default zeros),
+//               activation (string, "none" (default) or "relu")
+// A graph written for the two-input form runs unchanged: the epilogue inputs are optional and trailing.
 // The kernel runs on W_packed's own bytes (a PackedWeights view). Only where they are not 8-byte aligned does it
 // copy them, once per address, and edgesdk_ort_copied_weight_bytes() counts such copies.
 // A malformed node or input is an ONNX Runtime error status: the C API of this header version has no status
@@ -79,6 +87,20 @@ int64_t int_attribute(const OrtKernelInfo* info, const char* name) {
   return value;
 }
 
+// A string attribute, or `fallback` where the node has none.
+std::string string_attribute(const OrtKernelInfo* info, const char* name, const std::string& fallback) {
+  size_t size = 0;
+  OrtStatus* status = g_api->KernelInfoGetAttribute_string(info, name, nullptr, &size);
+  if (status != nullptr) {
+    g_api->ReleaseStatus(status);
+    return fallback;
+  }
+  std::string value(size, '\0');  // size counts the terminating zero
+  check_status(g_api->KernelInfoGetAttribute_string(info, name, value.data(), &size), name);
+  value.resize(size > 0 ? size - 1 : 0);
+  return value;
+}
+
 int checked_int(int64_t value, const char* what) {
   if (value < 0 || value > (int64_t(1) << 20))
     throw std::runtime_error(std::string("BinaryConv2d: ") + what + " out of range: " + std::to_string(value));
@@ -135,6 +157,10 @@ class BinaryConvKernel {
     geometry_.pad_right = checked_int(pads[3], "pads");
     const std::string problem = bc::validate(geometry_);
     if (!problem.empty()) throw std::runtime_error("BinaryConv2d: " + problem);
+    const std::string activation = string_attribute(info, "activation", "none");
+    if (activation != "none" && activation != "relu")
+      throw std::runtime_error("BinaryConv2d: activation must be \"none\" or \"relu\", got \"" + activation + "\"");
+    relu_ = activation == "relu";
   }
 
   ~BinaryConvKernel() {
@@ -199,11 +225,60 @@ class BinaryConvKernel {
     check_status(g_api->GetTensorMutableData(const_cast<OrtValue*>(x_value), const_cast<void**>(&x_data)),
                  "BinaryConv2d: X data");
     check_status(g_api->GetTensorMutableData(y_value, &y_data), "BinaryConv2d: Y data");
-    bc::binary_conv2d(*weights, static_cast<const float*>(x_data), batch, height, width, static_cast<float*>(y_data));
+    bc::Epilogue epilogue;
+    epilogue.relu = relu_;
+    epilogue.scale = channel_values(context, 2, "scale");
+    epilogue.shift = channel_values(context, 3, "shift");
+    epilogue.residual = residual(context, y_dims);
+    bc::binary_conv2d(*weights, static_cast<const float*>(x_data), batch, height, width, static_cast<float*>(y_data),
+                      epilogue);
   }
 
  private:
+  // An optional input: null where the node leaves it out.
+  static const OrtValue* optional_input(OrtKernelContext* context, size_t index) {
+    size_t count = 0;
+    check_status(g_api->KernelContext_GetInputCount(context, &count), "BinaryConv2d: input count");
+    if (index >= count) return nullptr;
+    const OrtValue* value = nullptr;
+    check_status(g_api->KernelContext_GetInput(context, index, &value), "BinaryConv2d: an optional input");
+    return value;
+  }
+
+  static const float* float_data(const OrtValue* value, const char* what) {
+    const void* data = nullptr;
+    check_status(g_api->GetTensorMutableData(const_cast<OrtValue*>(value), const_cast<void**>(&data)),
+                 std::string("BinaryConv2d: ") + what + " data");
+    return static_cast<const float*>(data);
+  }
+
+  // scale or shift: out_channels float32 values, or null where the input is absent
+  const float* channel_values(OrtKernelContext* context, size_t index, const char* what) const {
+    const OrtValue* value = optional_input(context, index);
+    if (value == nullptr) return nullptr;
+    const TensorShape shape = shape_of(value);
+    int64_t elements = 1;
+    for (int64_t d : shape.dims) elements = d < 0 ? -1 : elements * d;
+    if (shape.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || elements != geometry_.out_channels)
+      throw std::runtime_error(std::string("BinaryConv2d: ") + what + " must be float32 with out_channels (" +
+                               std::to_string(geometry_.out_channels) + ") values, got " + dims_text(shape.dims));
+    return float_data(value, what);
+  }
+
+  // the residual: float32 of Y's shape, or null where the input is absent
+  static const float* residual(OrtKernelContext* context, const int64_t (&y_dims)[4]) {
+    const OrtValue* value = optional_input(context, 4);
+    if (value == nullptr) return nullptr;
+    const TensorShape shape = shape_of(value);
+    const std::vector<int64_t> want(y_dims, y_dims + 4);
+    if (shape.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || shape.dims != want)
+      throw std::runtime_error("BinaryConv2d: residual must be float32 " + dims_text(want) + " (Y's shape), got " +
+                               dims_text(shape.dims));
+    return float_data(value, "residual");
+  }
+
   bc::ConvGeometry geometry_;
+  bool relu_ = false;
   std::mutex mutex_;
   std::shared_ptr<const bc::PackedWeights> packed_;
   const void* packed_source_ = nullptr;
@@ -217,9 +292,9 @@ void* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const OrtKer
 const char* ORT_API_CALL op_name(const OrtCustomOp*) { return "BinaryConv2d"; }
 const char* ORT_API_CALL op_provider(const OrtCustomOp*) { return "CPUExecutionProvider"; }
 ONNXTensorElementDataType ORT_API_CALL input_type(const OrtCustomOp*, size_t index) {
-  return index == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+  return index == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
-size_t ORT_API_CALL input_count(const OrtCustomOp*) { return 2; }
+size_t ORT_API_CALL input_count(const OrtCustomOp*) { return 5; }  // X, W_packed, then the optional epilogue
 ONNXTensorElementDataType ORT_API_CALL output_type(const OrtCustomOp*, size_t) {
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
@@ -228,6 +303,9 @@ void ORT_API_CALL kernel_compute(void* kernel, OrtKernelContext* context) {
   static_cast<BinaryConvKernel*>(kernel)->compute(context);
 }
 void ORT_API_CALL kernel_destroy(void* kernel) { delete static_cast<BinaryConvKernel*>(kernel); }
+OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_characteristic(const OrtCustomOp*, size_t index) {
+  return index < 2 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+}
 OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp*, size_t) {
   return INPUT_OUTPUT_REQUIRED;
 }
@@ -245,7 +323,7 @@ OrtCustomOp make_binary_conv_op() {
   op.GetOutputTypeCount = output_count;
   op.KernelCompute = kernel_compute;
   op.KernelDestroy = kernel_destroy;
-  op.GetInputCharacteristic = required;
+  op.GetInputCharacteristic = input_characteristic;
   op.GetOutputCharacteristic = required;
   return op;
 }

@@ -122,16 +122,43 @@ void check_case(const Case& c, std::mt19937& random) {
   CHECK_EQ(from_float.owned_bytes(), from_float.bytes());
   CHECK(std::equal(from_float.data(), from_float.data() + from_float.bytes() / 8, from_bytes.data()));
 
+  // the fused epilogue: ReLU, then scale and shift per channel, then a residual, each rounded on its own (volatile
+  // keeps this reference from being contracted into multiply-adds whatever this file is compiled with)
+  std::vector<float> scale(c.out_channels), shift(c.out_channels), residual(expected.size());
+  for (float& v : scale) v = normal(random);
+  for (float& v : shift) v = normal(random);
+  for (float& v : residual) v = normal(random);
+  const size_t plane = size_t(out_h) * out_w;
+  std::vector<float> fused_expected(expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const size_t channel = (i / plane) % size_t(c.out_channels);
+    volatile float v = std::max(expected[i], 0.0f);
+    v = v * scale[channel];
+    v = v + shift[channel];
+    v = v + residual[i];
+    fused_expected[i] = v;
+  }
+  bc::Epilogue epilogue;
+  epilogue.relu = true;
+  epilogue.scale = scale.data();
+  epilogue.shift = shift.data();
+  epilogue.residual = residual.data();
+
   for (bc::Isa isa : runnable_paths()) {
-    std::vector<float> y(expected.size(), -12345.0f);
-    bc::binary_conv2d(from_bytes, x.data(), c.batch, c.height, c.width, y.data(), isa);
-    size_t wrong = 0;
-    for (size_t i = 0; i < y.size(); ++i) wrong += y[i] != expected[i];
-    if (wrong != 0)
-      check::report(__FILE__, __LINE__,
-                    std::string(bc::isa_name(isa)) + ": " + std::to_string(wrong) + " of " + std::to_string(y.size()) +
-                        " outputs differ, case C=" + std::to_string(c.in_channels) + " OC=" + std::to_string(c.out_channels) +
-                        " k=" + std::to_string(c.kernel) + " s=" + std::to_string(c.stride));
+    for (bool fused : {false, true}) {
+      std::vector<float> y(expected.size(), -12345.0f);
+      bc::binary_conv2d(from_bytes, x.data(), c.batch, c.height, c.width, y.data(), isa,
+                        fused ? epilogue : bc::Epilogue());
+      const std::vector<float>& want = fused ? fused_expected : expected;
+      size_t wrong = 0;
+      for (size_t i = 0; i < y.size(); ++i) wrong += std::memcmp(&y[i], &want[i], sizeof(float)) != 0;
+      if (wrong != 0)
+        check::report(__FILE__, __LINE__,
+                      std::string(bc::isa_name(isa)) + (fused ? " with the epilogue" : "") + ": " +
+                          std::to_string(wrong) + " of " + std::to_string(y.size()) + " outputs differ, case C=" +
+                          std::to_string(c.in_channels) + " OC=" + std::to_string(c.out_channels) +
+                          " k=" + std::to_string(c.kernel) + " s=" + std::to_string(c.stride));
+    }
   }
 }
 
