@@ -18,7 +18,8 @@ binary-kernel program on the C++ runtime (libedgesdk_c.so, `make cpp`) against t
 (--quant fp32) on the C++ runtime, on ExecuTorch's Python binding and on ONNX Runtime; latency p50 per batch, the
 binary program's logits against the fp32 program's, and its resident binary weights (the program's constants, in the
 kernel's layout, which it reads in place, + any copy the kernel made: libedgesdk_c's repacked-bytes counter, 0 in
-place) against one bit a weight. Writes benchmarks/results/bnn_networks.json.
+place, + the row-packed words it derives for layers whose kernel row fits one word) against one bit a weight.
+Writes benchmarks/results/bnn_networks.json.
 """
 
 from __future__ import annotations
@@ -298,6 +299,8 @@ def bench_networks(args: argparse.Namespace) -> int:
         record = info.binary_kernel["executorch"]
         packed = int(record["packed_weight_bytes"])  # the program's constants: the kernel's layout
         repacked = cpp_binary.repacked_weight_bytes  # copies the kernel made beside them (0 in place)
+        rows_packed = cpp_binary.row_packed_weight_bytes  # words derived for layers of <= 64 / kw input channels
+        resident = packed + repacked + rows_packed
         one_bit = sum(-(-int(m.weight.numel()) // 8) for m in binary_layers(load_bnn(default_bnn_path(dataset))))
         row: dict[str, Any] = {
             "dataset": dataset, "kernel": kernel, "binary_layers": record["binary_layers"],
@@ -306,8 +309,8 @@ def bench_networks(args: argparse.Namespace) -> int:
             "top1_agreement_binary_vs_fp32": float((logits["binary_cpp"].argmax(1)
                                                     == logits["fp32_cpp_executorch"].argmax(1)).mean()),
             "memory": {"one_bit_bytes": one_bit, "packed_weight_bytes": packed, "kernel_repacked_bytes": repacked,
-                       "resident_binary_weight_bytes": packed + repacked,
-                       "resident_over_one_bit": round((packed + repacked) / one_bit, 2),
+                       "kernel_row_packed_bytes": rows_packed, "resident_binary_weight_bytes": resident,
+                       "resident_over_one_bit": round(resident / one_bit, 2),
                        "binary_program_file_bytes": binary.file_sizes()[record["file"]],
                        "fp32_weight_bytes": info.fp32_weight_bytes},
             "latency_ms": {}}
@@ -326,7 +329,8 @@ def bench_networks(args: argparse.Namespace) -> int:
                   f"{times['fp32_cpp_executorch']:.3f}  fp32 Python ET {times['fp32_python_executorch']:.3f}  "
                   f"fp32 ORT {times['fp32_onnxruntime']:.3f} ms  x{times['speedup_vs_fp32_cpp_executorch']} vs fp32 "
                   f"ExecuTorch, x{times['speedup_vs_best_fp32']} vs best fp32", flush=True)
-        print(f"{dataset:6s} binary weights resident {packed + repacked} B = packed {packed} + repacked {repacked} "
+        print(f"{dataset:6s} binary weights resident {resident} B = packed {packed} + repacked {repacked} + "
+              f"row-packed {rows_packed} "
               f"(x{row['memory']['resident_over_one_bit']} of one bit a weight, {one_bit} B); "
               f"logits max |binary - fp32| "
               f"{row['max_abs_logit_diff_binary_vs_fp32']:.2e}; kernel {kernel}", flush=True)

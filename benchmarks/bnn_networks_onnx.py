@@ -10,12 +10,13 @@ take turns within each repeat (the machine is shared and its load drifts). Every
 timed (EDGESDK_BINARY_ISA); the ratio uses the one the runtime picks. The logits of the two graphs are compared
 first (they must agree to float rounding, top-1 exactly).
 
-Weight memory is counted, not sampled from RSS (the weights are kilobytes, below what RSS can resolve): the binary
-graph keeps each W_packed initializer, which is already the kernel's layout (runtime/cpp/kernels/binary_conv.hpp: 64
-input channels a word, output channels in blocks of 8, so 1 bit a weight plus that padding), and the kernel runs on it
-in place; any copy the kernels made (only for unaligned initializers) is read from the library after the runs
-(edgesdk_ort_copied_weight_bytes). Both sit beside the float layers' weights; the fp32 graph keeps every weight as
-fp32. "x one bit" compares the resident binary weights with one bit a weight. Writes
+Weight memory is counted, not sampled from RSS (the weights are kilobytes, below what RSS can resolve): the binary graph
+keeps each W_packed initializer, which is already the kernel's layout (runtime/cpp/kernels/binary_conv.hpp: 64 input
+channels a word, output channels in blocks of 8, so 1 bit a weight plus that padding), and the kernel runs on it in
+place; any copy the kernels made (only for unaligned initializers) and the row-packed words they derive for layers whose
+kernel row fits one 64-bit word (16 channels at 3x3) are read from the library after the runs
+(edgesdk_ort_copied_weight_bytes, edgesdk_ort_row_packed_weight_bytes). All sit beside the float layers' weights; the
+fp32 graph keeps every weight as fp32. "x one bit" compares the resident binary weights with one bit a weight. Writes
 benchmarks/results/bnn_networks_onnx.json.
 """
 
@@ -91,8 +92,10 @@ def timed(variants: dict[str, tuple[OnnxSession, str | None]], feeds: dict[str, 
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def weight_memory(binary_graph: onnx.ModelProto, float_graph: onnx.ModelProto, kernel_copy: int) -> dict[str, int]:
-    """Bytes of weights each graph keeps (see the module doc); ``kernel_copy``: what the kernels copied."""
+def weight_memory(binary_graph: onnx.ModelProto, float_graph: onnx.ModelProto, kernel_copy: int,
+                  row_packed: int) -> dict[str, int]:
+    """Bytes of weights each graph keeps (see the module doc); ``kernel_copy``: what the kernels copied;
+    ``row_packed``: the row-packed words they derived for layers whose kernel row fits one word."""
     initializers = {t.name: numpy_helper.to_array(t) for t in binary_graph.graph.initializer}
     packed_names, binary_weights = set(), 0
     for node in binary_graph.graph.node:
@@ -108,16 +111,20 @@ def weight_memory(binary_graph: onnx.ModelProto, float_graph: onnx.ModelProto, k
                    if t.data_type == onnx.TensorProto.FLOAT)
     return {"binary_weights": binary_weights, "binary_weights_fp32_bytes": 4 * binary_weights,
             "one_bit_bytes": (binary_weights + 7) // 8, "packed_bytes": packed, "kernel_copy_bytes": kernel_copy,
-            "binary_layers_resident_bytes": packed + kernel_copy, "float_layers_bytes": float_rest,
-            "binary_graph_weights_bytes": packed + kernel_copy + float_rest, "fp32_graph_weights_bytes": fp32_all}
+            "row_packed_bytes": row_packed, "binary_layers_resident_bytes": packed + kernel_copy + row_packed,
+            "float_layers_bytes": float_rest,
+            "binary_graph_weights_bytes": packed + kernel_copy + row_packed + float_rest,
+            "fp32_graph_weights_bytes": fp32_all}
 
 
-def copied_weight_bytes(library: Path) -> int:
-    """Bytes of W_packed copies the library's live kernels hold (0 when every kernel runs in place)."""
+def kernel_weight_bytes(library: Path, counter: str) -> int:
+    """A counter of the library's live kernels: "copied" (W_packed copies, 0 when every kernel runs in place) or
+    "row_packed" (words derived for layers whose kernel row fits one word)."""
     lib = ctypes.CDLL(str(library))
-    lib.edgesdk_ort_copied_weight_bytes.restype = ctypes.c_int64
-    lib.edgesdk_ort_copied_weight_bytes.argtypes = []
-    return int(lib.edgesdk_ort_copied_weight_bytes())
+    function = getattr(lib, f"edgesdk_ort_{counter}_weight_bytes")
+    function.restype = ctypes.c_int64
+    function.argtypes = []
+    return int(function())
 
 
 def runnable_isas(library: Path) -> list[str]:
@@ -174,7 +181,8 @@ def main() -> int:
             split = load_classification(dataset)
             images = normalise(split.test_images, model["mean"], model["std"])
             got, reference = binary.run({"image": images})["logits"], fp32.run({"image": images})["logits"]
-            memory[dataset] = weight_memory(onnx.load(binary_path), fp32_graph, copied_weight_bytes(library))
+            memory[dataset] = weight_memory(onnx.load(binary_path), fp32_graph, kernel_weight_bytes(library, "copied"),
+                                            kernel_weight_bytes(library, "row_packed"))
             difference = float(np.abs(got - reference).max())
             top1 = float((got.argmax(1) == reference.argmax(1)).mean())
             if top1 != 1.0 or difference > 1e-4 * float(np.abs(reference).max()):
@@ -201,11 +209,12 @@ def main() -> int:
               " | ".join(f"{row['binary_ms'][i]:.3f}" for i in isas) + f" | {row['speedup']:.2f} |")
     print("\nweight memory, bytes (counted):")
     print("| network | binary weights | as fp32 | one bit each | packed (file, initializer) | kernel copy "
-          "| binary layers resident | x one bit | float layers | binary graph total | fp32 graph total |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| row-packed | binary layers resident | x one bit | float layers | binary graph total | fp32 graph total |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for dataset, m in memory.items():
         print(f"| {dataset} | {m['binary_weights']} | {m['binary_weights_fp32_bytes']} | {m['one_bit_bytes']} | "
-              f"{m['packed_bytes']} | {m['kernel_copy_bytes']} | {m['binary_layers_resident_bytes']} | "
+              f"{m['packed_bytes']} | {m['kernel_copy_bytes']} | {m['row_packed_bytes']} | "
+              f"{m['binary_layers_resident_bytes']} | "
               f"{m['binary_layers_resident_bytes'] / m['one_bit_bytes']:.2f} | {m['float_layers_bytes']} | "
               f"{m['binary_graph_weights_bytes']} | {m['fp32_graph_weights_bytes']} |")
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),

@@ -80,6 +80,8 @@ def _load() -> Any:
     lib.edgesdk_session_kernel.restype = text
     lib.edgesdk_session_repacked_weight_bytes.argtypes = [handle]
     lib.edgesdk_session_repacked_weight_bytes.restype = i64
+    lib.edgesdk_session_row_packed_weight_bytes.argtypes = [handle]
+    lib.edgesdk_session_row_packed_weight_bytes.restype = i64
     _library = lib
     return lib
 
@@ -116,6 +118,11 @@ class CppExecuTorchSession(ManifestNamedSession):
     def repacked_weight_bytes(self) -> int:
         """Bytes of binary-layer weights repacked into the kernel's layout so far (0 for the float program)."""
         return int(self._lib.edgesdk_session_repacked_weight_bytes(self._handle))
+
+    @property
+    def row_packed_weight_bytes(self) -> int:
+        """Bytes of row-packed words derived for binary layers whose kernel row fits one word (16 channels at 3x3)."""
+        return int(self._lib.edgesdk_session_row_packed_weight_bytes(self._handle))
 
     @property
     def exact_batches(self) -> set[int]:

@@ -163,14 +163,38 @@ def test_the_packed_weights_are_one_bit_each_and_the_model_is_valid() -> None:
     onnx.checker.check_model(model)
 
 
-def copied_weight_bytes() -> int:
-    """What the library's kernels hold in weight copies beside their initializers (edgesdk_ort_copied_weight_bytes)."""
+def kernel_weight_bytes(counter: str = "copied") -> int:
+    """What the library's live kernels hold beside their initializers: "copied" W_packed bytes
+    (edgesdk_ort_copied_weight_bytes) or "row_packed" words (edgesdk_ort_row_packed_weight_bytes)."""
     import ctypes
 
     lib = ctypes.CDLL(str(LIBRARY))
-    lib.edgesdk_ort_copied_weight_bytes.restype = ctypes.c_int64
-    lib.edgesdk_ort_copied_weight_bytes.argtypes = []
-    return int(lib.edgesdk_ort_copied_weight_bytes())
+    function = getattr(lib, f"edgesdk_ort_{counter}_weight_bytes")
+    function.restype = ctypes.c_int64
+    function.argtypes = []
+    return int(function())
+
+
+def test_a_layer_whose_kernel_row_fits_a_word_keeps_its_row_packed_words_once() -> None:
+    """16 channels at 3x3 (48 bits a kernel row): the kernel derives one word per kernel row, block and lane, once per
+    kernel (not per run), and frees them with the session; 24 channels (72 bits) keep only W_packed."""
+    import gc
+
+    generator = np.random.default_rng(8)
+    gc.collect()
+    before = kernel_weight_bytes("row_packed")
+    for in_channels, out_channels, row_packed in ((16, 13, True), (24, 13, False)):
+        weights = generator.standard_normal((out_channels, in_channels, 3, 3)).astype(np.float32)
+        x = activations((2, in_channels, 6, 5), generator)
+        run = session(binary_conv_model(pack_binary_weights(weights), in_channels, out_channels, (3, 3), (1, 1),
+                                        (1, 1, 1, 1)))
+        for _ in range(3):
+            np.testing.assert_array_equal(run.run(None, {"X": x})[0], reference(x, weights, 1, (1, 1, 1, 1)))
+        held = kernel_weight_bytes("row_packed") - before
+        assert held == (2 * 3 * 8 * 8 if row_packed else 0), (in_channels, held)  # 2 blocks x 3 rows x 8 lanes
+        del run
+        gc.collect()
+        assert kernel_weight_bytes("row_packed") == before
 
 
 def test_the_op_runs_on_its_initializer_in_place_and_ignores_padding_bits() -> None:
@@ -193,7 +217,7 @@ def test_the_op_runs_on_its_initializer_in_place_and_ignores_padding_bits() -> N
     for run in runs:
         (y,) = run.run(None, {"X": x})
         np.testing.assert_array_equal(y, expected)
-    assert copied_weight_bytes() == 0
+    assert kernel_weight_bytes("copied") == 0
 
 
 GOOD = (1, 3, 3, 1, 8, 8)  # W_packed of in_channels 16, out_channels 8, 3x3

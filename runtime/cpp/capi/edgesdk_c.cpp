@@ -80,6 +80,10 @@ int64_t edgesdk_session_repacked_weight_bytes(const edgesdk_session* session) {
   return int64_t(session->session->repacked_weight_bytes());
 }
 
+int64_t edgesdk_session_row_packed_weight_bytes(const edgesdk_session* session) {
+  return int64_t(session->session->row_packed_weight_bytes());
+}
+
 int edgesdk_session_run(edgesdk_session* session, int64_t count, const float* const* data,
                         const int64_t* const* shapes, const int64_t* ranks, char* error, size_t error_size) {
   return guarded(error, error_size, [&] {

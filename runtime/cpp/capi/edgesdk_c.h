@@ -29,6 +29,8 @@ int64_t edgesdk_session_exact_batches(const edgesdk_session* session, int64_t* b
 const char* edgesdk_session_kernel(const edgesdk_session* session);
 /* Bytes of binary-layer weights repacked into the kernel's layout so far (0 for the float program). */
 int64_t edgesdk_session_repacked_weight_bytes(const edgesdk_session* session);
+/* Bytes of row-packed words derived for binary layers whose kernel row fits one 64-bit word (16 channels at 3x3). */
+int64_t edgesdk_session_row_packed_weight_bytes(const edgesdk_session* session);
 
 /* Runs the component on `count` inputs in the manifest's order (input i: ranks[i] dims at shapes[i], values at
  * data[i]). The outputs stay in the session until the next run: read them with the calls below. */

@@ -163,13 +163,34 @@ PackedWeights PackedWeights::view(const ConvGeometry& geometry, const void* data
   if (kLittleEndian && reinterpret_cast<uintptr_t>(data) % alignof(uint64_t) == 0) {
     packed.owned_ = false;
     packed.external_ = static_cast<const uint64_t*>(data);
-    return packed;
+  } else {
+    packed.bits_.resize(packed.words_total_);
+    std::memcpy(packed.bits_.data(), data, bytes);
+    if (!kLittleEndian)
+      for (uint64_t& word : packed.bits_) word = __builtin_bswap64(word);
   }
-  packed.bits_.resize(packed.words_total_);
-  std::memcpy(packed.bits_.data(), data, bytes);
-  if (!kLittleEndian)
-    for (uint64_t& word : packed.bits_) word = __builtin_bswap64(word);
+  packed.derive_rows();
   return packed;
+}
+
+void PackedWeights::derive_rows() {
+  const ConvGeometry& g = geometry_;
+  rows_.clear();
+  if (words_ != 1 || g.kernel_w < 2 || g.kernel_w * g.in_channels > 64) return;
+  const uint64_t channels = g.in_channels == 64 ? ~uint64_t(0) : (uint64_t(1) << g.in_channels) - 1;
+  const uint64_t* bits = data();
+  rows_.assign(size_t(blocks_) * g.kernel_h * kOutputBlock, 0);
+  for (int block = 0; block < blocks_; ++block)
+    for (int ky = 0; ky < g.kernel_h; ++ky)
+      for (int lane = 0; lane < kOutputBlock; ++lane) {
+        uint64_t row = 0;
+        for (int kx = 0; kx < g.kernel_w; ++kx) {
+          // bits past in_channels may hold anything (see the class comment): masked, since the next tap starts there
+          const uint64_t tap = bits[((size_t(block) * g.kernel_h + ky) * g.kernel_w + kx) * kOutputBlock + lane];
+          row |= (tap & channels) << (kx * g.in_channels);
+        }
+        rows_[(size_t(block) * g.kernel_h + ky) * kOutputBlock + lane] = row;
+      }
 }
 
 void PackedWeights::set_negative(int out_channel, int ky, int kx, int in_channel) {
@@ -189,6 +210,7 @@ PackedWeights PackedWeights::from_float(const ConvGeometry& g, const float* weig
       for (int ky = 0; ky < g.kernel_h; ++ky)
         for (int kx = 0; kx < g.kernel_w; ++kx)
           if (weights_oihw[index++] < 0.0f) packed.set_negative(oc, ky, kx, ic);
+  packed.derive_rows();
   return packed;
 }
 
@@ -323,12 +345,21 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
   // padding pixels stay all-zero words with a count of 0 in every image (see binary_conv.hpp)
   std::vector<uint64_t> negative(padded_pixels * words, 0), nonzero(padded_pixels * words, 0);
   std::vector<int32_t> count(padded_pixels, 0), count_sum(out_pixels, 0);
+  // row packing (PackedWeights::row_packed): the same sums as a kernel_h x 1 convolution over rows of pixels
+  const bool row_packed = weights.row_packed();
+  std::vector<uint64_t> rows_negative(row_packed ? padded_pixels : 0, 0), rows_nonzero(row_packed ? padded_pixels : 0, 0);
   detail::PackArgs pack{nullptr,   g.in_channels,  height,          width,          g.pad_top, g.pad_left,
                         padded_w,  words,          kSignThreshold,  negative.data(), nonzero.data(), count.data()};
   detail::MismatchArgs args{negative.data(), nonzero.data(), padded_w,   words,      weights.data(),
                             weights.blocks(), g.kernel_h,     g.kernel_w, g.stride_h, g.stride_w,
                             out_h,            out_w,          g.out_channels, count_sum.data(), nullptr,
                             !epilogue.empty(), epilogue.relu, epilogue.scale, epilogue.shift, nullptr};
+  if (row_packed) {
+    args.negative = rows_negative.data();
+    args.nonzero = rows_nonzero.data();
+    args.weights = weights.row_data();
+    args.kernel_w = 1;
+  }
   for (int n = 0; n < batch; ++n) {
     pack.image = x + size_t(n) * g.in_channels * plane;
     switch (isa) {
@@ -344,6 +375,21 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
             sum += count[(size_t(oy) * g.stride_h + ky) * padded_w + size_t(ox) * g.stride_w + kx];
         count_sum[size_t(oy) * out_w + ox] = sum;
       }
+    if (row_packed) {
+      // the word at (row, x) holds the channels of pixels x .. x + kernel_w - 1, tap kx at bits kx * in_channels
+      // (PackedWeights::row_packed): bits past in_channels are 0 in both planes, so the taps do not overlap
+      for (int py = 0; py < padded_h; ++py)
+        for (int px = 0; px + g.kernel_w <= padded_w; ++px) {
+          const size_t at = size_t(py) * padded_w + px;
+          uint64_t row_negative = 0, row_nonzero = 0;
+          for (int kx = 0; kx < g.kernel_w; ++kx) {
+            row_negative |= negative[at + kx] << (kx * g.in_channels);
+            row_nonzero |= nonzero[at + kx] << (kx * g.in_channels);
+          }
+          rows_negative[at] = row_negative;
+          rows_nonzero[at] = row_nonzero;
+        }
+    }
     args.y = y + size_t(n) * g.out_channels * out_pixels;
     args.residual = epilogue.residual == nullptr ? nullptr : epilogue.residual + size_t(n) * g.out_channels * out_pixels;
     switch (isa) {

@@ -94,9 +94,21 @@ class PackedWeights {
   // Bytes this object holds itself: the layout's size when it owns its words, 0 for an in-place view.
   size_t owned_bytes() const { return owned_ ? bytes() : 0; }
 
+  // Row packing, for layers whose kernel row fits one word (kernel_w > 1 and kernel_w * in_channels <= 64, e.g. 16
+  // channels at 3x3): the layout above spends a 64-bit word on each tap, so a 16-channel tap counts 48 bits that
+  // are always 0. Row-packed, one word holds a whole kernel row, tap kx's channels at bits kx * in_channels up:
+  // word [block][ky][lane], the layout of a kernel_h x 1 convolution over kernel_w * in_channels channels whose
+  // "pixels" are rows of kernel_w adjacent input pixels. binary_conv2d packs the activations alike and counts 1/kernel_w
+  // of the words. Derived from the weights when the object is made (a view too) and owned: row_bytes() of them.
+  bool row_packed() const { return !rows_.empty(); }
+  const uint64_t* row_data() const { return rows_.data(); }
+  size_t row_bytes() const { return rows_.size() * sizeof(uint64_t); }
+
  private:
   explicit PackedWeights(const ConvGeometry& geometry);
   void set_negative(int out_channel, int ky, int kx, int in_channel);
+  void derive_rows();
+  std::vector<uint64_t> rows_;
   ConvGeometry geometry_;
   int words_ = 0;
   int blocks_ = 0;

@@ -19,7 +19,10 @@ inline __m256i byte_popcount(__m256i v, __m256i table, __m256i low_nibbles) {
 
 // Output channel blocks [first_block, first_block + kBlocks) at every output pixel, the broadcast activation words
 // shared by the blocks; results through a [pixel][channel] tile, as in the AVX-512 path (binary_conv_avx512.cpp).
-template <int kBlocks>
+// kRows and kRun, where not 0, are kernel_h and kernel_w * words known at compile time (3 and 3: a 3x3 layer of up
+// to 64 channels; 3 and 1: one row-packed), so that the loops over a pixel's few words unroll: at 8x8 and 16
+// channels those loops, not the counting, were most of the time.
+template <int kBlocks, int kRows = 0, int kRun = 0>
 void convolve_blocks(const MismatchArgs& a, int first_block) {
   constexpr int kTilePixels = 64;
   const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
@@ -28,7 +31,8 @@ void convolve_blocks(const MismatchArgs& a, int first_block) {
   const __m256i zero = _mm256_setzero_si256();
   const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);  // the low 32 bits of each 64-bit sum
   const int taps = a.kernel_h * a.kernel_w;
-  const int run = a.kernel_w * a.words;  // a kernel row's pixels are adjacent in the padded planes
+  const int run = kRun > 0 ? kRun : a.kernel_w * a.words;  // a kernel row's pixels are adjacent in the padded planes
+  const int rows = kRows > 0 ? kRows : a.kernel_h;
   const long block_stride = static_cast<long>(taps) * a.words * 8;
   const uint64_t* block_weights = a.weights + first_block * block_stride;
   const int first_channel = first_block * 8;
@@ -43,7 +47,7 @@ void convolve_blocks(const MismatchArgs& a, int first_block) {
         __m256i total[2 * kBlocks], bytes[2 * kBlocks];
         for (int r = 0; r < 2 * kBlocks; ++r) total[r] = bytes[r] = zero;
         int pending = 0;
-        for (int ky = 0; ky < a.kernel_h; ++ky) {
+        for (int ky = 0; ky < rows; ++ky) {
           const long pixel_row = (static_cast<long>(oy) * a.stride_h + ky) * a.padded_w + static_cast<long>(ox) * a.stride_w;
           const uint64_t* negative = a.negative + pixel_row * a.words;
           const uint64_t* nonzero = a.nonzero + pixel_row * a.words;
@@ -78,12 +82,20 @@ void convolve_blocks(const MismatchArgs& a, int first_block) {
     }
 }
 
+template <int kRows, int kRun>
+void convolve_all(const MismatchArgs& a) {
+  int block = 0;
+  for (; block + 2 <= a.blocks; block += 2) convolve_blocks<2, kRows, kRun>(a, block);
+  for (; block < a.blocks; ++block) convolve_blocks<1, kRows, kRun>(a, block);
+}
+
 }  // namespace
 
 void convolve_avx2(const MismatchArgs& a) {
-  int block = 0;
-  for (; block + 2 <= a.blocks; block += 2) convolve_blocks<2>(a, block);
-  for (; block < a.blocks; ++block) convolve_blocks<1>(a, block);
+  const int run = a.kernel_w * a.words;
+  if (a.kernel_h == 3 && run == 3) return convolve_all<3, 3>(a);
+  if (a.kernel_h == 3 && run == 1) return convolve_all<3, 1>(a);
+  convolve_all<0, 0>(a);
 }
 
 void pack_avx2(const PackArgs& a) {

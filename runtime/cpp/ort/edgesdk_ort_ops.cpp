@@ -18,8 +18,10 @@
 //               strides (ints, default [1, 1]), pads (ints [top, left, bottom, right], default zeros),
 //               activation (string, "none" (default) or "relu")
 // A graph written for the two-input form runs unchanged: the epilogue inputs are optional and trailing.
-// The kernel runs on W_packed's own bytes (a PackedWeights view). Only where they are not 8-byte aligned does it
-// copy them, once per address, and edgesdk_ort_copied_weight_bytes() counts such copies.
+// The kernel runs on W_packed's own bytes (a PackedWeights view, made once per address: W_packed is meant to be an
+// initializer). Only where they are not 8-byte aligned does it copy them, and edgesdk_ort_copied_weight_bytes()
+// counts such copies; layers whose kernel row fits one word also keep row-packed words derived from them
+// (binary_conv.hpp, PackedWeights::row_packed), which edgesdk_ort_row_packed_weight_bytes() counts.
 // A malformed node or input is an ONNX Runtime error status: the C API of this header version has no status
 // return from a kernel, so the kernel throws and ONNX Runtime turns the exception into the failing call's status.
 //
@@ -54,6 +56,8 @@ constexpr uint32_t kCustomOpVersion = 12;
 const OrtApi* g_api = nullptr;
 // Bytes of W_packed copies the live kernels of this process hold (unaligned initializers only; 0 when in place).
 std::atomic<int64_t> g_copied_bytes{0};
+// Bytes of row-packed words the live kernels hold (layers of at most 64 / kernel_w input channels).
+std::atomic<int64_t> g_row_bytes{0};
 
 // A failed C API call as an exception carrying its message (freed here).
 void check_status(OrtStatus* status, const std::string& what) {
@@ -163,9 +167,7 @@ class BinaryConvKernel {
     relu_ = activation == "relu";
   }
 
-  ~BinaryConvKernel() {
-    if (packed_) g_copied_bytes -= packed_->owned_bytes();
-  }
+  ~BinaryConvKernel() { forget(); }
   BinaryConvKernel(const BinaryConvKernel&) = delete;
   BinaryConvKernel& operator=(const BinaryConvKernel&) = delete;
 
@@ -199,17 +201,17 @@ class BinaryConvKernel {
                  "BinaryConv2d: W_packed data");
     size_t w_bytes = 1;
     for (int64_t d : w_shape.dims) w_bytes *= size_t(d);
-    // in place: a view of the initializer's bytes (geometry and size checked), nothing kept between runs
-    std::shared_ptr<const bc::PackedWeights> weights =
-        std::make_shared<const bc::PackedWeights>(bc::PackedWeights::view(geometry_, w_data, w_bytes));
-    if (weights->owned_bytes() != 0) {
-      // unaligned bytes were copied: keep that copy (sessions may run concurrently: made once, under the lock)
+    // a view of the initializer's bytes (geometry and size checked), made once per address and kept: sessions may
+    // run concurrently, so under the lock
+    std::shared_ptr<const bc::PackedWeights> weights;
+    {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!packed_ || packed_source_ != w_data) {
-        if (packed_) g_copied_bytes -= packed_->owned_bytes();
-        packed_ = weights;
+        forget();
+        packed_ = std::make_shared<const bc::PackedWeights>(bc::PackedWeights::view(geometry_, w_data, w_bytes));
         packed_source_ = w_data;
         g_copied_bytes += packed_->owned_bytes();
+        g_row_bytes += packed_->row_bytes();
       }
       weights = packed_;
     }
@@ -275,6 +277,14 @@ class BinaryConvKernel {
       throw std::runtime_error("BinaryConv2d: residual must be float32 " + dims_text(want) + " (Y's shape), got " +
                                dims_text(shape.dims));
     return float_data(value, "residual");
+  }
+
+  // drops the kept weights from the counters (the caller holds the lock, or is the destructor)
+  void forget() {
+    if (!packed_) return;
+    g_copied_bytes -= packed_->owned_bytes();
+    g_row_bytes -= packed_->row_bytes();
+    packed_.reset();
   }
 
   bc::ConvGeometry geometry_;
@@ -373,5 +383,9 @@ __attribute__((visibility("default"))) const char* edgesdk_binary_isa_name(void)
 // Bytes of weight copies the BinaryConv2d kernels alive in this process hold beside their W_packed initializers: 0
 // when every kernel runs on its initializer in place (the initializers 8-byte aligned, as ONNX Runtime allocates them).
 __attribute__((visibility("default"))) int64_t edgesdk_ort_copied_weight_bytes(void) { return g_copied_bytes.load(); }
+
+// Bytes of row-packed words the BinaryConv2d kernels alive in this process derived from their W_packed (layers whose
+// kernel row of in_channels * kernel_w bits fits one 64-bit word: binary_conv.hpp, PackedWeights::row_packed).
+__attribute__((visibility("default"))) int64_t edgesdk_ort_row_packed_weight_bytes(void) { return g_row_bytes.load(); }
 
 }  // extern "C"

@@ -23,6 +23,9 @@ using ::executorch::aten::Tensor;
 thread_local WeightCache* t_cache = nullptr;
 thread_local std::string* t_error = nullptr;
 
+// whether a cached entry holds words made from the constant's bytes (a copy, or row packing) that could go stale
+bool derived(const binary::PackedWeights& weights) { return weights.owned_bytes() != 0 || weights.row_packed(); }
+
 // FNV-1a over the packed bytes: a few kilobytes a layer, far below the convolution's own cost.
 uint64_t digest(const uint8_t* data, size_t bytes) {
   uint64_t h = 1469598103934665603ULL;
@@ -158,13 +161,13 @@ const binary::PackedWeights& WeightCache::get(const binary::ConvGeometry& g, con
                 g.pad_top, g.pad_left, g.pad_bottom, g.pad_right};
   auto found = entries_.find(key);
   if (found != entries_.end()) {
-    // a view reads the constants themselves, so it cannot go stale; a copy is checked against its digest
-    if (found->second.weights.owned_bytes() == 0 || found->second.digest == digest(packed, bytes))
-      return found->second.weights;
+    // a view reads the constants themselves, so it cannot go stale; a copy or row-packed words derived from them
+    // are checked against the digest of the bytes they were made from
+    if (!derived(found->second.weights) || found->second.digest == digest(packed, bytes)) return found->second.weights;
     entries_.erase(found);
   }
   binary::PackedWeights weights = binary::PackedWeights::view(g, packed, bytes);
-  const uint64_t sum = weights.owned_bytes() == 0 ? 0 : digest(packed, bytes);
+  const uint64_t sum = derived(weights) ? digest(packed, bytes) : 0;
   auto inserted = entries_.emplace(key, Entry{sum, std::move(weights)});
   return inserted.first->second.weights;
 }
@@ -172,6 +175,12 @@ const binary::PackedWeights& WeightCache::get(const binary::ConvGeometry& g, con
 size_t WeightCache::bytes() const {
   size_t total = 0;
   for (const auto& [key, entry] : entries_) total += entry.weights.owned_bytes();
+  return total;
+}
+
+size_t WeightCache::row_bytes() const {
+  size_t total = 0;
+  for (const auto& [key, entry] : entries_) total += entry.weights.row_bytes();
   return total;
 }
 

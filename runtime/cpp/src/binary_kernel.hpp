@@ -34,6 +34,7 @@ class WeightCache {
  public:
   const binary::PackedWeights& get(const binary::ConvGeometry& geometry, const uint8_t* packed, size_t bytes);
   size_t bytes() const;    // what copies take beside the program's constants: 0 when every layer runs in place
+  size_t row_bytes() const;  // row-packed words derived for small-channel layers (PackedWeights::row_packed)
   size_t layers() const { return entries_.size(); }
 
  private:

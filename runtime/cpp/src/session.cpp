@@ -474,6 +474,7 @@ std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs) { return imp
 
 const std::string& Session::kernel() const { return impl_->kernel; }
 size_t Session::repacked_weight_bytes() const { return impl_->weight_cache.bytes(); }
+size_t Session::row_packed_weight_bytes() const { return impl_->weight_cache.row_bytes(); }
 
 std::vector<int64_t> Session::exact_batches() const {
   std::vector<int64_t> batches;

@@ -59,6 +59,8 @@ class Session {
   const std::string& kernel() const;
   // Bytes of the binary layers' weights repacked for the kernel so far (0 for the float program).
   size_t repacked_weight_bytes() const;
+  // Bytes of row-packed words derived for the binary layers whose kernel row fits one word (binary_conv.hpp).
+  size_t row_packed_weight_bytes() const;
   // Methods loaded so far ("forward" at open unless lean_memory; others on first use).
   std::vector<std::string> loaded_methods() const;
 

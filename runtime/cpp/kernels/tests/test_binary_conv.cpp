@@ -173,6 +173,10 @@ TEST_CASE("every runnable path equals the float convolution of s(x), exactly") {
       {200, 17, 3, 1, 1, 1, 1, 1, 1, 4, 4},     {3, 5, 1, 1, 0, 0, 0, 0, 2, 3, 4},
       {40, 7, 5, 1, 2, 1, 0, 2, 1, 6, 7},       {16, 8, 3, 1, 0, 0, 0, 0, 1, 3, 3},
       {1000, 8, 3, 1, 1, 1, 1, 1, 1, 3, 3},  // > 31 words per output: the AVX2 and NEON byte counters flush
+      // row-packed (a kernel row fits one word): 60 bits on a 5x5 kernel with uneven pads, 63 bits at stride 2,
+      // one channel, and 64 bits exactly
+      {12, 9, 5, 1, 2, 1, 0, 2, 2, 6, 7},       {21, 10, 3, 2, 1, 1, 1, 1, 2, 9, 7},
+      {1, 4, 3, 1, 1, 1, 1, 1, 1, 5, 5},        {32, 11, 2, 1, 1, 0, 0, 1, 1, 6, 5},
   };
   for (const Case& c : cases) check_case(c, random);
 }
@@ -222,6 +226,47 @@ TEST_CASE("a view copies only unaligned bytes, refuses a wrong size, and ignores
     bc::binary_conv2d(from_float, x.data(), 2, height, width, want.data(), isa);
     bc::binary_conv2d(dirty, x.data(), 2, height, width, got.data(), isa);
     CHECK(want == got);
+  }
+}
+
+TEST_CASE("layers whose kernel row fits one word are row-packed, ignoring bits past the channels") {
+  std::mt19937 random(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  struct Layer {
+    int in_channels, kernel_w;
+    bool row_packed;
+  };
+  for (const Layer& layer : {Layer{16, 3, true}, Layer{21, 3, true}, Layer{32, 2, true}, Layer{22, 3, false},
+                             Layer{16, 1, false}, Layer{64, 3, false}}) {
+    bc::ConvGeometry g;
+    g.in_channels = layer.in_channels;
+    g.out_channels = 10;
+    g.kernel_w = layer.kernel_w;
+    g.pad_left = g.pad_right = layer.kernel_w / 2;
+    std::vector<float> w(size_t(g.out_channels) * g.in_channels * g.kernel_h * g.kernel_w);
+    for (float& v : w) v = normal(random);
+    const bc::PackedWeights packed = bc::PackedWeights::from_float(g, w.data());
+    CHECK_EQ(packed.row_packed(), layer.row_packed);
+    // one word per block, kernel row and lane: a kernel_w-th of the layout's words
+    CHECK_EQ(packed.row_bytes(), layer.row_packed ? size_t(2 * 3 * 8 * 8) : size_t(0));
+    if (!layer.row_packed) continue;
+    // a view of the exported bytes with every bit past in_channels set derives the same rows
+    std::vector<uint64_t> dirty(packed.bytes() / 8);
+    std::memcpy(dirty.data(), packed.data(), packed.bytes());
+    for (uint64_t& word : dirty)
+      if (g.in_channels < 64) word |= ~uint64_t(0) << g.in_channels;
+    const bc::PackedWeights view = bc::PackedWeights::view(g, dirty.data(), packed.bytes());
+    CHECK_EQ(view.owned_bytes(), size_t(0));
+    CHECK(std::equal(packed.row_data(), packed.row_data() + packed.row_bytes() / 8, view.row_data()));
+    std::vector<float> x = activations(size_t(2) * g.in_channels * 6 * 5, random);
+    int out_h = 0, out_w = 0;
+    bc::output_size(g, 6, 5, &out_h, &out_w);
+    const std::vector<float> expected = reference(g, x, w, 2, 6, 5, out_h, out_w);
+    for (bc::Isa isa : runnable_paths()) {
+      std::vector<float> y(expected.size());
+      bc::binary_conv2d(view, x.data(), 2, 6, 5, y.data(), isa);
+      CHECK(y == expected);
+    }
   }
 }
 
