@@ -185,8 +185,21 @@ def test_cpp_binary_program_equals_the_float_program_and_eager(dataset: str, dig
     scale = float(np.abs(float_logits).max())
     assert float(np.abs(binary_logits - float_logits).max()) <= 1e-5 * scale
     assert float((binary_logits.argmax(1) == eager.argmax(1)).mean()) == 1.0
-    # the kernel runs on the program's constants in place: no repacked copy
+    # the kernel runs on the program's constants in place: no repacked copy; the layers whose kernel row fits one word
+    # (16 input channels at 3x3) keep row-packed words beside them, one per block of 8 outputs, kernel row and lane
     assert classifier.session.inner.repacked_weight_bytes == 0
+    assert classifier.session.inner.row_packed_weight_bytes == row_packed_bytes(model) > 0
+
+
+def row_packed_bytes(model: torch.nn.Module) -> int:
+    """What the kernels derive for a network's binary layers whose kernel row fits one 64-bit word (binary_conv.hpp)."""
+    total = 0
+    for layer in model.modules():
+        if isinstance(layer, BinaryConv2d):
+            out_channels, in_channels, kernel_h, kernel_w = layer.weight.shape
+            if kernel_w > 1 and kernel_w * in_channels <= 64:
+                total += -(-out_channels // 8) * kernel_h * 8 * 8
+    return total
 
 
 def tampered_copy(source: Path, target: Path, program: bytes | None = None, kernel: dict | None = None) -> Path:

@@ -40,6 +40,7 @@ from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.onebit import model_source
 from edgesdk.zoo.bnn import default_bnn_path, load_bnn
 from tests.conftest import run_cli, run_cli_without_torch
+from tests.test_binary_op import row_packed_bytes
 
 LIBRARY = ort_ops_library()
 needs_library = pytest.mark.skipif(
@@ -296,6 +297,9 @@ def test_the_binary_graph_equals_the_float_graph_and_agrees_with_eager(bundles: 
     lib = ctypes.CDLL(str(LIBRARY))
     lib.edgesdk_ort_copied_weight_bytes.restype = ctypes.c_int64
     assert lib.edgesdk_ort_copied_weight_bytes() == 0
+    # the 16-channel layers keep row-packed words (test_binary_op.row_packed_bytes), made once per session
+    lib.edgesdk_ort_row_packed_weight_bytes.restype = ctypes.c_int64
+    assert lib.edgesdk_ort_row_packed_weight_bytes() >= row_packed_bytes(model) > 0
     print(f"{dataset}: kernel {binary.kernel}, max |binary - float| {float(np.abs(got - reference).max()):.3g} "
           f"of logits up to {scale:.3g}")
 
