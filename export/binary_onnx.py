@@ -22,6 +22,7 @@ file a BNN bundle offers (manifest ``components.<name>.binary_kernel.onnx``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,64 @@ def _per_channel(tensor: onnx.TensorProto | None, channels: int) -> bool:
     return tuple(tensor.dims) in ((channels, 1, 1), (1, channels, 1, 1))
 
 
+def _ints(tensor: onnx.TensorProto | None) -> list[int] | None:
+    """An integer initializer's values, or None."""
+    if tensor is None or tensor.data_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+        return None
+    return [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+
+
+def _option_a_shortcut(name: str, graph: onnx.GraphProto, shapes: dict[str, tuple[int | str, ...]],
+                       only_use: Callable[[str], bool]) -> tuple[str, int, list[onnx.NodeProto]] | None:
+    """Where ``name`` is a ResNet option-A shortcut as torch.onnx writes edgesdk's BNN (sdk/zoo/bnn.py, ShortcutA):
+
+        Reshape(x, [N, C, h, 2, w, 2]) -> Slice(axis 3, 0:1) -> Slice(axis 5, 0:1) -> Reshape([N, C, h, w])
+            -> Pad(channels: a before, b after; zeros)
+
+    i.e. every other pixel of x (N, C, 2h, 2w), new channels zero: (x, a, those nodes), which the kernel reads in place
+    (residual_stride 2, residual_channel_offset a). None where anything differs or an intermediate value has another
+    reader."""
+    producers = {output: node for node in graph.node for output in node.output}
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    pad = producers.get(name)
+    if pad is None or pad.op_type != "Pad" or len(pad.input) < 2 or not only_use(pad.input[0]):
+        return None
+    if _attribute(pad, "mode", "constant") != "constant" or len(pad.input) > 3:
+        return None
+    if len(pad.input) == 3 and pad.input[2] and _scalar(initializers.get(pad.input[2])) != 0.0:
+        return None
+    pads = _ints(initializers.get(pad.input[1]))
+    if pads is None or len(pads) != 8 or pads[0] or pads[2:5] != [0, 0, 0] or pads[6:] != [0, 0] or min(pads) < 0:
+        return None
+    merge = producers.get(pad.input[0])
+    merged = _ints(initializers.get(merge.input[1])) if merge is not None and merge.op_type == "Reshape" else None
+    if merged is None or len(merged) != 4 or not only_use(merge.input[0]):
+        return None
+    slices, value, axes = [], merge.input[0], set()
+    while (node := producers.get(value)) is not None and node.op_type == "Slice":
+        starts, ends = _ints(initializers.get(node.input[1])), _ints(initializers.get(node.input[2]))
+        axis = _ints(initializers.get(node.input[3])) if len(node.input) > 3 else None
+        steps = _ints(initializers.get(node.input[4])) if len(node.input) > 4 and node.input[4] else [1]
+        unit = starts == [0] and ends == [1] and steps == [1] and axis is not None and len(axis) == 1
+        if not unit or not only_use(node.input[0]):
+            return None
+        axes.add(axis[0] % 6)
+        slices.append(node)
+        value = node.input[0]
+    split = producers.get(value)
+    split_shape = _ints(initializers.get(split.input[1])) if split is not None and split.op_type == "Reshape" else None
+    if axes != {3, 5} or len(slices) != 2 or split_shape is None or len(split_shape) != 6:
+        return None
+    _, channels, rows, two, columns, two_again = split_shape
+    source = split.input[0]
+    source_shape = shapes.get(source)
+    if (two, two_again) != (2, 2) or merged[1:] != [channels, rows, columns] or source_shape is None:
+        return None
+    if tuple(source_shape[1:]) != (channels, 2 * rows, 2 * columns):
+        return None
+    return source, pads[1], [split, *slices, merge, pad]
+
+
 def fuse_epilogues(graph: onnx.GraphProto, shapes: dict[str, tuple[int | str, ...]]) -> int:
     """Fold the Relu / Mul / Add / Add chain after each BinaryConv2d node into it (see the module doc); returns how
     many nodes went. A link is taken only where the value before it feeds that one node and is no graph output, and
@@ -125,16 +184,27 @@ def fuse_epilogues(graph: onnx.GraphProto, shapes: dict[str, tuple[int | str, ..
             if operand is not None and _per_channel(initializers.get(operand), channels):
                 shift, value, chain = operand, step.output[0], [*chain, step]
                 step = sole_consumer(value)
+        shortcut = None
         if step is not None and step.op_type == "Add" and step.domain in ("", "ai.onnx"):
             operand = other_input(step, value)
             if (operand is not None and operand not in initializers and value in shapes
                     and shapes.get(operand) == shapes[value]):
                 residual, value, chain = operand, step.output[0], [*chain, step]
+                shortcut = _option_a_shortcut(residual, graph, shapes, lambda name: sole_consumer(name) is not None)
+                if shortcut is not None and sole_consumer(residual) is None:
+                    shortcut = None  # the padded shortcut is read elsewhere too: it stays, the op adds it as made
         if not chain:
             continue
         attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
         if relu:
             attributes["activation"] = "relu"
+        if shortcut is not None:
+            residual, offset, made_by = shortcut
+            attributes["residual_stride"] = 2
+            if offset:
+                attributes["residual_channel_offset"] = offset
+            for node in made_by:  # the shortcut's own nodes go: the kernel reads every other pixel of its input
+                replaced[id(node)] = None
         inputs = [*conv.input, scale or "", shift or "", residual or ""]
         while inputs[-1] == "":  # trailing optional inputs are left out
             inputs.pop()

@@ -347,18 +347,25 @@ def test_the_fused_epilogue_equals_the_separate_float_nodes_bit_for_bit(forced_i
 
 
 @pytest.mark.parametrize("what", ["activation is not relu or none", "scale has another count than out_channels",
-                                  "residual has another shape than Y"])
+                                  "residual has another shape than Y",
+                                  "residual_stride 2 with a residual of Y's size",
+                                  "residual_channel_offset at out_channels"])
 def test_a_malformed_epilogue_is_an_onnxruntime_error(what: str) -> None:
     generator = np.random.default_rng(28)
     packed = pack_binary_weights(generator.standard_normal((8, 16, 3, 3)).astype(np.float32))
     scale = np.ones((7 if "scale" in what else 8, 1, 1), np.float32)
     model = onnx.load_from_string(epilogue_model(packed, 16, 8, scale, None, True, True, fused=True))
+    node = model.graph.node[0]
     if "activation" in what:
-        for attribute in model.graph.node[0].attribute:
+        for attribute in node.attribute:
             if attribute.name == "activation":
                 attribute.s = b"gelu"
+    if what.startswith("residual_stride"):
+        node.attribute.append(helper.make_attribute("residual_stride", 2))
+    if what.startswith("residual_channel_offset"):
+        node.attribute.append(helper.make_attribute("residual_channel_offset", 8))
     feeds = {"X": np.ones((1, 16, 5, 5), np.float32),
-             "R": np.ones((1, 8, 5, 4) if "residual" in what else (1, 8, 5, 5), np.float32)}
+             "R": np.ones((1, 8, 5, 4) if what.startswith("residual has") else (1, 8, 5, 5), np.float32)}
     with pytest.raises(Exception, match="BinaryConv2d") as raised:  # noqa: PT011 - ORT's own exception classes
         session(model.SerializeToString()).run(None, feeds)
     assert raised.type.__module__.startswith("onnxruntime"), raised.type

@@ -38,7 +38,7 @@ from edgesdk.runtime.bundle import Bundle
 from edgesdk.runtime.classify import ImageClassifier
 from edgesdk.runtime.errors import EdgeSDKError
 from edgesdk.runtime.onebit import model_source
-from edgesdk.zoo.bnn import default_bnn_path, load_bnn
+from edgesdk.zoo.bnn import ShortcutA, default_bnn_path, load_bnn
 from tests.conftest import run_cli, run_cli_without_torch
 from tests.test_binary_op import row_packed_bytes
 
@@ -82,10 +82,14 @@ def test_the_binary_graph_has_one_op_per_binary_layer_on_one_bit_weights(bundles
     float_ops = [node.op_type for node in float_graph.graph.node]
     assert ops.count(BINARY_CONV) == len(layers)
     # each binary layer was Mul(2^100) -> Clip -> Conv -> Relu -> Mul(scale) -> Add(shift) in float, and the second of
-    # each basic block also -> Add(residual): all one node now (the epilogue fused, export/binary_onnx.py)
+    # each basic block also -> Add(residual), the residual of a downsampling block made by 5 nodes (option A: Reshape,
+    # Slice, Slice, Reshape, Pad): all one node now (the epilogue fused, export/binary_onnx.py)
     assert float_ops.count("Clip") == len(layers) and "Clip" not in ops
-    blocks = len(layers) // 2
-    assert len(ops) == len(float_ops) - 5 * len(layers) - blocks
+    blocks = list(model.blocks)
+    downsampling = [isinstance(block.shortcut, ShortcutA) for block in blocks]
+    assert len(blocks) * 2 == len(layers) and sum(downsampling) == 2
+    assert len(ops) == len(float_ops) - 5 * len(layers) - len(blocks) - 5 * sum(downsampling)
+    assert "Slice" not in ops and "Pad" not in ops
     assert ops.count("Conv") == float_ops.count("Conv") - len(layers) == 1  # the float stem stays float
     assert ops.count("Relu") == 1 and float_ops.count("Relu") == len(layers) + 1  # the stem's
     assert {(o.domain, o.version) for o in binary_graph.opset_import} >= {(DOMAIN, 1)}
@@ -98,11 +102,17 @@ def test_the_binary_graph_has_one_op_per_binary_layer_on_one_bit_weights(bundles
         assert node.domain == DOMAIN and packed.data_type == TensorProto.UINT8
         assert tuple(packed.dims) == packed_weights_shape(out_channels, in_channels, kh, kw)
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        shortcut = blocks[index // 2].shortcut if index % 2 else None
+        read_in_place = {"residual_stride": 2, "residual_channel_offset": shortcut.extra // 2} if isinstance(
+            shortcut, ShortcutA) else {}
         assert attributes == {"in_channels": in_channels, "out_channels": out_channels, "kernel_shape": [kh, kw],
                               "strides": list(layer.stride), "pads": [layer.padding[0], layer.padding[1]] * 2,
-                              "activation": b"relu"}
-        # batch norm's scale and shift (per-channel initializers), and the residual on each block's second conv
+                              "activation": b"relu", **read_in_place}
+        # batch norm's scale and shift (per-channel initializers), and the residual on each block's second conv: the
+        # block's input, which the first conv of the block reads too
         assert len(node.input) == (5 if index % 2 else 4)
+        if index % 2:
+            assert node.input[4] == nodes[index - 1].input[0]
         assert all(tuple(initializers[name].dims)[-3:] == (out_channels, 1, 1) for name in node.input[2:4])
         # the bits are the trained signs: bit set where W < 0 (the kernel's layout, pack_binary_weights)
         bits = unpack_binary_weights(numpy_helper.to_array(packed), in_channels, out_channels)
@@ -223,18 +233,31 @@ def test_a_bad_binary_kernel_entry_is_refused_at_open(bundles: dict[str, Path], 
 
 @needs_library
 def _epilogue_graph(relu_is_output: bool = False, scale_shape: tuple[int, ...] = (4, 1, 1),
-                    residual_shape: tuple[int, ...] = (1, 4, 3, 3)) -> bytes:
-    """_conv_graph's binary convolution, then Relu -> Mul(scale) -> Add(shift) -> Add(r), r a graph input."""
+                    residual_shape: tuple[int, ...] = (1, 4, 3, 3), shortcut_phase: int | None = None) -> bytes:
+    """_conv_graph's binary convolution, then Relu -> Mul(scale) -> Add(shift) -> Add(r), r a graph input; or, with
+    ``shortcut_phase``, r an option-A shortcut of the convolution's input x (1, 3, 6, 6) as torch.onnx writes the BNN's
+    (Reshape, Slice, Slice, Reshape, Pad one zero channel before), keeping pixel ``shortcut_phase`` of each 2x2."""
     model = onnx.load_from_string(_conv_graph())
     graph = model.graph
     graph.node.extend([helper.make_node("Relu", ["y"], ["relu"]), helper.make_node("Mul", ["scale", "relu"], ["bn"]),
-                       helper.make_node("Add", ["bn", "shift"], ["shifted"]),
-                       helper.make_node("Add", ["shifted", "r"], ["out"])])
+                       helper.make_node("Add", ["bn", "shift"], ["shifted"])])
     generator = np.random.default_rng(1)
     graph.initializer.extend([
         numpy_helper.from_array(generator.standard_normal(scale_shape).astype(np.float32), "scale"),
         numpy_helper.from_array(generator.standard_normal((1, 4, 1, 1)).astype(np.float32), "shift")])
-    graph.input.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, list(residual_shape)))
+    if shortcut_phase is None:
+        graph.input.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, list(residual_shape)))
+    else:
+        constants = {"split": [-1, 3, 3, 2, 3, 2], "merge": [-1, 3, 3, 3], "phase": [shortcut_phase],
+                     "phase_end": [shortcut_phase + 1], "axis_h": [3], "axis_w": [5], "one": [1],
+                     "pads": [0, 1, 0, 0, 0, 0, 0, 0]}
+        graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items())
+        graph.node.extend([helper.make_node("Reshape", ["x", "split"], ["phases"]),
+                           helper.make_node("Slice", ["phases", "phase", "phase_end", "axis_h", "one"], ["rows"]),
+                           helper.make_node("Slice", ["rows", "phase", "phase_end", "axis_w", "one"], ["kept"]),
+                           helper.make_node("Reshape", ["kept", "merge"], ["subsampled"]),
+                           helper.make_node("Pad", ["subsampled", "pads"], ["r"])])
+    graph.node.append(helper.make_node("Add", ["shifted", "r"], ["out"]))
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 3, 3]))
     if relu_is_output:
@@ -242,8 +265,12 @@ def _epilogue_graph(relu_is_output: bool = False, scale_shape: tuple[int, ...] =
     return model.SerializeToString()
 
 
+SHORTCUT_OPS = ["Reshape", "Slice", "Slice", "Reshape", "Pad"]
 EPILOGUE_CASES = [  # what, graph, the ops left, the fused node's inputs past W_packed
     ("the whole chain", {}, [BINARY_CONV], ["scale", "shift", "r"]),
+    ("an option-A shortcut, read in place", {"shortcut_phase": 0}, [BINARY_CONV], ["scale", "shift", "x"]),
+    ("a shortcut of the odd pixels, added as made", {"shortcut_phase": 1}, [*SHORTCUT_OPS, BINARY_CONV],
+     ["scale", "shift", "r"]),
     ("a Relu output that is also a graph output", {"relu_is_output": True}, [BINARY_CONV, "Mul", "Add", "Add"], []),
     ("a scale that is not per channel", {"scale_shape": (1, 1, 3)}, [BINARY_CONV, "Mul", "Add", "Add"], []),
     ("a residual that broadcasts", {"residual_shape": (1, 4, 1, 1)}, [BINARY_CONV, "Add"], ["scale", "shift"]),
@@ -256,17 +283,21 @@ def test_the_epilogue_is_fused_only_where_the_kernel_computes_the_same(what: str
     source = _epilogue_graph(**options)
     rewritten = onnx.load_from_string(rewrite_binary_convolutions(source).data)
     assert [n.op_type for n in rewritten.graph.node] == ops, what
-    fused = rewritten.graph.node[0]
+    fused = next(node for node in rewritten.graph.node if node.op_type == BINARY_CONV)
     assert list(fused.input[2:]) == inputs
-    activation = {a.name: helper.get_attribute_value(a) for a in fused.attribute}.get("activation")
-    assert activation == b"relu"  # the Relu is fused in every case
+    attributes = {a.name: helper.get_attribute_value(a) for a in fused.attribute}
+    assert attributes["activation"] == b"relu"  # the Relu is fused in every case
+    in_place = inputs[-1:] == ["x"]
+    assert (attributes.get("residual_stride"), attributes.get("residual_channel_offset")) == (
+        (2, 1) if in_place else (None, None))
     if LIBRARY is None:
         return
     options_ = ort.SessionOptions()
     options_.register_custom_ops_library(str(LIBRARY))
     generator = np.random.default_rng(2)
-    feeds = {"x": generator.standard_normal((1, 3, 6, 6)).astype(np.float32),
-             "r": generator.standard_normal(options.get("residual_shape", (1, 4, 3, 3))).astype(np.float32)}
+    feeds = {"x": generator.standard_normal((1, 3, 6, 6)).astype(np.float32)}
+    if "shortcut_phase" not in options:
+        feeds["r"] = generator.standard_normal(options.get("residual_shape", (1, 4, 3, 3))).astype(np.float32)
     want = ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(["out"], feeds)[0]
     got = ort.InferenceSession(rewritten.SerializeToString(), options_, providers=["CPUExecutionProvider"]).run(
         ["out"], feeds)[0]

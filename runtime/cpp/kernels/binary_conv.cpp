@@ -341,6 +341,12 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
   const size_t plane = size_t(height) * width;
   const size_t padded_pixels = size_t(padded_h) * padded_w;
   const size_t out_pixels = size_t(out_h) * out_w;
+  const int residual_channels = epilogue.residual_channels > 0 ? epilogue.residual_channels : g.out_channels;
+  if (epilogue.residual != nullptr &&
+      (epilogue.residual_stride < 1 || epilogue.residual_stride > kMaxStride || epilogue.residual_offset < 0 ||
+       residual_channels > g.out_channels - epilogue.residual_offset))
+    throw std::invalid_argument("binary convolution: the residual's channels must lie within the output's, from "
+                                "residual_offset, and its stride must be in [1, " + std::to_string(kMaxStride) + "]");
 
   // padding pixels stay all-zero words with a count of 0 in every image (see binary_conv.hpp)
   std::vector<uint64_t> negative(padded_pixels * words, 0), nonzero(padded_pixels * words, 0);
@@ -353,7 +359,8 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
   detail::MismatchArgs args{negative.data(), nonzero.data(), padded_w,   words,      weights.data(),
                             weights.blocks(), g.kernel_h,     g.kernel_w, g.stride_h, g.stride_w,
                             out_h,            out_w,          g.out_channels, count_sum.data(), nullptr,
-                            !epilogue.empty(), epilogue.relu, epilogue.scale, epilogue.shift, nullptr};
+                            !epilogue.empty(), epilogue.relu, epilogue.scale, epilogue.shift, nullptr,
+                            residual_channels, epilogue.residual_offset, epilogue.residual_stride};
   if (row_packed) {
     args.negative = rows_negative.data();
     args.nonzero = rows_nonzero.data();
@@ -391,7 +398,10 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
         }
     }
     args.y = y + size_t(n) * g.out_channels * out_pixels;
-    args.residual = epilogue.residual == nullptr ? nullptr : epilogue.residual + size_t(n) * g.out_channels * out_pixels;
+    args.residual = epilogue.residual == nullptr
+                        ? nullptr
+                        : epilogue.residual + size_t(n) * residual_channels * out_pixels * epilogue.residual_stride *
+                                                  epilogue.residual_stride;
     switch (isa) {
       case Isa::scalar: detail::convolve_scalar(args); break;
       case Isa::avx2: detail::convolve_avx2(args); break;

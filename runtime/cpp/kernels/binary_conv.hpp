@@ -121,15 +121,21 @@ class PackedWeights {
 // What the float layers right after a binary convolution compute, applied to each output as it is stored, so that a
 // network's conv -> ReLU -> batch norm (as a per-channel scale and shift) -> residual add is one pass over memory
 // and, in a graph runtime, one node instead of five. For output channel c at output index i:
-//     v = y;  v = max(v, 0) if relu;  v = v * scale[c];  v = v + shift[c];  v = v + residual[i]
+//     v = y;  v = max(v, 0) if relu;  v = v * scale[c];  v = v + shift[c];  v = v + r
 // each step present only where asked (a null pointer skips it) and rounded to fp32 on its own, in this order: the
 // kernels are compiled with -ffp-contract=off, so no product and sum are fused into one multiply-add, and the result
-// equals the separate float operations bit for bit.
+// equals the separate float operations bit for bit. The residual r is y-shaped by default; a ResNet's option-A
+// shortcut (every other pixel of the block's input, new channels zero) is read in place instead of being made:
+// r = residual[n][c - residual_offset][oy * residual_stride][ox * residual_stride] for the residual_channels output
+// channels from residual_offset, and 0 (still added: -0 + 0 = +0, as the float graph's zero padding gives) elsewhere.
 struct Epilogue {
   bool relu = false;
   const float* scale = nullptr;     // [out_channels]
   const float* shift = nullptr;     // [out_channels]
-  const float* residual = nullptr;  // like y: (N, out_channels, H', W'), contiguous
+  const float* residual = nullptr;  // (N, residual_channels, H' * residual_stride, W' * residual_stride), contiguous
+  int residual_channels = 0;        // 0: out_channels
+  int residual_offset = 0;
+  int residual_stride = 1;
   bool empty() const { return !relu && scale == nullptr && shift == nullptr && residual == nullptr; }
 };
 

@@ -25,7 +25,10 @@ struct MismatchArgs {
   bool relu;
   const float* scale;        // [out_channels] or null
   const float* shift;        // [out_channels] or null
-  const float* residual;     // this image's [out_channels][out_h * out_w], or null
+  const float* residual;     // this image's residual, [residual_channels][out_h * stride][out_w * stride], or null
+  int residual_channels;     // the residual's channels, added to output channels residual_offset and up
+  int residual_offset;
+  int residual_stride;       // every stride-th pixel of the residual's rows and columns
 };
 
 // y of one image
@@ -53,11 +56,23 @@ void pack_avx512(const PackArgs& args);
 // The epilogue of one output value (binary_conv.hpp, Epilogue): each step rounded on its own, in the float graph's
 // order (the kernels are compiled with -ffp-contract=off, so no step is fused into a multiply-add).
 // static: each translation unit keeps its own copy, compiled with its own instruction set.
-static inline float finish(const MismatchArgs& a, int channel, long index, float value) {
+// `pixel` is the output pixel's index in its plane (oy * out_w + ox).
+static inline float finish(const MismatchArgs& a, int channel, long pixel, float value) {
   if (a.relu && value < 0.0f) value = 0.0f;
   if (a.scale != nullptr) value = value * a.scale[channel];
   if (a.shift != nullptr) value = value + a.shift[channel];
-  if (a.residual != nullptr) value = value + a.residual[index];
+  if (a.residual != nullptr) {
+    const long plane = static_cast<long>(a.out_h) * a.out_w;
+    const int source = channel - a.residual_offset;
+    float residual = 0.0f;  // a zero-padded channel: still added, as the float graph adds its 0 (-0 + 0 = +0)
+    if (a.residual_stride == 1 && a.residual_offset == 0 && a.residual_channels == a.out_channels) {
+      residual = a.residual[channel * plane + pixel];
+    } else if (source >= 0 && source < a.residual_channels) {
+      const long s = a.residual_stride, row = pixel / a.out_w, column = pixel % a.out_w;
+      residual = a.residual[(source * a.out_h * s + row * s) * a.out_w * s + column * s];
+    }
+    value = value + residual;
+  }
   return value;
 }
 
@@ -69,7 +84,7 @@ static inline void store_block(const MismatchArgs& a, int block, long pixel, con
   for (int lane = 0; lane < lanes; ++lane) {
     const long index = (first + lane) * plane + pixel;
     const float value = static_cast<float>(a.count_sum[pixel] - 2 * mismatches[lane]);
-    a.y[index] = a.epilogue ? finish(a, first + lane, index, value) : value;
+    a.y[index] = a.epilogue ? finish(a, first + lane, pixel, value) : value;
   }
 }
 
@@ -84,7 +99,8 @@ static inline void store_tile(const MismatchArgs& a, const float* tile, int tile
     if (!a.epilogue) {
       for (int j = 0; j < pixels; ++j) out[j] = tile[j * tile_stride + c];
     } else {
-      for (int j = 0; j < pixels; ++j) out[j] = finish(a, first_channel + c, first + j, tile[j * tile_stride + c]);
+      const long pixel = static_cast<long>(oy) * a.out_w + ox0;
+      for (int j = 0; j < pixels; ++j) out[j] = finish(a, first_channel + c, pixel + j, tile[j * tile_stride + c]);
     }
   }
 }

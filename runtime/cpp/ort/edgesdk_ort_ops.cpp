@@ -9,14 +9,18 @@
 //                      edgesdk.runtime.binary_ops); an initializer, read in place: one bit a weight, no copy
 //            scale     optional float32, out_channels values (any shape of that many elements, e.g. (O, 1, 1))
 //            shift     optional float32, out_channels values
-//            residual  optional float32, Y's shape
+//            residual  optional float32, Y's shape; or, with residual_stride s and residual_channel_offset k,
+//                      (N, Cr, H' * s, W' * s) with k + Cr <= out_channels: a ResNet's option-A shortcut read in place,
+//                      r = residual[n][c - k][y * s][x * s] for output channels k .. k + Cr - 1 and 0 elsewhere
 //   output   Y         float32 (N, out_channels, H', W'): v = conv2d(s(X), B), s(x) = clamp(x * 2^100, -1, 1),
 //                      B = +1 where W >= 0 and -1 where W < 0, zero padding; then v = max(v, 0) if activation is
-//                      "relu", v = v * scale[c], v = v + shift[c], v = v + residual, each where present, in this order
-//                      and each rounded on its own (what Relu, Mul, Add, Add nodes compute)
+//                      "relu", v = v * scale[c], v = v + shift[c], v = v + r, each where present, in this order
+//                      and each rounded on its own (what Relu, Mul, Add, Add nodes compute; with a shortcut, the Add of
+//                      its Reshape, Slice, Reshape and Pad nodes' output)
 //   attributes  in_channels (int, required), out_channels (int, required), kernel_shape (ints [kh, kw], required),
 //               strides (ints, default [1, 1]), pads (ints [top, left, bottom, right], default zeros),
-//               activation (string, "none" (default) or "relu")
+//               activation (string, "none" (default) or "relu"), residual_stride (int, default 1),
+//               residual_channel_offset (int, default 0)
 // A graph written for the two-input form runs unchanged: the epilogue inputs are optional and trailing.
 // The kernel runs on W_packed's own bytes (a PackedWeights view, made once per address: W_packed is meant to be an
 // initializer). Only where they are not 8-byte aligned does it copy them, and edgesdk_ort_copied_weight_bytes()
@@ -105,6 +109,14 @@ std::string string_attribute(const OrtKernelInfo* info, const char* name, const 
   return value;
 }
 
+int64_t int_attribute_or(const OrtKernelInfo* info, const char* name, int64_t fallback) {
+  int64_t value = 0;
+  OrtStatus* status = g_api->KernelInfoGetAttribute_int64(info, name, &value);
+  if (status == nullptr) return value;
+  g_api->ReleaseStatus(status);
+  return fallback;
+}
+
 int checked_int(int64_t value, const char* what) {
   if (value < 0 || value > (int64_t(1) << 20))
     throw std::runtime_error(std::string("BinaryConv2d: ") + what + " out of range: " + std::to_string(value));
@@ -165,6 +177,11 @@ class BinaryConvKernel {
     if (activation != "none" && activation != "relu")
       throw std::runtime_error("BinaryConv2d: activation must be \"none\" or \"relu\", got \"" + activation + "\"");
     relu_ = activation == "relu";
+    residual_stride_ = checked_int(int_attribute_or(info, "residual_stride", 1), "residual_stride");
+    residual_offset_ = checked_int(int_attribute_or(info, "residual_channel_offset", 0), "residual_channel_offset");
+    if (residual_stride_ < 1 || residual_stride_ > 64 || residual_offset_ >= geometry_.out_channels)
+      throw std::runtime_error("BinaryConv2d: residual_stride must be in [1, 64] and residual_channel_offset below "
+                               "out_channels");
   }
 
   ~BinaryConvKernel() { forget(); }
@@ -231,7 +248,9 @@ class BinaryConvKernel {
     epilogue.relu = relu_;
     epilogue.scale = channel_values(context, 2, "scale");
     epilogue.shift = channel_values(context, 3, "shift");
-    epilogue.residual = residual(context, y_dims);
+    epilogue.residual = residual(context, y_dims, &epilogue.residual_channels);
+    epilogue.residual_offset = residual_offset_;
+    epilogue.residual_stride = residual_stride_;
     bc::binary_conv2d(*weights, static_cast<const float*>(x_data), batch, height, width, static_cast<float*>(y_data),
                       epilogue);
   }
@@ -267,15 +286,25 @@ class BinaryConvKernel {
     return float_data(value, what);
   }
 
-  // the residual: float32 of Y's shape, or null where the input is absent
-  static const float* residual(OrtKernelContext* context, const int64_t (&y_dims)[4]) {
+  // the residual: float32 (N, Cr, H' * stride, W' * stride) with Cr <= out_channels - offset (Y's shape where stride
+  // and offset are the defaults), or null where the input is absent
+  const float* residual(OrtKernelContext* context, const int64_t (&y_dims)[4], int* channels) const {
     const OrtValue* value = optional_input(context, 4);
     if (value == nullptr) return nullptr;
     const TensorShape shape = shape_of(value);
-    const std::vector<int64_t> want(y_dims, y_dims + 4);
-    if (shape.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || shape.dims != want)
-      throw std::runtime_error("BinaryConv2d: residual must be float32 " + dims_text(want) + " (Y's shape), got " +
-                               dims_text(shape.dims));
+    const int64_t s = residual_stride_;
+    const bool plain = s == 1 && residual_offset_ == 0;
+    const bool fits = shape.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && shape.dims.size() == 4 &&
+                      shape.dims[0] == y_dims[0] && shape.dims[2] == y_dims[2] * s && shape.dims[3] == y_dims[3] * s &&
+                      (plain ? shape.dims[1] == y_dims[1]
+                             : shape.dims[1] >= 1 && shape.dims[1] <= y_dims[1] - residual_offset_);
+    if (!fits)
+      throw std::runtime_error("BinaryConv2d: residual must be float32 " +
+                               (plain ? dims_text(std::vector<int64_t>(y_dims, y_dims + 4)) + " (Y's shape)"
+                                      : std::string("(N, at most out_channels - residual_channel_offset, H' * ") +
+                                            "residual_stride, W' * residual_stride)") +
+                               ", got " + dims_text(shape.dims));
+    *channels = int(shape.dims[1]);
     return float_data(value, "residual");
   }
 
@@ -289,6 +318,8 @@ class BinaryConvKernel {
 
   bc::ConvGeometry geometry_;
   bool relu_ = false;
+  int residual_stride_ = 1;
+  int residual_offset_ = 0;
   std::mutex mutex_;
   std::shared_ptr<const bc::PackedWeights> packed_;
   const void* packed_source_ = nullptr;

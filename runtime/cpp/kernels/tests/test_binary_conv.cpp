@@ -181,6 +181,63 @@ TEST_CASE("every runnable path equals the float convolution of s(x), exactly") {
   for (const Case& c : cases) check_case(c, random);
 }
 
+TEST_CASE("the epilogue reads an option-A shortcut in place: every other pixel, new channels zero") {
+  // a stride-2 block's first layer: 16 -> 32 channels, 8x6 -> 4x3; the shortcut is the block's input, its 16 channels
+  // added to output channels 8..23 at every other pixel, 0 added to the others
+  bc::ConvGeometry g;
+  g.in_channels = 16;
+  g.out_channels = 32;
+  g.stride_h = g.stride_w = 2;
+  std::mt19937 random(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int batch = 2, height = 8, width = 6, out_h = 4, out_w = 3, offset = 8;
+  std::vector<float> w(size_t(g.out_channels) * g.in_channels * 9), scale(g.out_channels);
+  for (float& v : w) v = normal(random);
+  for (float& v : scale) v = -std::fabs(normal(random));  // negative: relu(v) * scale is -0 wherever v <= 0
+  const std::vector<float> x = activations(size_t(batch) * g.in_channels * height * width, random);
+  const bc::PackedWeights packed = bc::PackedWeights::from_float(g, w.data());
+  const std::vector<float> conv = reference(g, x, w, batch, height, width, out_h, out_w);
+  std::vector<float> expected(conv.size());
+  size_t negative_zeros = 0;
+  for (int n = 0; n < batch; ++n)
+    for (int c = 0; c < g.out_channels; ++c)
+      for (int oy = 0; oy < out_h; ++oy)
+        for (int ox = 0; ox < out_w; ++ox) {
+          const size_t i = ((size_t(n) * g.out_channels + c) * out_h + oy) * out_w + ox;
+          const int source = c - offset;
+          const float r = source >= 0 && source < g.in_channels
+                              ? x[((size_t(n) * g.in_channels + source) * height + oy * 2) * width + ox * 2]
+                              : 0.0f;
+          volatile float v = std::max(conv[i], 0.0f);
+          v = v * scale[c];
+          negative_zeros += v == 0.0f && std::signbit(v);
+          v = v + r;
+          expected[i] = v;
+        }
+  CHECK(negative_zeros > 0);  // so that a kernel skipping the zero channels' "+ 0" would be caught
+  bc::Epilogue epilogue;
+  epilogue.relu = true;
+  epilogue.scale = scale.data();
+  epilogue.residual = x.data();
+  epilogue.residual_channels = g.in_channels;
+  epilogue.residual_offset = offset;
+  epilogue.residual_stride = 2;
+  for (bc::Isa isa : runnable_paths()) {
+    std::vector<float> y(expected.size());
+    bc::binary_conv2d(packed, x.data(), batch, height, width, y.data(), isa, epilogue);
+    CHECK(std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)) == 0);
+  }
+  bool refused = false;
+  epilogue.residual_offset = 17;  // 16 channels from 17 pass the 32 outputs
+  try {
+    std::vector<float> y(expected.size());
+    bc::binary_conv2d(packed, x.data(), batch, height, width, y.data(), epilogue);
+  } catch (const std::invalid_argument&) {
+    refused = true;
+  }
+  CHECK(refused);
+}
+
 TEST_CASE("a view copies only unaligned bytes, refuses a wrong size, and ignores bits past the channels") {
   bc::ConvGeometry g;
   g.in_channels = 70;  // two words: bits 6..63 of the second word are past the channels
