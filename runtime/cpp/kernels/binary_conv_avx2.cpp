@@ -38,6 +38,10 @@ void convolve_blocks(const MismatchArgs& a, int first_block) {
   const int first_channel = first_block * 8;
   const int channels = a.out_channels - first_channel < kBlocks * 8 ? a.out_channels - first_channel : kBlocks * 8;
   alignas(32) float tile[kTilePixels][kBlocks * 8];
+  // the epilogue, applied per register of four channels (binary_conv_paths.hpp): mul and add stay separate
+  // instructions (this file is compiled without FMA contraction), so each step rounds on its own
+  const EpilogueLanes<kBlocks * 8> lanes(a, first_channel);
+  const __m128 zero_ps = _mm_setzero_ps();
   for (int oy = 0; oy < a.out_h; ++oy)
     for (int ox0 = 0; ox0 < a.out_w; ox0 += kTilePixels) {
       const int pixels = a.out_w - ox0 < kTilePixels ? a.out_w - ox0 : kTilePixels;
@@ -75,10 +79,22 @@ void convolve_blocks(const MismatchArgs& a, int first_block) {
           total[r] = _mm256_add_epi64(total[r], _mm256_sad_epu8(bytes[r], zero));
           const __m128i mismatches = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total[r], pick));
           const __m128i y = _mm_sub_epi32(count, _mm_add_epi32(mismatches, mismatches));
-          _mm_store_ps(&tile[j][r * 4], _mm_cvtepi32_ps(y));
+          __m128 v = _mm_cvtepi32_ps(y);
+          if (a.epilogue) {
+            if (a.relu) v = _mm_max_ps(v, zero_ps);  // an integer count: never NaN, never -0
+            if (a.scale != nullptr) v = _mm_mul_ps(v, _mm_load_ps(&lanes.scale[r * 4]));
+            if (a.shift != nullptr) v = _mm_add_ps(v, _mm_load_ps(&lanes.shift[r * 4]));
+            if (a.residual != nullptr) {
+              const long at = oy * lanes.residual_row + ox * lanes.residual_column;
+              const float* const* base = &lanes.residual[r * 4];
+              v = _mm_add_ps(v, _mm_setr_ps(base[0] ? base[0][at] : 0.0f, base[1] ? base[1][at] : 0.0f,
+                                            base[2] ? base[2][at] : 0.0f, base[3] ? base[3][at] : 0.0f));
+            }
+          }
+          _mm_store_ps(&tile[j][r * 4], v);
         }
       }
-      store_tile(a, &tile[0][0], kBlocks * 8, first_channel, channels, oy, ox0, pixels);
+      store_tile(a, &tile[0][0], kBlocks * 8, first_channel, channels, oy, ox0, pixels, /*finished=*/true);
     }
 }
 

@@ -118,16 +118,46 @@ static inline void finish_row(const MismatchArgs& a, int channel, long pixel, fl
 }
 
 // A tile of results, tile[pixel * tile_stride + c] for `pixels` output pixels from (oy, ox0) and `channels` output
-// channels from first_channel, written to y channel by channel (each output plane's row is contiguous).
+// channels from first_channel, written to y channel by channel (each output plane's row is contiguous); the epilogue
+// applied here unless the tile holds finished values already (`finished`).
 static inline void store_tile(const MismatchArgs& a, const float* tile, int tile_stride, int first_channel,
-                              int channels, int oy, int ox0, int pixels) {
+                              int channels, int oy, int ox0, int pixels, bool finished = false) {
   const long plane = static_cast<long>(a.out_h) * a.out_w;
   const long pixel = static_cast<long>(oy) * a.out_w + ox0;
   for (int c = 0; c < channels; ++c) {
     float* out = a.y + (first_channel + c) * plane + pixel;
     for (int j = 0; j < pixels; ++j) out[j] = tile[j * tile_stride + c];
-    if (a.epilogue) finish_row(a, first_channel + c, pixel, out, pixels);
+    if (a.epilogue && !finished) finish_row(a, first_channel + c, pixel, out, pixels);
   }
 }
+
+// What the AVX2 path needs to apply the epilogue to a register of four output channels at one pixel: per channel of
+// a group of blocks, its scale and shift (1 and 0 where absent or past out_channels) and where its residual plane
+// starts (null: nothing to add but 0, for a zero-padded shortcut channel or one past out_channels).
+template <int kChannels>
+struct EpilogueLanes {
+  alignas(32) float scale[kChannels];
+  alignas(32) float shift[kChannels];
+  const float* residual[kChannels];
+  long residual_row = 0;     // residual elements per output row: out_w * stride * stride
+  long residual_column = 0;  // per output column: stride
+
+  EpilogueLanes(const MismatchArgs& a, int first_channel) {
+    const long s = a.residual_stride;
+    residual_row = static_cast<long>(a.out_w) * s * s;
+    residual_column = s;
+    const long residual_plane = static_cast<long>(a.out_h) * a.out_w * s * s;
+    for (int lane = 0; lane < kChannels; ++lane) {
+      const int channel = first_channel + lane;
+      const bool inside = channel < a.out_channels;
+      scale[lane] = inside && a.scale != nullptr ? a.scale[channel] : 1.0f;
+      shift[lane] = inside && a.shift != nullptr ? a.shift[channel] : 0.0f;
+      const int source = channel - a.residual_offset;
+      residual[lane] = inside && a.residual != nullptr && source >= 0 && source < a.residual_channels
+                           ? a.residual + source * residual_plane
+                           : nullptr;
+    }
+  }
+};
 
 }  // namespace edgesdk::binary::detail
