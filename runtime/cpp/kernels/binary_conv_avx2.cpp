@@ -20,8 +20,8 @@ inline __m256i byte_popcount(__m256i v, __m256i table, __m256i low_nibbles) {
 // Output channel blocks [first_block, first_block + kBlocks) at every output pixel, the broadcast activation words
 // shared by the blocks; results through a [pixel][channel] tile, as in the AVX-512 path (binary_conv_avx512.cpp).
 // kRows and kRun, where not 0, are kernel_h and kernel_w * words known at compile time (3 and 3: a 3x3 layer of up
-// to 64 channels; 3 and 1: one row-packed), so that the loops over a pixel's few words unroll: at 8x8 and 16
-// channels those loops, not the counting, were most of the time.
+// to 64 channels; 3 and 1: one row-packed; 3 and 6 or 12: 128 or 256 channels), so that the loops over a pixel's few
+// words unroll: at 8x8 and 16 channels those loops, not the counting, were most of the time.
 template <int kBlocks, int kRows = 0, int kRun = 0>
 void convolve_blocks(const MismatchArgs& a, int first_block) {
   constexpr int kTilePixels = 64;
@@ -109,8 +109,10 @@ void convolve_all(const MismatchArgs& a) {
 
 void convolve_avx2(const MismatchArgs& a) {
   const int run = a.kernel_w * a.words;
-  if (a.kernel_h == 3 && run == 3) return convolve_all<3, 3>(a);
-  if (a.kernel_h == 3 && run == 1) return convolve_all<3, 1>(a);
+  if (a.kernel_h == 3 && run == 1) return convolve_all<3, 1>(a);    // row-packed
+  if (a.kernel_h == 3 && run == 3) return convolve_all<3, 3>(a);    // 3x3, up to 64 channels
+  if (a.kernel_h == 3 && run == 6) return convolve_all<3, 6>(a);    // 128
+  if (a.kernel_h == 3 && run == 12) return convolve_all<3, 12>(a);  // 256
   convolve_all<0, 0>(a);
 }
 
