@@ -7,8 +7,9 @@ optimized int8 kernel, and ConvInteger, which gives the same integers exactly).
 
 Every variant's output is checked against the binary op's first (fp32, ExecuTorch and ConvInteger must be equal
 exactly, their sums being of +-1 and 0; QLinearConv's int8 output is rounded, its largest error is reported).
-Latency: the median over calls within one repeat, then the median over repeats (the machine is shared); each row
-also gives ONNX Runtime's cost of a run from Python (an Identity graph) and the speed-up over ORT fp32 net of it. Writes
+Latency: the median over calls within one repeat (0.15 s of calls), then the median over repeats, the variants taking
+turns within every repeat (the machine is shared, and its slow spells last seconds); each row also gives ONNX Runtime's
+cost of a run from Python (an Identity graph) and the speed-up over ORT fp32 net of it. Writes
 benchmarks/results/bnn_kernel.json and prints which instruction path ran.
 
     .venv/bin/python benchmarks/bnn_kernel.py --networks [--repeats 3]
@@ -181,6 +182,27 @@ def median_latency_ms(run: Callable[[], Any], repeats: int, budget_s: float = 0.
             "max_repeat_ms": round(max(medians), 4)}
 
 
+def latencies_in_turns(variants: dict[str, tuple[Callable[[], Any], str | None]], repeats: int,
+                       budget_s: float = 0.15) -> dict[str, dict[str, float]]:
+    """median_latency_ms of each variant, the variants taking turns within every repeat: this shared machine's
+    slow spells last seconds, and measured one after the other a variant could sit wholly inside one. A variant is
+    (run, the instruction path to force through EDGESDK_BINARY_ISA, or None)."""
+    medians: dict[str, list[float]] = {name: [] for name in variants}
+    for run, _ in variants.values():
+        for _ in range(3):
+            run()
+    for _ in range(repeats):
+        for name, (run, isa) in variants.items():
+            if isa is None:
+                os.environ.pop(ISA_ENV, None)
+            else:
+                os.environ[ISA_ENV] = isa
+            medians[name].append(median_latency_ms(run, 1, budget_s)["median_ms"])
+    os.environ.pop(ISA_ENV, None)
+    return {name: {"median_ms": round(statistics.median(values), 4), "min_repeat_ms": round(min(values), 4),
+                   "max_repeat_ms": round(max(values), 4)} for name, values in medians.items()}
+
+
 def bench_shape(channels: int, side: int, library: Path, repeats: int, paths: list[str]) -> dict[str, Any]:
     generator = np.random.default_rng(channels * 1000 + side)
     weights = generator.standard_normal((channels, channels, 3, 3)).astype(np.float32)
@@ -199,23 +221,30 @@ def bench_shape(channels: int, side: int, library: Path, repeats: int, paths: li
     rounded = qlinear.run(None, feeds)[0]
     row["int8_qlinearconv_max_error"] = float(np.abs(rounded - reference).max())  # its output is rounded
 
-    binary_paths = {}
     for isa in paths:
         os.environ[ISA_ENV] = isa
         (y,) = binary.run(None, feeds)
         exact[f"binary_{isa}"] = bool(np.array_equal(y, reference))
-        binary_paths[isa] = median_latency_ms(lambda: binary.run(None, feeds), repeats)
     os.environ.pop(ISA_ENV, None)
-    row["binary_ort"] = binary_paths
-    row["fp32_ort"] = median_latency_ms(lambda: fp32.run(None, feeds), repeats)
-    row["int8_ort_convinteger"] = median_latency_ms(lambda: int8.run(None, feeds), repeats)
-    row["int8_ort_qlinearconv"] = median_latency_ms(lambda: qlinear.run(None, feeds), repeats)
+    # ONNX Runtime's own cost of one run from Python (an Identity graph, same input): it is in every ORT figure and
+    # is not the layer's; at 8x8 it is about half the binary layer's latency
+    identity = ort_session(make_model([helper.make_node("Identity", ["X"], ["Y"])], [], channels, side))
+    variants: dict[str, tuple[Callable[[], Any], str | None]] = {
+        **{f"binary_{isa}": (lambda: binary.run(None, feeds), isa) for isa in paths},
+        "fp32_ort": (lambda: fp32.run(None, feeds), None),
+        "int8_ort_convinteger": (lambda: int8.run(None, feeds), None),
+        "int8_ort_qlinearconv": (lambda: qlinear.run(None, feeds), None),
+        "ort_call_overhead": (lambda: identity.run(None, feeds), None)}
     try:
         executorch = executorch_runner(weights, side)
         exact["executorch_fp32"] = bool(np.array_equal(executorch(x), reference))
-        row["fp32_executorch_xnnpack"] = median_latency_ms(lambda: executorch(x), repeats)
+        variants["fp32_executorch_xnnpack"] = (lambda: executorch(x), None)
     except Exception as exc:  # report, do not hide: the row says why ExecuTorch is missing
         row["fp32_executorch_xnnpack"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+    times = latencies_in_turns(variants, repeats)
+    binary_paths = {isa: times.pop(f"binary_{isa}") for isa in paths}
+    row["binary_ort"] = binary_paths
+    row.update(times)
     row["exact"] = exact
     best = binary_paths[paths[-1]]["median_ms"]
     fp32_times = [row["fp32_ort"]["median_ms"]]
@@ -225,10 +254,6 @@ def bench_shape(channels: int, side: int, library: Path, repeats: int, paths: li
     row["speedup_vs_ort_fp32"] = round(row["fp32_ort"]["median_ms"] / best, 2)
     row["speedup_vs_best_int8"] = round(min(row["int8_ort_convinteger"]["median_ms"],
                                             row["int8_ort_qlinearconv"]["median_ms"]) / best, 2)
-    # ONNX Runtime's own cost of one run from Python (an Identity graph, same input): it is in every ORT figure and
-    # is not the layer's; at 8x8 it is about half the binary layer's latency
-    identity = ort_session(make_model([helper.make_node("Identity", ["X"], ["Y"])], [], channels, side))
-    row["ort_call_overhead"] = median_latency_ms(lambda: identity.run(None, feeds), repeats)
     overhead = row["ort_call_overhead"]["median_ms"]
     row["speedup_vs_ort_fp32_net_of_call"] = round((row["fp32_ort"]["median_ms"] - overhead)
                                                    / max(best - overhead, 1e-6), 2)

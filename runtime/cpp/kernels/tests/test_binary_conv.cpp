@@ -341,6 +341,24 @@ TEST_CASE("a value below 2^-100 or NaN counts as 0, every other value as its sig
     bc::binary_conv2d(packed, x, 1, 1, 1, &y, isa);
     CHECK_EQ(y, 2.0f);  // 0 * 1 + (-1)(-1) + 0 * 1 + (-1)(-1)
   }
+  // the same values in rows of 19 pixels (the vector paths pack 8 or 16 pixels at a time, then the rest one by one),
+  // each channel's values rotated along the row
+  const float values[8] = {std::ldexp(1.0f, -101), -5.0f, std::nanf(""), std::ldexp(-1.0f, -100),
+                           std::ldexp(1.0f, -100), 0.0f, -0.0f, -std::ldexp(1.0f, -101)};
+  const float signs[8] = {0.0f, -1.0f, 0.0f, -1.0f, 1.0f, 0.0f, 0.0f, 0.0f};
+  const int width = 19;
+  std::vector<float> row(size_t(4) * width);
+  std::vector<float> expected(width, 0.0f);
+  for (int c = 0; c < 4; ++c)
+    for (int i = 0; i < width; ++i) {
+      row[size_t(c) * width + i] = values[(i + 3 * c) % 8];
+      expected[i] += signs[(i + 3 * c) % 8] * weights[c];
+    }
+  for (bc::Isa isa : runnable_paths()) {
+    std::vector<float> y(width);
+    bc::binary_conv2d(packed, row.data(), 1, 1, width, y.data(), isa);
+    CHECK(y == expected);
+  }
 }
 
 TEST_CASE("the selected path follows EDGESDK_BINARY_ISA, and a bad one is refused") {
