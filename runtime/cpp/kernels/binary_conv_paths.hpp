@@ -88,46 +88,20 @@ static inline void store_block(const MismatchArgs& a, int block, long pixel, con
   }
 }
 
-// finish() over `count` outputs of one channel that lie in one output row from `pixel` (oy * out_w + ox), in place:
-// the same steps as separate loops over the row, which the compiler vectorizes (a per-value finish() was slower than
-// the separate float nodes it replaces on the 32x32 layers of a ResNet at batch 32).
-static inline void finish_row(const MismatchArgs& a, int channel, long pixel, float* out, int count) {
-  if (a.relu)
-    for (int j = 0; j < count; ++j) out[j] = out[j] < 0.0f ? 0.0f : out[j];
-  if (a.scale != nullptr) {
-    const float scale = a.scale[channel];
-    for (int j = 0; j < count; ++j) out[j] = out[j] * scale;
-  }
-  if (a.shift != nullptr) {
-    const float shift = a.shift[channel];
-    for (int j = 0; j < count; ++j) out[j] = out[j] + shift;
-  }
-  if (a.residual == nullptr) return;
-  const long plane = static_cast<long>(a.out_h) * a.out_w;
-  const int source = channel - a.residual_offset;
-  if (a.residual_stride == 1 && a.residual_offset == 0 && a.residual_channels == a.out_channels) {
-    const float* residual = a.residual + channel * plane + pixel;
-    for (int j = 0; j < count; ++j) out[j] = out[j] + residual[j];
-  } else if (source >= 0 && source < a.residual_channels) {
-    const long s = a.residual_stride, row = pixel / a.out_w, column = pixel % a.out_w;
-    const float* residual = a.residual + (source * a.out_h * s + row * s) * a.out_w * s + column * s;
-    for (int j = 0; j < count; ++j) out[j] = out[j] + residual[j * s];
-  } else {
-    for (int j = 0; j < count; ++j) out[j] = out[j] + 0.0f;  // as the float graph adds its zero padding
-  }
-}
-
 // A tile of results, tile[pixel * tile_stride + c] for `pixels` output pixels from (oy, ox0) and `channels` output
-// channels from first_channel, written to y channel by channel (each output plane's row is contiguous); the epilogue
-// applied here unless the tile holds finished values already (`finished`).
+// channels from first_channel, written to y channel by channel (each output plane's row is contiguous), with the
+// epilogue (the AVX-512 path; AVX2 applies it in registers and transposes its tile itself).
 static inline void store_tile(const MismatchArgs& a, const float* tile, int tile_stride, int first_channel,
-                              int channels, int oy, int ox0, int pixels, bool finished = false) {
+                              int channels, int oy, int ox0, int pixels) {
   const long plane = static_cast<long>(a.out_h) * a.out_w;
   const long pixel = static_cast<long>(oy) * a.out_w + ox0;
   for (int c = 0; c < channels; ++c) {
     float* out = a.y + (first_channel + c) * plane + pixel;
-    for (int j = 0; j < pixels; ++j) out[j] = tile[j * tile_stride + c];
-    if (a.epilogue && !finished) finish_row(a, first_channel + c, pixel, out, pixels);
+    if (!a.epilogue) {
+      for (int j = 0; j < pixels; ++j) out[j] = tile[j * tile_stride + c];
+    } else {
+      for (int j = 0; j < pixels; ++j) out[j] = finish(a, first_channel + c, pixel + j, tile[j * tile_stride + c]);
+    }
   }
 }
 
