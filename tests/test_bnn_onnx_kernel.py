@@ -342,16 +342,23 @@ def _tampered_binary_graph(path: Path, change: str) -> bytes:
         packed = next(t for t in model.graph.initializer if t.name == node.input[1])
         array = numpy_helper.to_array(packed)
         packed.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array[:, :, :2]), packed.name))  # kh x 2 taps
+    elif change == "scale count":  # the fused batch norm's scale of 3 values for 16 channels
+        scale = next(t for t in model.graph.initializer if t.name == node.input[2])
+        scale.CopyFrom(numpy_helper.from_array(np.ones((3, 1, 1), np.float32), scale.name))
+    elif change == "residual_stride":  # the block's second conv told to read every other pixel of a Y-sized residual
+        second = [n for n in model.graph.node if n.op_type == BINARY_CONV][1]
+        second.attribute.append(helper.make_attribute("residual_stride", 2))
     else:
         attributes = {a.name: a for a in node.attribute}
         target = {"in_channels": ("in_channels", 3), "pads": ("pads", [-1, 1, 1, 1]),
-                  "kernel_shape": ("kernel_shape", [5])}[change]
+                  "kernel_shape": ("kernel_shape", [5]), "activation": ("activation", "gelu")}[change]
         attributes[target[0]].CopyFrom(helper.make_attribute(*target))
     return model.SerializeToString()
 
 
 @needs_library
-@pytest.mark.parametrize("change", ["packed shape", "in_channels", "pads", "kernel_shape", "truncated"])
+@pytest.mark.parametrize("change", ["packed shape", "in_channels", "pads", "kernel_shape", "truncated", "activation",
+                                    "scale count", "residual_stride"])
 def test_a_hostile_binary_graph_is_a_one_line_error(bundles: dict[str, Path], tmp_path: Path, change: str,
                                                     monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv(KERNEL_ENV, raising=False)
