@@ -105,6 +105,8 @@ static inline void store_tile(const MismatchArgs& a, const float* tile, int tile
   }
 }
 
+namespace {  // internal linkage, like the static functions above: each translation unit its own instruction set
+
 // What the AVX2 path needs to apply the epilogue to a register of four output channels at one pixel: per channel of
 // a group of blocks, its scale and shift (1 and 0 where absent or past out_channels) and where its residual plane
 // starts (null: nothing to add but 0, for a zero-padded shortcut channel or one past out_channels).
@@ -133,5 +135,7 @@ struct EpilogueLanes {
     }
   }
 };
+
+}  // namespace
 
 }  // namespace edgesdk::binary::detail
