@@ -169,8 +169,21 @@ PackedWeights PackedWeights::view(const ConvGeometry& geometry, const void* data
     if (!kLittleEndian)
       for (uint64_t& word : packed.bits_) word = __builtin_bswap64(word);
   }
+  packed.check_padding();
   packed.derive_rows();
   return packed;
+}
+
+void PackedWeights::check_padding() {
+  padding_clear_ = true;
+  const int used = geometry_.in_channels % 64;  // bits of the last word of a tap; 0: all 64
+  if (used == 0) return;
+  const uint64_t past = ~uint64_t(0) << used;
+  const uint64_t* bits = data();
+  // word [block][ky][kx][word][lane]: a tap's words run words_ * kOutputBlock long, its last word the last 8 of them
+  for (size_t tap = 0; tap < words_total_; tap += size_t(words_) * kOutputBlock)
+    for (int lane = 0; lane < kOutputBlock; ++lane)
+      if (bits[tap + size_t(words_ - 1) * kOutputBlock + lane] & past) padding_clear_ = false;
 }
 
 void PackedWeights::derive_rows() {
@@ -349,21 +362,47 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
                                 "residual_offset, and its stride must be in [1, " + std::to_string(kMaxStride) + "]");
 
   // padding pixels stay all-zero words with a count of 0 in every image (see binary_conv.hpp)
-  std::vector<uint64_t> negative(padded_pixels * words, 0), nonzero(padded_pixels * words, 0);
-  std::vector<int32_t> count(padded_pixels, 0), count_sum(out_pixels, 0);
+  std::vector<uint64_t> planes(padded_pixels * words * 2, 0);
+  uint64_t* negative = planes.data();
+  uint64_t* nonzero = negative + padded_pixels * words;
+  std::vector<int32_t> counts(padded_pixels + out_pixels + 2 * size_t(out_h) + 2 * size_t(out_w), 0);
+  int32_t* count = counts.data();
+  int32_t* count_sum = count + padded_pixels;
+  int32_t* row_first = count_sum + out_pixels;
+  int32_t* row_last = row_first + out_h;
+  int32_t* column_first = row_last + out_h;
+  int32_t* column_last = column_first + out_w;
+  std::vector<uint8_t> unmasked(out_w, 0);
   // row packing (PackedWeights::row_packed): the same sums as a kernel_h x 1 convolution over rows of pixels
   const bool row_packed = weights.row_packed();
-  std::vector<uint64_t> rows_negative(row_packed ? padded_pixels : 0, 0), rows_nonzero(row_packed ? padded_pixels : 0, 0);
-  detail::PackArgs pack{nullptr,   g.in_channels,  height,          width,          g.pad_top, g.pad_left,
-                        padded_w,  words,          kSignThreshold,  negative.data(), nonzero.data(), count.data()};
-  detail::MismatchArgs args{negative.data(), nonzero.data(), padded_w,   words,      weights.data(),
-                            weights.blocks(), g.kernel_h,     g.kernel_w, g.stride_h, g.stride_w,
-                            out_h,            out_w,          g.out_channels, count_sum.data(), nullptr,
-                            !epilogue.empty(), epilogue.relu, epilogue.scale, epilogue.shift, nullptr,
-                            residual_channels, epilogue.residual_offset, epilogue.residual_stride};
+  std::vector<uint64_t> rows_planes(row_packed ? 2 * padded_pixels : 0, 0);
+  uint64_t* rows_negative = rows_planes.data();
+  uint64_t* rows_nonzero = rows_negative + (row_packed ? padded_pixels : 0);
+  // each output pixel's window within the image (MismatchArgs): rows, and columns, or the one row word
+  std::vector<uint8_t> image_columns(out_w, 0);  // whether the whole kernel row lies in the image
+  for (int oy = 0; oy < out_h; ++oy) {
+    const int top = oy * g.stride_h - g.pad_top;  // the image row of kernel row 0
+    row_first[oy] = std::max(0, -top);
+    row_last[oy] = std::max(row_first[oy], std::min(g.kernel_h, height - top));
+  }
+  for (int ox = 0; ox < out_w; ++ox) {
+    const int left = ox * g.stride_w - g.pad_left;
+    const int first = std::max(0, -left), last = std::max(first, std::min(g.kernel_w, width - left));
+    image_columns[ox] = first == 0 && last == g.kernel_w;
+    column_first[ox] = row_packed ? 0 : first;
+    column_last[ox] = row_packed ? 1 : last;
+  }
+  detail::PackArgs pack{nullptr,  g.in_channels, height,         width,    g.pad_top, g.pad_left,
+                        padded_w, words,         kSignThreshold, negative, nonzero,   count};
+  detail::MismatchArgs args{negative,          nonzero,          padded_w,   words,      weights.data(),
+                            weights.blocks(),  g.kernel_h,       g.kernel_w, g.stride_h, g.stride_w,
+                            out_h,             out_w,            g.out_channels, count_sum, nullptr,
+                            !epilogue.empty(), epilogue.relu,    epilogue.scale, epilogue.shift, nullptr,
+                            residual_channels, epilogue.residual_offset, epilogue.residual_stride,
+                            row_first,         row_last,         column_first, column_last, unmasked.data()};
   if (row_packed) {
-    args.negative = rows_negative.data();
-    args.nonzero = rows_nonzero.data();
+    args.negative = rows_negative;
+    args.nonzero = rows_nonzero;
     args.weights = weights.row_data();
     args.kernel_w = 1;
   }
@@ -374,6 +413,15 @@ void binary_conv2d(const PackedWeights& weights, const float* x, int batch, int 
       case Isa::avx512: detail::pack_avx512(pack); break;
       default: detail::pack_scalar(pack); break;  // NEON packs with the portable loop
     }
+    // every activation +-1 (each image pixel's count is in_channels): the nonzero mask then changes nothing where the
+    // weights have no bit past the channels (row words always: they are built from the channels' bits) and the
+    // counted words hold image pixels only
+    bool dense = row_packed || weights.padding_clear();
+    for (int iy = 0; iy < height && dense; ++iy) {
+      const int32_t* image_row = count + size_t(iy + g.pad_top) * padded_w + g.pad_left;
+      for (int ix = 0; ix < width; ++ix) dense &= image_row[ix] == g.in_channels;
+    }
+    for (int ox = 0; ox < out_w; ++ox) unmasked[ox] = dense && (!row_packed || image_columns[ox]);
     for (int oy = 0; oy < out_h; ++oy)
       for (int ox = 0; ox < out_w; ++ox) {
         int32_t sum = 0;

@@ -14,7 +14,8 @@
 //     sum_c s(x_c) * B_c = nonzero_count - 2 * popcount((negative XOR weight_negative) AND nonzero),
 // since a nonzero channel contributes +1 where the signs agree and -1 where they differ. Padding pixels are words of
 // zeros in both planes with a count of 0, so they contribute exactly 0 as the float graph's zero padding of s(x)
-// does: no border special case. The sum is an integer with |y| <= kh * kw * C, exact in fp32 below 2^24.
+// does: no border special case is needed. (The AVX2 path still skips the taps that fall in the padding, and where
+// every activation of an image is +-1 it leaves out the AND with `nonzero`, which then changes nothing.) The sum is an integer with |y| <= kh * kw * C, exact in fp32 below 2^24.
 //
 // Instruction paths, chosen at run time: AVX-512 VPOPCNTDQ, AVX2 (nibble-table popcount with pshufb), ARM NEON
 // (vcnt; compiled on aarch64 only) and a portable scalar loop. EDGESDK_BINARY_ISA=scalar|avx2|avx512|neon forces
@@ -73,7 +74,8 @@ constexpr int kOutputBlock = 8;
 // tap. This is also the exported format (edgesdk.runtime.binary_ops.pack_binary_weights: the words little-endian,
 // as uint8 (blocks, kh, kw, words, 8, 8)), so a kernel can run on the exported bytes in place (view()). Bits past
 // in_channels and lanes past out_channels never reach a result, whatever they hold: the activations' `nonzero`
-// plane is 0 past in_channels, and only lanes below out_channels are stored.
+// plane is 0 past in_channels, and only lanes below out_channels are stored (the unmasked count of the AVX2 path
+// runs only where padding_clear() says no such bit is set).
 class PackedWeights {
  public:
   // From float weights in PyTorch's OIHW layout (sign(0) counts as +1, like FoldedBinaryConv2d's bits); owns them.
@@ -103,17 +105,22 @@ class PackedWeights {
   bool row_packed() const { return !rows_.empty(); }
   const uint64_t* row_data() const { return rows_.data(); }
   size_t row_bytes() const { return rows_.size() * sizeof(uint64_t); }
+  // Whether no bit past in_channels is set in any word (true for from_float and for every exported layout; a view
+  // of bytes that set them still computes the same results, only without the kernels' unmasked fast path).
+  bool padding_clear() const { return padding_clear_; }
 
  private:
   explicit PackedWeights(const ConvGeometry& geometry);
   void set_negative(int out_channel, int ky, int kx, int in_channel);
   void derive_rows();
+  void check_padding();
   std::vector<uint64_t> rows_;
   ConvGeometry geometry_;
   int words_ = 0;
   int blocks_ = 0;
   size_t words_total_ = 0;
   bool owned_ = true;
+  bool padding_clear_ = true;
   const uint64_t* external_ = nullptr;
   std::vector<uint64_t> bits_;
 };

@@ -29,6 +29,17 @@ struct MismatchArgs {
   int residual_channels;     // the residual's channels, added to output channels residual_offset and up
   int residual_offset;
   int residual_stride;       // every stride-th pixel of the residual's rows and columns
+  // Where each output pixel's window meets the image, in this kernel's taps (kernel_w is 1 when row-packed: one
+  // "column", the whole row word): rows [row_first[oy], row_last[oy]) and columns [column_first[ox],
+  // column_last[ox]); the other taps lie in the zero padding, which adds 0, so a path may skip them.
+  const int32_t* row_first;
+  const int32_t* row_last;
+  const int32_t* column_first;
+  const int32_t* column_last;
+  // Per output column, 1 where the AND with the nonzero plane changes nothing within those rows and columns: every
+  // activation of this image is +-1, the weights have no bit set past in_channels, and (row-packed) the row word's
+  // pixels are all image pixels. A path may then leave the mask out.
+  const uint8_t* unmasked;
 };
 
 // y of one image
@@ -90,7 +101,7 @@ static inline void store_block(const MismatchArgs& a, int block, long pixel, con
 
 // A tile of results, tile[pixel * tile_stride + c] for `pixels` output pixels from (oy, ox0) and `channels` output
 // channels from first_channel, written to y channel by channel (each output plane's row is contiguous), with the
-// epilogue (the AVX-512 path; AVX2 applies it in registers and transposes its tile itself).
+// epilogue (the AVX-512 path; AVX2 transposes its tile in registers and applies the epilogue eight pixels at a time).
 static inline void store_tile(const MismatchArgs& a, const float* tile, int tile_stride, int first_channel,
                               int channels, int oy, int ox0, int pixels) {
   const long plane = static_cast<long>(a.out_h) * a.out_w;
@@ -104,38 +115,5 @@ static inline void store_tile(const MismatchArgs& a, const float* tile, int tile
     }
   }
 }
-
-namespace {  // internal linkage, like the static functions above: each translation unit its own instruction set
-
-// What the AVX2 path needs to apply the epilogue to a register of four output channels at one pixel: per channel of
-// a group of blocks, its scale and shift (1 and 0 where absent or past out_channels) and where its residual plane
-// starts (null: nothing to add but 0, for a zero-padded shortcut channel or one past out_channels).
-template <int kChannels>
-struct EpilogueLanes {
-  alignas(32) float scale[kChannels];
-  alignas(32) float shift[kChannels];
-  const float* residual[kChannels];
-  long residual_row = 0;     // residual elements per output row: out_w * stride * stride
-  long residual_column = 0;  // per output column: stride
-
-  EpilogueLanes(const MismatchArgs& a, int first_channel) {
-    const long s = a.residual_stride;
-    residual_row = static_cast<long>(a.out_w) * s * s;
-    residual_column = s;
-    const long residual_plane = static_cast<long>(a.out_h) * a.out_w * s * s;
-    for (int lane = 0; lane < kChannels; ++lane) {
-      const int channel = first_channel + lane;
-      const bool inside = channel < a.out_channels;
-      scale[lane] = inside && a.scale != nullptr ? a.scale[channel] : 1.0f;
-      shift[lane] = inside && a.shift != nullptr ? a.shift[channel] : 0.0f;
-      const int source = channel - a.residual_offset;
-      residual[lane] = inside && a.residual != nullptr && source >= 0 && source < a.residual_channels
-                           ? a.residual + source * residual_plane
-                           : nullptr;
-    }
-  }
-};
-
-}  // namespace
 
 }  // namespace edgesdk::binary::detail

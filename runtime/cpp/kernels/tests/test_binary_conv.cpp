@@ -90,7 +90,8 @@ struct Case {
   int in_channels, out_channels, kernel, stride, pad_top, pad_left, pad_bottom, pad_right, batch, height, width;
 };
 
-void check_case(const Case& c, std::mt19937& random) {
+// dense: every activation +-1 (no zero, as after a sign), which lets the AVX2 path leave out the nonzero mask
+void check_case(const Case& c, bool dense, std::mt19937& random) {
   bc::ConvGeometry g;
   g.in_channels = c.in_channels;
   g.out_channels = c.out_channels;
@@ -102,6 +103,8 @@ void check_case(const Case& c, std::mt19937& random) {
   g.pad_right = c.pad_right;
   std::vector<float> x = activations(size_t(c.batch) * c.in_channels * c.height * c.width, random);
   std::normal_distribution<float> normal(0.0f, 1.0f);
+  if (dense)
+    for (float& v : x) v = normal(random) < 0.0f ? -1.5f : 0.25f;
   std::vector<float> w(size_t(c.out_channels) * c.in_channels * c.kernel * c.kernel);
   for (float& v : w) v = normal(random);
   w[0] = 0.0f;  // sign(0) is +1 for weights
@@ -157,7 +160,8 @@ void check_case(const Case& c, std::mt19937& random) {
                       std::string(bc::isa_name(isa)) + (fused ? " with the epilogue" : "") + ": " +
                           std::to_string(wrong) + " of " + std::to_string(y.size()) + " outputs differ, case C=" +
                           std::to_string(c.in_channels) + " OC=" + std::to_string(c.out_channels) +
-                          " k=" + std::to_string(c.kernel) + " s=" + std::to_string(c.stride));
+                          " k=" + std::to_string(c.kernel) + " s=" + std::to_string(c.stride) +
+                          (dense ? " (dense)" : ""));
     }
   }
 }
@@ -169,6 +173,8 @@ TEST_CASE("every runnable path equals the float convolution of s(x), exactly") {
   const Case cases[] = {
       {16, 8, 3, 1, 1, 1, 1, 1, 2, 7, 5},       {24, 13, 3, 2, 1, 1, 1, 1, 1, 9, 11},
       {32, 16, 3, 1, 1, 1, 1, 1, 3, 6, 6},      {70, 9, 3, 2, 1, 1, 1, 1, 2, 8, 7},
+      // eight-pixel packing with a second 32-channel half in the last word (36 and 16 channels) and a tail
+      {100, 10, 3, 1, 1, 1, 1, 1, 1, 3, 17},    {48, 8, 3, 1, 1, 1, 1, 1, 2, 4, 10},
       {64, 64, 3, 1, 1, 1, 1, 1, 1, 8, 8},      {128, 24, 3, 2, 1, 1, 1, 1, 1, 5, 9},
       {200, 17, 3, 1, 1, 1, 1, 1, 1, 4, 4},     {3, 5, 1, 1, 0, 0, 0, 0, 2, 3, 4},
       {40, 7, 5, 1, 2, 1, 0, 2, 1, 6, 7},       {16, 8, 3, 1, 0, 0, 0, 0, 1, 3, 3},
@@ -178,7 +184,8 @@ TEST_CASE("every runnable path equals the float convolution of s(x), exactly") {
       {12, 9, 5, 1, 2, 1, 0, 2, 2, 6, 7},       {21, 10, 3, 2, 1, 1, 1, 1, 2, 9, 7},
       {1, 4, 3, 1, 1, 1, 1, 1, 1, 5, 5},        {32, 11, 2, 1, 1, 0, 0, 1, 1, 6, 5},
   };
-  for (const Case& c : cases) check_case(c, random);
+  for (const Case& c : cases)
+    for (bool dense : {false, true}) check_case(c, dense, random);
 }
 
 TEST_CASE("the epilogue reads an option-A shortcut in place: every other pixel, new channels zero") {
@@ -276,13 +283,42 @@ TEST_CASE("a view copies only unaligned bytes, refuses a wrong size, and ignores
   }
   const bc::PackedWeights dirty = bc::PackedWeights::view(g, padded.data(), bytes.size());
   CHECK_EQ(dirty.owned_bytes(), size_t(0));
+  CHECK(!dirty.padding_clear());
+  CHECK(from_float.padding_clear());
+  CHECK(copied.padding_clear());
   const int height = 5, width = 4;
   std::vector<float> x = activations(size_t(2) * g.in_channels * height * width, random);
+  for (bool dense : {false, true}) {
+    if (dense)  // every activation +-1: where the weights are clean, the AVX2 path leaves out the nonzero mask
+      for (float& v : x) v = v < 0.0f ? -1.0f : 1.0f;
+    for (bc::Isa isa : runnable_paths()) {
+      std::vector<float> want(size_t(2) * g.out_channels * height * width), got(want.size());
+      bc::binary_conv2d(from_float, x.data(), 2, height, width, want.data(), isa);
+      bc::binary_conv2d(dirty, x.data(), 2, height, width, got.data(), isa);
+      CHECK(want == got);
+    }
+  }
+}
+
+TEST_CASE("one zero among +-1 activations is counted as 0: the mask stays where an image is not dense") {
+  bc::ConvGeometry g;
+  g.in_channels = 64;
+  g.out_channels = 16;
+  std::mt19937 random(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> w(size_t(g.out_channels) * g.in_channels * 9);
+  for (float& v : w) v = normal(random);
+  const int batch = 2, height = 6, width = 9;
+  std::vector<float> x(size_t(batch) * g.in_channels * height * width);
+  for (float& v : x) v = normal(random) < 0.0f ? -1.0f : 1.0f;
+  // the second image only: the first stays dense, so each image decides on its own
+  x[size_t(g.in_channels * height * width) + 3 * height * width + 2 * width + 4] = 0.0f;
+  const bc::PackedWeights packed = bc::PackedWeights::from_float(g, w.data());
+  const std::vector<float> expected = reference(g, x, w, batch, height, width, height, width);
   for (bc::Isa isa : runnable_paths()) {
-    std::vector<float> want(size_t(2) * g.out_channels * height * width), got(want.size());
-    bc::binary_conv2d(from_float, x.data(), 2, height, width, want.data(), isa);
-    bc::binary_conv2d(dirty, x.data(), 2, height, width, got.data(), isa);
-    CHECK(want == got);
+    std::vector<float> y(expected.size());
+    bc::binary_conv2d(packed, x.data(), batch, height, width, y.data(), isa);
+    CHECK(y == expected);
   }
 }
 
@@ -318,11 +354,15 @@ TEST_CASE("layers whose kernel row fits one word are row-packed, ignoring bits p
     std::vector<float> x = activations(size_t(2) * g.in_channels * 6 * 5, random);
     int out_h = 0, out_w = 0;
     bc::output_size(g, 6, 5, &out_h, &out_w);
-    const std::vector<float> expected = reference(g, x, w, 2, 6, 5, out_h, out_w);
-    for (bc::Isa isa : runnable_paths()) {
-      std::vector<float> y(expected.size());
-      bc::binary_conv2d(view, x.data(), 2, 6, 5, y.data(), isa);
-      CHECK(y == expected);
+    for (bool dense : {false, true}) {
+      if (dense)  // every activation +-1: the row words are built from the channels' bits, so no mask is needed
+        for (float& v : x) v = v < 0.0f ? -1.0f : 1.0f;
+      const std::vector<float> expected = reference(g, x, w, 2, 6, 5, out_h, out_w);
+      for (bc::Isa isa : runnable_paths()) {
+        std::vector<float> y(expected.size());
+        bc::binary_conv2d(view, x.data(), 2, 6, 5, y.data(), isa);
+        CHECK(y == expected);
+      }
     }
   }
 }
