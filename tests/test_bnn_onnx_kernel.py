@@ -345,6 +345,10 @@ def _tampered_binary_graph(path: Path, change: str) -> bytes:
     elif change == "scale count":  # the fused batch norm's scale of 3 values for 16 channels
         scale = next(t for t in model.graph.initializer if t.name == node.input[2])
         scale.CopyFrom(numpy_helper.from_array(np.ones((3, 1, 1), np.float32), scale.name))
+    elif change == "scale rank":  # the right count of values in 9 dimensions: the op reads at most 8
+        scale = next(t for t in model.graph.initializer if t.name == node.input[2])
+        count = int(np.prod(numpy_helper.to_array(scale).shape))
+        scale.CopyFrom(numpy_helper.from_array(np.ones((count,) + (1,) * 8, np.float32), scale.name))
     elif change == "residual_stride":  # the block's second conv told to read every other pixel of a Y-sized residual
         second = [n for n in model.graph.node if n.op_type == BINARY_CONV][1]
         second.attribute.append(helper.make_attribute("residual_stride", 2))
@@ -358,7 +362,7 @@ def _tampered_binary_graph(path: Path, change: str) -> bytes:
 
 @needs_library
 @pytest.mark.parametrize("change", ["packed shape", "in_channels", "pads", "kernel_shape", "truncated", "activation",
-                                    "scale count", "residual_stride"])
+                                    "scale count", "scale rank", "residual_stride"])
 def test_a_hostile_binary_graph_is_a_one_line_error(bundles: dict[str, Path], tmp_path: Path, change: str,
                                                     monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv(KERNEL_ENV, raising=False)

@@ -7,7 +7,8 @@
 //            W_packed  uint8 (ceil(out_channels / 8), kh, kw, ceil(C / 64), 8, 8): the kernel's own layout of (W < 0),
 //                      little-endian 64-bit words (binary_conv.hpp, PackedWeights; pack_binary_weights in
 //                      edgesdk.runtime.binary_ops); an initializer, read in place: one bit a weight, no copy
-//            scale     optional float32, out_channels values (any shape of that many elements, e.g. (O, 1, 1))
+//            scale     optional float32, out_channels values (any shape of rank <= 8 with that many elements, e.g.
+//                      (O, 1, 1)); every input's rank is at most 8
 //            shift     optional float32, out_channels values
 //            residual  optional float32, Y's shape; or, with residual_stride s and residual_channel_offset k,
 //                      (N, Cr, H' * s, W' * s) with k + Cr <= out_channels: a ResNet's option-A shortcut read in place,
@@ -31,7 +32,9 @@
 //
 // Built against onnxruntime_c_api.h only (no C++ wrapper), API version 13 (ONNX Runtime 1.13) or newer: the
 // tables of the C API only grow, so a library built this way loads into any newer runtime.
+#include <algorithm>
 #include <atomic>
+#include <initializer_list>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -63,10 +66,11 @@ std::atomic<int64_t> g_copied_bytes{0};
 // Bytes of row-packed words the live kernels hold (layers of at most 64 / kernel_w input channels).
 std::atomic<int64_t> g_row_bytes{0};
 
-// A failed C API call as an exception carrying its message (freed here).
-void check_status(OrtStatus* status, const std::string& what) {
+// A failed C API call as an exception carrying its message (freed here). `what` is a plain string so that a call
+// that succeeds, as every call in a run does, builds no std::string.
+void check_status(OrtStatus* status, const char* what) {
   if (status == nullptr) return;
-  std::string message = what + ": " + g_api->GetErrorMessage(status);
+  std::string message = std::string(what) + ": " + g_api->GetErrorMessage(status);
   g_api->ReleaseStatus(status);
   throw std::runtime_error(message);
 }
@@ -123,9 +127,24 @@ int checked_int(int64_t value, const char* what) {
   return int(value);
 }
 
+// A tensor's dimensions, held inline (no input of this op has more than 6), so that reading them allocates nothing.
+struct Dims {
+  static constexpr size_t kMaxRank = 8;
+  int64_t values[kMaxRank] = {};
+  size_t rank = 0;
+  Dims() = default;
+  Dims(std::initializer_list<int64_t> list) : rank(list.size()) { std::copy(list.begin(), list.end(), values); }
+  size_t size() const { return rank; }
+  int64_t operator[](size_t i) const { return values[i]; }
+  const int64_t* begin() const { return values; }
+  const int64_t* end() const { return values + rank; }
+  bool operator==(const Dims& other) const { return std::equal(begin(), end(), other.begin(), other.end()); }
+  bool operator!=(const Dims& other) const { return !(*this == other); }
+};
+
 struct TensorShape {
   ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-  std::vector<int64_t> dims;
+  Dims dims;
 };
 
 TensorShape shape_of(const OrtValue* value) {
@@ -135,16 +154,19 @@ TensorShape shape_of(const OrtValue* value) {
   size_t rank = 0;
   OrtStatus* status = g_api->GetTensorElementType(info, &shape.type);
   if (status == nullptr) status = g_api->GetDimensionsCount(info, &rank);
-  if (status == nullptr) {
-    shape.dims.resize(rank);
-    status = g_api->GetDimensions(info, shape.dims.data(), rank);
+  const bool too_many = status == nullptr && rank > Dims::kMaxRank;
+  if (status == nullptr && !too_many) {
+    shape.dims.rank = rank;
+    status = g_api->GetDimensions(info, shape.dims.values, rank);
   }
   g_api->ReleaseTensorTypeAndShapeInfo(info);
   check_status(status, "BinaryConv2d: reading an input's shape");
+  if (too_many) throw std::runtime_error("BinaryConv2d: an input of rank " + std::to_string(rank) + " (at most 8)");
   return shape;
 }
 
-std::string dims_text(const std::vector<int64_t>& dims) {
+template <class Container>
+std::string dims_text(const Container& dims) {
   std::string text = "(";
   for (size_t i = 0; i < dims.size(); ++i) text += (i ? ", " : "") + std::to_string(dims[i]);
   return text + ")";
@@ -201,9 +223,8 @@ class BinaryConvKernel {
     if (x_shape.dims[1] != geometry_.in_channels)
       throw std::runtime_error("BinaryConv2d: X has " + std::to_string(x_shape.dims[1]) + " channels, in_channels is " +
                                std::to_string(geometry_.in_channels));
-    const std::vector<int64_t> want{(geometry_.out_channels + bc::kOutputBlock - 1) / bc::kOutputBlock,
-                                    geometry_.kernel_h, geometry_.kernel_w, (geometry_.in_channels + 63) / 64,
-                                    bc::kOutputBlock, 8};
+    const Dims want{(geometry_.out_channels + bc::kOutputBlock - 1) / bc::kOutputBlock,
+                    geometry_.kernel_h, geometry_.kernel_w, (geometry_.in_channels + 63) / 64, bc::kOutputBlock, 8};
     if (w_shape.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || w_shape.dims != want)
       throw std::runtime_error("BinaryConv2d: W_packed must be uint8 " + dims_text(want) + " for in_channels " +
                                std::to_string(geometry_.in_channels) + " and out_channels " +
@@ -268,8 +289,8 @@ class BinaryConvKernel {
 
   static const float* float_data(const OrtValue* value, const char* what) {
     const void* data = nullptr;
-    check_status(g_api->GetTensorMutableData(const_cast<OrtValue*>(value), const_cast<void**>(&data)),
-                 std::string("BinaryConv2d: ") + what + " data");
+    if (OrtStatus* status = g_api->GetTensorMutableData(const_cast<OrtValue*>(value), const_cast<void**>(&data)))
+      check_status(status, (std::string("BinaryConv2d: ") + what + " data").c_str());
     return static_cast<const float*>(data);
   }
 
@@ -300,7 +321,7 @@ class BinaryConvKernel {
                              : shape.dims[1] >= 1 && shape.dims[1] <= y_dims[1] - residual_offset_);
     if (!fits)
       throw std::runtime_error("BinaryConv2d: residual must be float32 " +
-                               (plain ? dims_text(std::vector<int64_t>(y_dims, y_dims + 4)) + " (Y's shape)"
+                               (plain ? dims_text(Dims{y_dims[0], y_dims[1], y_dims[2], y_dims[3]}) + " (Y's shape)"
                                       : std::string("(N, at most out_channels - residual_channel_offset, H' * ") +
                                             "residual_stride, W' * residual_stride)") +
                                ", got " + dims_text(shape.dims));
