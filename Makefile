@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed-0.1.0
 BUILD   := build
 CPP     := runtime/cpp/build
 
-.PHONY: demo test bench lint setup clean cpp cpp-configure cpp-test ort-ops
+.PHONY: demo test bench lint setup clean cpp cpp-configure cpp-test ort-ops test-neon
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -57,6 +57,13 @@ ort-ops: cpp-configure
 # $EDGESDK_TEST_BUNDLES when set, as `make test` sets it, else exported there).
 cpp-test: cpp
 	cd $(CPP) && $(abspath $(VENV))/bin/ctest --output-on-failure -j2
+
+# The binary kernel's NEON path on this x86-64 machine: cross-compiled (aarch64-linux-gnu-g++, else Zig's clang from
+# the ziglang wheel, installed here) and run under qemu-user (installed, else Debian's static build fetched once into
+# $(CPP)/_deps, SHA-256 pinned). Not in `make test`: Zig's first build of the target's C++ library takes ~2.5 min.
+test-neon: $(STAMP)
+	command -v aarch64-linux-gnu-g++ >/dev/null || $(PY) -m pip install -q "ziglang==0.17.1"
+	$(PY) runtime/cpp/tools/neon_test.py --build $(CPP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/sampling.py
