@@ -40,8 +40,8 @@ inline __m256 finish8(const MismatchArgs& a, int channel, int oy, int ox, __m256
 
 // The [pixel][channel] tile to the output planes, eight pixels by eight channels at a time with an 8x8 transpose in
 // registers (element by element, this store was about a tenth of a 64-channel 8x8 layer), the epilogue applied to
-// each channel's eight pixels on the way (per pixel, across channels, it was a third of that layer); the rest one by
-// one.
+// each channel's eight pixels on the way (applied per register of four channels with four gathered residual values
+// it made that layer 4 % slower: 12.7 against 12.2 us); the rest one by one.
 void store_tile_transposed(const MismatchArgs& a, const float* tile, int tile_stride, int first_channel,
                            int channels, int oy, int ox0, int pixels) {
   const long plane = static_cast<long>(a.out_h) * a.out_w;
